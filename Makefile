@@ -1,0 +1,26 @@
+# Two commands for a new user: `make run` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install run test clean
+
+install: $(STAMP)
+
+# torch first, from the pinned version (the CPU wheel on disk here); constraints.txt pins the rest,
+# so installing the package never replaces torch.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt torch
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ablate data info
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .ablate reports

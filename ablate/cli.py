@@ -1,0 +1,195 @@
+"""The `ablate` command line: a table of commands, each handler returns an exit code.
+
+Heavy libraries (torch, pyarrow, scikit-learn, optuna) are imported inside handlers so that
+`ablate --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ablate.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _progress(label: str) -> Callable[[int, int], None] | None:
+    """A one-line progress counter on a terminal; silent otherwise (logs stay clean)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def cmd_data_synth(a: argparse.Namespace) -> int:
+    from ablate.data.synth import SynthConfig, generate
+
+    given = {"n_signs": a.signs, "n_participants": a.participants, "reps": a.reps, "seed": a.seed,
+             "difficulty": a.difficulty}
+    cfg = SynthConfig(**{k: v for k, v in given.items() if v is not None})
+    summary = generate(Path(a.out), cfg, workers=a.workers, progress=_progress("synth"))
+    _say(f"wrote {summary['sequences']} sequences ({cfg.n_signs} signs, {cfg.n_participants} participants) "
+         f"to {a.out} in {summary['seconds']:.1f}s")
+    return 0
+
+
+def cmd_data_ingest(a: argparse.Namespace) -> int:
+    from ablate.data.cache import ingest
+
+    r = ingest(Path(a.dir), Path(a.cache) if a.cache else None, workers=a.workers, rebuild=a.rebuild,
+               progress=_progress("ingest"))
+    for s in r.skipped:
+        print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    state = "updated" if r.changed else "already up to date"
+    _say(f"cache {r.cache_dir} {state}: {r.total} listed, {r.read} read ({r.frames_read} frames), "
+         f"{r.reused} reused, {len(r.skipped)} skipped; {r.seconds:.1f}s; fingerprint {r.fingerprint}")
+    return 0
+
+
+def _cache_path(arg: str | None) -> Path:
+    from ablate.data.cache import resolve_cache_dir
+    from ablate.data.default import default_cache
+
+    return resolve_cache_dir(Path(arg)) if arg else default_cache()
+
+
+def cmd_data_info(a: argparse.Namespace) -> int:
+    from ablate.data.cache import Cache
+
+    info = Cache(_cache_path(a.cache)).info()
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    _say(f"cache        {info['cache']}\nsource       {info['source']}\nfingerprint  {info['fingerprint']}\n"
+         f"sequences    {info['sequences']}\nparticipants {info['participants']}\n"
+         f"signs        {info['signs']} (of {info['signs_in_map']} in the sign map)\n"
+         f"frames       min {info['frames_min']}, median {info['frames_median']:g}, max {info['frames_max']}, "
+         f"total {info['frames_total']}\n"
+         f"missing hand {pct(info['missing_a_hand'])} of frames (left {pct(info['missing_left_hand'])}, "
+         f"right {pct(info['missing_right_hand'])}, both {pct(info['missing_both_hands'])})\n"
+         f"skipped      {info['skipped']} file(s) at ingest")
+    return 0
+
+
+def cmd_data_folds(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ablate.data.cache import Cache
+    from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
+
+    cache = Cache(_cache_path(a.cache))
+    kind = UNGROUPED_LEAKY if a.ungrouped_leaky else GROUPED
+    fold = cache.folds(a.k, a.seed, kind)
+    if kind == UNGROUPED_LEAKY:
+        _say("UNGROUPED (leaky) folds: participants appear in several folds; for showing leakage only")
+    for f in range(a.k):
+        sel = fold == f
+        parts = np.unique(cache.participants[sel])
+        _say(f"fold {f}: {int(sel.sum())} sequences, {len(parts)} participants "
+             f"({', '.join(map(str, parts[:8]))}{', ...' if len(parts) > 8 else ''})")
+    return 0
+
+
+# ---- components ---------------------------------------------------------------------------------
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from ablate.components import REGISTRIES
+
+    kinds = [a.kind] if a.kind else list(REGISTRIES)
+    for kind in kinds:
+        if kind not in REGISTRIES:
+            from ablate.errors import unknown
+
+            raise unknown("component kind", kind, REGISTRIES)
+        reg = REGISTRIES[kind]
+        _say(f"{kind} ({len(reg)}):")
+        for e in reg:
+            params = ", ".join(f"{k}={v!r}" for k, v in e.params.items())
+            tags = f" [{', '.join(sorted(e.tags))}]" if e.tags else ""
+            _say(f"  {e.name:<20} {e.description}{tags}")
+            if params:
+                _say(f"  {'':<20} {params}")
+    return 0
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ablate", description="Ablation studies for isolated sign-language recognition.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    data = sub.add_parser("data", help="generate, ingest and inspect data sets")
+    data.set_defaults(func=lambda _a: (data.print_help(), EXIT_USER_ERROR)[1])
+    dsub = data.add_subparsers(dest="data_command", metavar="STEP", parser_class=_Parser)
+    s = dsub.add_parser("synth", help="write a synthetic data set in the Kaggle asl-signs layout")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--signs", type=int, default=None, help="number of signs (full size: 250)")
+    s.add_argument("--participants", type=int, default=None, help="number of participants (full size: 21)")
+    s.add_argument("--reps", type=int, default=None, help="sequences per participant and sign (full size: 18)")
+    s.add_argument("--seed", type=int, default=None, help="generator seed")
+    s.add_argument("--difficulty", type=float, default=None, help="1.0 default; 0 is easy")
+    s.add_argument("--workers", type=int, default=1, help="writer processes")
+    s.set_defaults(func=cmd_data_synth)
+    i = dsub.add_parser("ingest", help="build or update the landmark cache of a Kaggle-layout directory")
+    i.add_argument("dir", help="directory with train.csv, train_landmark_files/ and the sign map")
+    i.add_argument("--cache", help="cache directory (default: $ABLATE_HOME/cache/<name>-<hash>)")
+    i.add_argument("--workers", type=int, default=None, help="reader threads (default: all cores)")
+    i.add_argument("--rebuild", action="store_true", help="ignore the existing cache and rebuild it")
+    i.set_defaults(func=cmd_data_ingest)
+    n = dsub.add_parser("info", help="print counts for a cache")
+    n.add_argument("cache", nargs="?", help="cache or data directory (default: the embedded synthetic set)")
+    n.set_defaults(func=cmd_data_info)
+    f = dsub.add_parser("folds", help="print the stored cross-validation folds")
+    f.add_argument("cache", nargs="?", help="cache or data directory (default: the embedded synthetic set)")
+    f.add_argument("--k", type=int, default=5, help="number of folds (default 5)")
+    f.add_argument("--seed", type=int, default=0, help="fold seed (default 0)")
+    f.add_argument("--ungrouped-leaky", action="store_true",
+                   help="ungrouped StratifiedKFold: participants leak across folds (to show the leak only)")
+    f.set_defaults(func=cmd_data_folds)
+
+    ls = sub.add_parser("list", help="list registered components, their parameters and defaults")
+    ls.add_argument("kind", nargs="?", help="one kind only (features, augmentations, models, losses, ...)")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:  # no command: show the help
+            parser.print_help()
+            return EXIT_USER_ERROR
+        return int(func(args))
+    except UserError as e:
+        print(f"ablate: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("ablate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

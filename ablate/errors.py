@@ -1,0 +1,24 @@
+"""Errors that are the user's to fix: the CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input (a file, a field, a value). Printed as one line, exit 2."""
+
+
+def close_match(name: str, known: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest known name, or '' when nothing is close."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def unknown(what: str, name: str, known: Iterable[str]) -> UserError:
+    """The standard error for an unknown name: lists the known names and the closest one."""
+    known = sorted(known)
+    return UserError(
+        f"unknown {what} {name!r}{close_match(name, known)}; known: {', '.join(known) or '(none)'}"
+    )

@@ -1,0 +1,60 @@
+"""Shared fixtures: small Kaggle-layout data sets made here, and the real sample from ../shared."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ablate.data import kaggle
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("ABLATE_SAMPLE", REPO.parent / "shared" / "data" / "asl-signs-sample"))
+SAMPLE_FILE = SAMPLE / "train_landmark_files" / "16069" / "100015657.parquet"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's ./.ablate from a test."""
+    monkeypatch.setenv("ABLATE_HOME", str(tmp_path_factory.mktemp("ablate_home")))
+
+
+@pytest.fixture
+def sample() -> Path:
+    if not SAMPLE_FILE.is_file():
+        pytest.skip(f"real asl-signs sample not found at {SAMPLE} (set ABLATE_SAMPLE)")
+    return SAMPLE
+
+
+def random_frames(rng: np.random.Generator, n_frames: int, nan_left: bool = True) -> np.ndarray:
+    frames = rng.uniform(0, 1, size=(n_frames, 543, 3)).astype(np.float32)
+    if nan_left:
+        frames[: n_frames // 2, 468:489] = np.nan
+    return frames
+
+
+def make_dataset(root: Path, n_participants: int = 5, n_signs: int = 3, reps: int = 2, seed: int = 0) -> Path:
+    """A tiny random data set in the Kaggle layout (random values; for format and cache tests)."""
+    rng = np.random.default_rng(seed)
+    signs = [f"sign{i}" for i in range(n_signs)]
+    lines = ["path,participant_id,sequence_id,sign"]
+    sid = 1000
+    for p in range(n_participants):
+        pid = 20000 + p
+        for s in signs:
+            for _ in range(reps):
+                sid += 1
+                rel = f"train_landmark_files/{pid}/{sid}.parquet"
+                kaggle.write_landmarks(root / rel, random_frames(rng, int(rng.integers(1, 12))), int(rng.integers(0, 300)))
+                lines.append(f"{rel},{pid},{sid},{s}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    (root / "sign_to_prediction_index_map.json").write_text(json.dumps({s: i for i, s in enumerate(signs)}))
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "data")
