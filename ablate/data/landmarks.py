@@ -45,6 +45,8 @@ _LIP_PAIRS = [
     (84, 314), (78, 308), (191, 415), (80, 310), (81, 311), (82, 312), (95, 324), (88, 318),
     (178, 402), (87, 317),
 ]
+# Face mesh nose: the two alae (nostril wings), a mirror pair; tip 1 and 2 below it are on the midline.
+NOSE_ALAE = (98, 327)
 # Pose: 1-3 <-> 4-6 (eyes), 7<->8 ears, 9<->10 mouth, then 11..32 alternate left/right.
 _POSE_PAIRS = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)] + [(i, i + 1) for i in range(11, 33, 2)]
 # Upper body pose points kept by the baseline: nose, shoulders, elbows, wrists, hips.
@@ -59,6 +61,7 @@ def _mirror_permutation() -> np.ndarray:
     pairs += list(zip(LEFT_EYE, RIGHT_EYE))
     pairs += _LIP_PAIRS
     pairs += [(pose(a), pose(b)) for a, b in _POSE_PAIRS]
+    pairs += [NOSE_ALAE]
     for a, b in pairs:
         perm[a], perm[b] = b, a
     assert (perm[perm] == np.arange(N_LANDMARKS)).all(), "mirror map must be an involution"

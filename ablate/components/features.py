@@ -1,0 +1,169 @@
+"""Feature sets: one raw sequence [T, 543, 3] (NaNs kept) -> per-frame features [T', out_dim].
+
+Every feature set is an nn.Module without learned parameters that runs inside the exported model,
+so it is written to the export constraints (CONTEXT.md): time indices come from torch.arange and
+index_select, never from open-ended or negative slices; there is no Python control flow on tensor
+values and no boolean-mask indexing. T' = min(T, max_len); the output never holds NaN or inf.
+
+Shared steps, in order:
+1. centre crop to max_len frames (start = (T - max_len) // 2 when T > max_len);
+2. normalise x and y together by one NaN-aware mean and standard deviation over every non-NaN
+   x and y value of the cropped clip (all 543 landmarks); with keep_z, z gets its own mean and
+   std, because MediaPipe's depth has another origin and scale than the image coordinates;
+3. select the feature set's points; derived features are computed on the normalised values;
+4. NaN (undetected landmarks) -> 0 as the very last step.
+Per-frame layout: point-major coordinates (x0, y0[, z0], x1, ...), then each lag difference in
+the same layout, then (seed828 only) the hand distances.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ablate.data import landmarks as lm
+from ablate.errors import UserError
+from ablate.registry import Registry
+
+FEATURES = Registry("feature set")
+
+HAND_POINTS = 21
+HANDS = lm.LEFT_HAND_IDX + lm.RIGHT_HAND_IDX
+POSE_UPPER_ROWS = [lm.pose(i) for i in lm.POSE_UPPER]
+# Face mesh nose points: 1 tip, 2 just below the tip, 98 and 327 the two alae (nostril wings).
+NOSE = [1, 2, 98, 327]
+
+# seed828: hands 42, upper pose 8, eyes 32, outer lips 20 = 102 points. The pose nose (0) is left
+# out: with it the set is 103 points (832 features), not the 828 the baseline is named for, and the
+# face is already placed by the eye and lip points.
+SEED828_POSE_ROWS = [lm.pose(i) for i in lm.POSE_UPPER if i != 0]
+SEED828_POINTS = HANDS + SEED828_POSE_ROWS + lm.LEFT_EYE + lm.RIGHT_EYE + lm.LIPS_OUTER
+# lag118: hands 42, lips 40, eyes 32, nose 4 = 118 points (the face-centred set of 1st place).
+LAG118_POINTS = HANDS + lm.LIPS_OUTER + lm.LIPS_INNER + lm.LEFT_EYE + lm.RIGHT_EYE + NOSE
+# xy_min: hands 42, upper pose 9 = 51 points.
+XY_MIN_POINTS = HANDS + POSE_UPPER_ROWS
+
+_STD_FLOOR = 1e-6  # a std below this (a constant or empty clip) is replaced by 1
+
+
+def nan_mean_std(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population std of the non-NaN values of `v` (scalars); 0 and 1 when none is valid."""
+    valid = ~torch.isnan(v)
+    count = valid.sum().clamp(min=1).to(v.dtype)
+    mean = _sum(torch.where(valid, v, 0.0)) / count
+    dev = v - mean
+    var = _sum(torch.where(valid, dev * dev, 0.0)) / count
+    std = torch.sqrt(var)
+    return mean, torch.where(std > _STD_FLOOR, std, 1.0)
+
+
+def _sum(v: Tensor) -> Tensor:
+    """Sum of v [T, ...] per frame, then over frames: keeps onnxruntime's float32 sum within 1e-6
+    of PyTorch's on long clips, where one flat ReduceSum over ~400k values drifted by 1e-5."""
+    return v.flatten(1).sum(dim=1).sum()
+
+
+def frame_count(x: Tensor) -> Tensor:
+    """The number of frames of x [T, ...] as an int64 scalar tensor (traces for any T)."""
+    return torch.ones_like(x[:, 0, 0], dtype=torch.int64).sum()
+
+
+class LandmarkFeatures(nn.Module):
+    """Crop, normalise, select points, add forward lag differences and optional hand distances."""
+
+    def __init__(
+        self,
+        points: list[int],
+        max_len: int,
+        keep_z: bool,
+        lags: tuple[int, ...] = (),
+        hand_offsets: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        if max_len < 1:
+            raise UserError(f"feature set: max_len must be >= 1, got {max_len}")
+        self.max_len = max_len
+        self.coords = 3 if keep_z else 2
+        self.lags = tuple(lags)
+        # positions (in `points`) of the first point of each hand whose 21x21 distances are added
+        self.hand_offsets = tuple(hand_offsets)
+        self.register_buffer("points", torch.tensor(points, dtype=torch.int64), persistent=False)
+        i, j = torch.triu_indices(HAND_POINTS, HAND_POINTS, offset=1)  # 210 pairs, row-major i < j
+        self.register_buffer("pair_i", i, persistent=False)
+        self.register_buffer("pair_j", j, persistent=False)
+        per_frame = len(points) * self.coords
+        self.out_dim = per_frame * (1 + len(self.lags)) + len(self.hand_offsets) * i.numel()
+
+    def crop(self, x: Tensor) -> Tensor:
+        """The centre max_len frames of x (all of x when it is shorter)."""
+        start = torch.clamp(frame_count(x) - self.max_len, min=0) // 2
+        idx = torch.arange(x.shape[0], device=x.device)[: self.max_len] + start
+        return x.index_select(0, idx)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """x [T, 543, 3] -> [T, 543, coords]: xy by one shared mean/std, z (if kept) by its own."""
+        xy = x[:, :, :2]
+        mean, std = nan_mean_std(xy)
+        parts = [(xy - mean) / std]
+        if self.coords == 3:
+            z = x[:, :, 2:3]
+            mean_z, std_z = nan_mean_std(z)
+            parts.append((z - mean_z) / std_z)
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+
+    def lag(self, p: Tensor, lag: int) -> Tensor:
+        """p[t + lag] - p[t], zero where t + lag is past the last frame."""
+        t = torch.arange(p.shape[0], device=p.device)
+        last = frame_count(p) - 1
+        later = p.index_select(0, torch.minimum(t + lag, last))
+        return torch.where((t + lag <= last)[:, None, None], later - p, 0.0)
+
+    def hand_distances(self, p: Tensor, first: int) -> Tensor:
+        """Euclidean distances [T, 210] between the 21 points of the hand starting at p[:, first]."""
+        hand = p[:, first : first + HAND_POINTS]
+        d = hand.index_select(1, self.pair_i) - hand.index_select(1, self.pair_j)
+        return torch.sqrt((d * d).sum(dim=2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.normalise(self.crop(x))
+        p = x.index_select(1, self.points)  # [T', P, coords]
+        feats = [p.flatten(1)]
+        feats += [self.lag(p, k).flatten(1) for k in self.lags]
+        feats += [self.hand_distances(p, first) for first in self.hand_offsets]
+        out = torch.cat(feats, dim=1)
+        return torch.where(torch.isnan(out), 0.0, out)
+
+    def extra_repr(self) -> str:
+        return (
+            f"points={self.points.numel()}, coords={self.coords}, max_len={self.max_len}, "
+            f"lags={self.lags}, hand_distances={len(self.hand_offsets)}, out_dim={self.out_dim}"
+        )
+
+
+@FEATURES.register("seed828")
+def seed828(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+    """Baseline (top-50 solution): 102 points xy, their motion, 2x210 hand distances = 828/frame.
+
+    Points in order: left hand 21, right hand 21, pose 8 (shoulders 11/12, elbows 13/14, wrists
+    15/16, hips 23/24), left eye 16, right eye 16, outer lips 20. Motion is frame t+1 minus
+    frame t (zero for the last frame); distances are the i < j pairs of each hand, left first.
+    With keep_z: 306 + 306 + 420 = 1032 features, distances in 3D.
+    """
+    return LandmarkFeatures(SEED828_POINTS, max_len, keep_z, lags=(1,), hand_offsets=(0, 21))
+
+
+@FEATURES.register("lag118")
+def lag118(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+    """1st-place style: 118 points xy plus their lag-1 and lag-2 differences = 708/frame.
+
+    Points in order: left hand 21, right hand 21, outer lips 20, inner lips 20, left eye 16,
+    right eye 16, nose 4 (face mesh 1, 2, 98, 327). Lag k is frame t+k minus frame t, zero where
+    t+k is past the end. With keep_z: 1062 features.
+    """
+    return LandmarkFeatures(LAG118_POINTS, max_len, keep_z, lags=(1, 2))
+
+
+@FEATURES.register("xy_min")
+def xy_min(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+    """Minimal: both hands and 9 upper-body pose points, normalised xy only = 102/frame."""
+    return LandmarkFeatures(XY_MIN_POINTS, max_len, keep_z)
