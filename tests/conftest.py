@@ -58,3 +58,15 @@ def make_dataset(root: Path, n_participants: int = 5, n_signs: int = 3, reps: in
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic data set (6 signs x 5 participants x 4 reps), generated and ingested once."""
+    from ablate.data.cache import ingest
+    from ablate.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "data", SynthConfig(n_signs=6, n_participants=5, reps=4, seed=11))
+    ingest(root / "data", root / "cache")
+    return root / "cache"

@@ -1,0 +1,108 @@
+"""Optimizers and learning-rate schedules, from maintained packages (no hand-written optimizers).
+
+Every optimizer builder takes the parameters to optimise as context and its own peak learning rate
+`lr` as a param (so a search space can tune it per optimizer). Entries tagged "two_pass" (SAM) need
+two forward/backward passes per step; the trainer calls `first_step`/`second_step` for them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from ablate.errors import unknown
+from ablate.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+# pytorch-ranger 0.1.1 calls the deprecated addcmul_/add_(scalar, tensor) overloads on torch 2.x;
+# they still compute the right thing. Silence exactly that warning, nothing else.
+warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)
+
+Params = Iterable[torch.nn.Parameter]
+
+
+@OPTIMIZERS.register("ranger")
+def ranger(params: Params, lr: float = 1e-4, weight_decay: float = 0.0, k: int = 6, alpha: float = 0.5) -> Optimizer:
+    """Ranger (RAdam + Lookahead, pytorch-ranger): the baseline's optimizer."""
+    from pytorch_ranger import Ranger
+
+    return Ranger(params, lr=lr, k=k, alpha=alpha, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: Params, lr: float = 1e-4, weight_decay: float = 0.01, beta1: float = 0.9, beta2: float = 0.999) -> Optimizer:
+    """AdamW (torch.optim), decoupled weight decay."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))
+
+
+@OPTIMIZERS.register("lion")
+def lion(params: Params, lr: float = 3e-5, weight_decay: float = 0.1, beta1: float = 0.9, beta2: float = 0.99) -> Optimizer:
+    """Lion (pytorch-optimizer); sign updates, so a ~3-10x smaller lr and larger decay than AdamW."""
+    from pytorch_optimizer import Lion
+
+    return Lion(params, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))
+
+
+@OPTIMIZERS.register("madgrad")
+def madgrad(params: Params, lr: float = 1e-4, momentum: float = 0.9, weight_decay: float = 0.0) -> Optimizer:
+    """MADGRAD (pytorch-optimizer), dual-averaged adaptive momentum."""
+    from pytorch_optimizer import MADGRAD
+
+    return MADGRAD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+_SAM_BASES = ("adamw", "ranger", "lion")
+
+
+@OPTIMIZERS.register("sam", tags=("two_pass",))
+def sam(params: Params, lr: float = 1e-4, rho: float = 0.05, adaptive: bool = False, base: str = "adamw",
+        weight_decay: float = 0.01) -> Optimizer:
+    """SAM (pytorch-optimizer) around a base optimizer: sharpness-aware, two passes per step."""
+    from pytorch_optimizer import SAM, Lion
+    from pytorch_ranger import Ranger
+
+    classes: dict[str, type[Optimizer]] = {"adamw": torch.optim.AdamW, "ranger": Ranger, "lion": Lion}
+    if base not in classes:
+        raise unknown("SAM base optimizer", base, _SAM_BASES)
+    return SAM(params, base_optimizer=classes[base], rho=rho, adaptive=adaptive, lr=lr, weight_decay=weight_decay)
+
+
+def _check_by(by: str) -> None:
+    if by not in ("epoch", "step"):
+        raise unknown("schedule granularity (by)", by, ("epoch", "step"))
+
+
+@SCHEDULES.register("warmup_cosine")
+def warmup_cosine(optimizer: Optimizer, epochs: int, steps_per_epoch: int, warmup: float = 0.1,
+                  start_factor: float = 0.01, end_factor: float = 0.001, by: str = "step") -> LambdaLR:
+    """Linear warmup from lr*start_factor to lr, then cosine to lr*end_factor (baseline 1e-6 -> 1e-4 -> 1e-7).
+
+    `warmup` is the fraction of training spent warming up; `by` = "step" updates every batch,
+    "epoch" holds the rate constant within an epoch. The trainer calls `scheduler.step()` per batch.
+    """
+    _check_by(by)
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(round(warmup * total))
+
+    def factor(step: int) -> float:
+        if by == "epoch":  # evaluate the curve at the start of the step's epoch
+            step = (step // steps_per_epoch) * steps_per_epoch
+        if step < warm:
+            return start_factor + (1.0 - start_factor) * step / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return end_factor + (1.0 - end_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+@SCHEDULES.register("constant")
+def constant(optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> LambdaLR:
+    """A constant learning rate (the optimizer's lr throughout)."""
+    return LambdaLR(optimizer, lambda step: 1.0)

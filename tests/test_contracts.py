@@ -1,0 +1,139 @@
+"""Contract tests parametrized over every registry: a new entry is tested the day it is added."""
+
+from __future__ import annotations
+
+import inspect
+import pkgutil
+
+import numpy as np
+import pytest
+import torch
+
+import ablate.components
+from ablate.components import AUGMENTATIONS, FEATURES, LOSSES, MODELS, OPTIMIZERS, REGISTRIES, SCHEDULES
+from ablate.config import Component, Config
+from ablate.pipeline import SignModel, build_parts
+from ablate.registry import Registry
+
+ALL = [(kind, e.name) for kind, reg in REGISTRIES.items() for e in reg]
+# small sizes so the contract tests stay fast on 2 cores
+SMALL_MODEL = {"transformer": {"width": 32, "heads": 4}, "lstm": {"hidden": 16}, "conv1d_transformer": {"width": 32, "heads": 4}}
+
+
+def test_every_component_module_is_registered() -> None:
+    """A module in ablate/components/ that defines a Registry must be reachable from REGISTRIES."""
+    regs = {id(r) for r in REGISTRIES.values()}
+    for mod in pkgutil.iter_modules(ablate.components.__path__):
+        module = __import__(f"ablate.components.{mod.name}", fromlist=["_"])
+        for value in vars(module).values():
+            if isinstance(value, Registry):
+                assert id(value) in regs, f"registry {value.kind!r} in {mod.name} is not in REGISTRIES"
+
+
+@pytest.mark.parametrize("kind, name", ALL)
+def test_entries_are_described_and_typed(kind: str, name: str) -> None:
+    e = REGISTRIES[kind].get(name)
+    assert e.description and not e.description.endswith(":"), "a one-line description"
+    assert set(e.types) == set(e.params), f"every param of {name} needs a type annotation"
+    for p, default in e.params.items():
+        assert isinstance(default, (int, float, bool, str, tuple, type(None))), f"{name}.{p} must be a plain value"
+
+
+def _raw(t: int, seed: int = 0) -> torch.Tensor:
+    x = torch.from_numpy(np.random.default_rng(seed).uniform(0.2, 0.8, (t, 543, 3)).astype(np.float32))
+    x[:, 468:489] = float("nan")  # left hand never detected
+    x[: t // 2, 522:543] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("name", FEATURES.names())
+def test_feature_sets(name: str) -> None:
+    f = FEATURES.build(name)
+    for t in (1, 2, 50, 400):
+        out = f(_raw(t))
+        assert out.shape == (min(t, FEATURES.get(name).params["max_len"]), f.out_dim)
+        assert torch.isfinite(out).all()
+    assert torch.isfinite(f(torch.full((5, 543, 3), float("nan")))).all()
+    assert not list(f.parameters()), "feature sets have no learned parameters"
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_models(name: str) -> None:
+    torch.manual_seed(0)
+    m = MODELS.build(name, 20, **SMALL_MODEL.get(name, {}))
+    x = torch.randn(3, 9, 20)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    out = m(x, mask)
+    assert out.shape == (3, m.out_dim) and torch.isfinite(out).all()
+    m(torch.zeros(1, 1, 20), torch.ones(1, 1, dtype=torch.bool))  # a one-frame clip
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_losses_step_reduces_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    head = LOSSES.build(name, 8, 4)
+    emb = torch.nn.Parameter(torch.randn(12, 8))
+    y = torch.arange(12) % 4
+    opt = torch.optim.SGD([emb, *head.parameters()], lr=0.05)
+    head.train()
+    before = float(head(emb, y))
+    head(emb, y).backward()
+    opt.step()
+    assert head.logits(emb).shape == (12, 4)
+    assert float(head(emb, y)) < before
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_optimizers_step_reduces_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(6))
+    opt = OPTIMIZERS.build(name, [w], lr=1e-2)
+    loss = lambda: ((w - 1.0) ** 2).sum()  # noqa: E731
+    before = float(loss())
+    for _ in range(3):
+        opt.zero_grad()
+        loss().backward()
+        if "two_pass" in OPTIMIZERS.get(name).tags:
+            opt.first_step(zero_grad=True)
+            loss().backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()
+    assert float(loss()) < before
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_schedules_keep_the_rate_positive_and_bounded(name: str) -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1e-3)
+    sched = SCHEDULES.build(name, opt, 3, 4)
+    for _ in range(12):
+        assert 0 < opt.param_groups[0]["lr"] <= 1e-3 + 1e-12
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS.names(tag="sequence"))
+def test_sequence_augmentations(name: str) -> None:
+    aug = AUGMENTATIONS.build(name, **({"p": 1.0} if "p" in AUGMENTATIONS.get(name).params else {}))
+    x = _raw(30).numpy()
+    keep = x.copy()
+    out = aug(x, np.random.default_rng(0))
+    np.testing.assert_array_equal(x, keep)  # the input is not modified
+    assert out.dtype == np.float32 and out.ndim == 3 and out.shape[1:] == (543, 3) and out.shape[0] >= 1
+    assert np.isnan(out).any(), "missing landmarks stay missing"
+
+
+@pytest.mark.parametrize("name", FEATURES.names())
+def test_whole_model_on_all_nan_input(name: str) -> None:
+    cfg = Config(features=Component(name), model=Component("transformer", {"width": 32, "heads": 4}))
+    model = SignModel(build_parts(cfg, 7)).eval()
+    for t in (1, 3):
+        p = model(torch.full((t, 543, 3), float("nan")))
+        assert p.shape == (7,) and torch.isfinite(p).all() and abs(float(p.sum()) - 1) < 1e-5
+
+
+def test_registries_list_their_kinds() -> None:
+    assert {"features", "augmentations", "models", "losses", "optimizers", "schedules"} == set(REGISTRIES)
+    assert inspect.isfunction(FEATURES.get("seed828").builder)

@@ -1,0 +1,81 @@
+"""Schedules against hand-computed values; SAM's two passes; Ranger on this torch."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from ablate.components.optimizers import OPTIMIZERS, SCHEDULES
+from ablate.errors import UserError
+
+
+def _lrs(by: str, epochs: int = 10, steps: int = 10) -> list[float]:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1e-4)
+    sched = SCHEDULES.build("warmup_cosine", opt, epochs, steps, by=by)
+    out = []
+    for _ in range(epochs * steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_warmup_cosine_by_step_matches_the_baseline_curve() -> None:
+    lrs = _lrs("step")  # 100 steps, warmup 10
+    assert lrs[0] == pytest.approx(1e-6)  # 1e-4 * 0.01
+    assert lrs[5] == pytest.approx(1e-6 + (1e-4 - 1e-6) * 0.5)
+    assert lrs[10] == pytest.approx(1e-4)  # the peak
+    # halfway through the cosine: end + (peak - end) * 0.5 * (1 + cos(pi/2))
+    assert lrs[55] == pytest.approx(1e-7 + (1e-4 - 1e-7) * 0.5)
+    assert lrs[99] == pytest.approx(1e-7 + (1e-4 - 1e-7) * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert min(lrs) >= 1e-7
+
+
+def test_warmup_cosine_by_epoch_is_constant_within_an_epoch() -> None:
+    lrs = _lrs("epoch")
+    assert len(set(lrs[20:30])) == 1 and lrs[20] != lrs[30]
+    assert lrs[0] == pytest.approx(1e-6) and lrs[10] == pytest.approx(1e-6 + (1e-4 - 1e-6) * 10 / 10)
+
+
+def test_bad_granularity_is_a_user_error() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(UserError, match="unknown schedule granularity"):
+        SCHEDULES.build("warmup_cosine", torch.optim.SGD([p], lr=1.0), 1, 1, by="week")
+
+
+def test_sam_takes_two_passes_and_descends() -> None:
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4))
+    target = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    opt = OPTIMIZERS.build("sam", [w], lr=0.05)
+    assert "two_pass" in OPTIMIZERS.get("sam").tags
+    loss0 = float(((w - target) ** 2).sum())
+    ((w - target) ** 2).sum().backward()
+    before = w.detach().clone()
+    opt.first_step(zero_grad=True)
+    assert not torch.equal(w.detach(), before)  # perturbed for the second pass
+    ((w - target) ** 2).sum().backward()
+    opt.second_step(zero_grad=True)
+    assert float(((w - target) ** 2).sum()) < loss0
+
+
+def test_sam_unknown_base_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="unknown SAM base optimizer 'sgdd'"):
+        OPTIMIZERS.build("sam", [torch.nn.Parameter(torch.zeros(1))], base="sgdd")
+
+
+def test_ranger_runs_on_this_torch_without_deprecation_errors() -> None:
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = OPTIMIZERS.build("ranger", [w], lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any other warning would fail here
+        warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)
+        for _ in range(8):  # past Lookahead's k=6 synchronisation
+            opt.zero_grad()
+            (w**2).sum().backward()
+            opt.step()
+    assert float((w**2).sum()) < 3.0

@@ -1,0 +1,92 @@
+"""The one-fold trainer: results, reproducibility, the NaN guard, SAM, mixup, early stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ablate import train as train_mod
+from ablate.config import Component, Config
+from ablate.data.cache import Cache
+from ablate.train import TrainingDiverged, train_fold
+
+TINY = Config(
+    model=Component("transformer", {"width": 32, "heads": 4, "dropout": 0.1}),
+    loss=Component("subcenter_arcface"),
+    optimizer=Component("adamw", {"lr": 3e-3}),
+    epochs=3, batch_size=16, workers=0, amp="off",
+)
+
+
+def test_train_fold_reports_every_epoch(synth_cache: Path) -> None:
+    data = Cache(synth_cache)
+    r = train_fold(TINY, data, 1, keep_predictions=True)
+    folds = data.folds(5, 0)
+    assert r.n_val == int((folds == 1).sum()) and r.n_train + r.n_val == len(data)
+    assert [e.epoch for e in r.epochs] == [0, 1, 2]
+    assert all(np.isfinite([e.train_loss, e.val_loss, e.val_acc, e.seconds]).all() for e in r.epochs)
+    assert r.best_acc == max(e.val_acc for e in r.epochs) and r.last_acc == r.epochs[-1].val_acc
+    assert r.samples_per_sec > 0 and r.stopped == "completed"
+    # predictions come back for exactly the validation sequences, and give the reported accuracy
+    assert sorted(r.val_indices.tolist()) == np.flatnonzero(folds == 1).tolist()
+    acc = float((r.val_probs.argmax(1) == data.labels[r.val_indices]).mean())
+    assert acc == pytest.approx(r.last_acc)
+    assert r.summary()["epochs"][0]["epoch"] == 0
+
+
+def test_same_config_same_numbers(synth_cache: Path) -> None:
+    data = Cache(synth_cache)
+    cfg = TINY.replace(epochs=2)
+    a, b = train_fold(cfg, data, 0), train_fold(cfg, data, 0)
+    assert [(e.train_loss, e.val_loss, e.val_acc) for e in a.epochs] == [(e.train_loss, e.val_loss, e.val_acc) for e in b.epochs]
+    c = train_fold(cfg.replace(seed=1), data, 0)
+    assert [e.train_loss for e in c.epochs] != [e.train_loss for e in a.epochs]
+
+
+def test_loader_workers_give_the_same_numbers(synth_cache: Path) -> None:
+    data = Cache(synth_cache)
+    cfg = TINY.replace(epochs=1)
+    a, b = train_fold(cfg, data, 2), train_fold(cfg.replace(workers=1), data, 2)
+    assert a.epochs[0].train_loss == pytest.approx(b.epochs[0].train_loss, rel=1e-6)
+
+
+def test_nan_loss_stops_the_fold_with_a_reason(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = train_mod._Step._loss
+
+    def poisoned(self, *a):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        loss = real(self, *a)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_mod._Step, "_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 0, batch 2"):
+        train_fold(TINY, Cache(synth_cache), 0)
+
+
+def test_sam_mixup_and_early_stopping(synth_cache: Path) -> None:
+    cfg = TINY.replace(
+        optimizer=Component("sam", {"lr": 3e-3}),
+        augmentations=(Component("hflip"), Component("mixup", {"p": 1.0})),
+        epochs=6, early_stopping=1, loss=Component("ce"),
+    )
+    r = train_fold(cfg, Cache(synth_cache), 3)
+    assert np.isfinite(r.epochs[-1].train_loss)
+    if r.stopped == "early_stopping":
+        assert len(r.epochs) < 6 and r.epochs[-1].val_acc <= r.best_acc
+
+
+def test_bad_fold_is_a_user_error(synth_cache: Path) -> None:
+    from ablate.errors import UserError
+
+    with pytest.raises(UserError, match="fold 7: expected 0..4"):
+        train_fold(TINY, Cache(synth_cache), 7)
+
+
+def test_device_and_amp_resolution() -> None:
+    assert train_mod.resolve_device("cpu") == torch.device("cpu")
+    assert train_mod.resolve_amp("off", torch.device("cpu")) is None
+    assert train_mod.resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
