@@ -233,8 +233,11 @@ class _Step:
         emb = emb.float()  # margins and softmax in fp32
         if y2 is None or lam is None:
             return self.parts.head(emb, y)
-        lam = lam.to(emb.device).float().mean()  # one mixing weight per batch (Zhang et al. 2018)
-        return lam * self.parts.head(emb, y) + (1 - lam) * self.parts.head(emb, y2)
+        # mixup: each sample's loss is lam * L(its label) + (1 - lam) * L(its partner's label)
+        lam = lam.to(emb.device).float()
+        first = self.parts.head(emb, y, reduction="none")
+        second = self.parts.head(emb, y2, reduction="none")
+        return (lam * first + (1 - lam) * second).mean()
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> float:
         y2 = lam = None

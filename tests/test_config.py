@@ -17,10 +17,10 @@ def test_defaults_are_the_baseline_recipe() -> None:
 
 def test_round_trip() -> None:
     d = Config().replace(epochs=3).to_dict()
-    d["loss"] = {"name": "arcface", "params": {"margin": 0.3}}
+    d["loss"] = {"name": "arcface", "params": {"margin_rad": 0.3}}
     d["augmentations"] = ["hflip", {"name": "rotate", "params": {}}]
     c = Config.from_dict(d)
-    assert c.loss.params == {"margin": 0.3} and c.epochs == 3 and c.augmentations[0].name == "hflip"
+    assert c.loss.params == {"margin_rad": 0.3} and c.epochs == 3 and c.augmentations[0].name == "hflip"
     assert Config.from_dict(c.to_dict()) == c
 
 
@@ -30,8 +30,8 @@ def test_round_trip() -> None:
         ({"epoch": 3}, "cfg: unknown key 'epoch' (did you mean 'epochs'?)"),
         ({"epochs": "ten"}, "cfg.epochs: expected int, got 'ten'"),
         ({"loss": "arcfase"}, "cfg.loss: unknown loss 'arcfase' (did you mean 'arcface'?)"),
-        ({"loss": {"name": "arcface", "params": {"margn": 1}}}, "cfg.loss: unknown parameter 'margn' for 'arcface' (did you mean 'margin'?)"),
-        ({"loss": {"name": "arcface", "params": {"margin": "big"}}}, "cfg.loss.params.margin: expected float, got 'big'"),
+        ({"loss": {"name": "arcface", "params": {"margn": 1}}}, "cfg.loss: unknown parameter 'margn' for 'arcface' (did you mean 'margin_rad'?)"),
+        ({"loss": {"name": "arcface", "params": {"margin_rad": "big"}}}, "cfg.loss.params.margin_rad: expected float, got 'big'"),
         ({"augmentations": "hflip"}, "cfg.augmentations: expected a list"),
         ({"augmentations": [{"name": "scale", "params": {"scale": [0.9]}}]}, "cfg.augmentations[0].params.scale: expected a list of 2 numbers"),
     ],

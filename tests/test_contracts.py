@@ -76,12 +76,15 @@ def test_losses_step_reduces_the_loss(name: str) -> None:
     emb = torch.nn.Parameter(torch.randn(12, 8))
     y = torch.arange(12) % 4
     opt = torch.optim.SGD([emb, *head.parameters()], lr=0.05)
-    head.train()
-    before = float(head(emb, y))
+    head.eval()  # AdaCos adapts its scale in train mode; a fixed scale makes the losses comparable
+    before = float(head(emb, y).detach())
     head(emb, y).backward()
     opt.step()
     assert head.logits(emb).shape == (12, 4)
-    assert float(head(emb, y)) < before
+    assert float(head(emb, y).detach()) < before
+    # per-sample losses (mixup weights them) average to the batch loss
+    per_sample = head(emb, y, reduction="none")
+    assert per_sample.shape == (12,) and float(per_sample.mean().detach()) == pytest.approx(float(head(emb, y).detach()), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())

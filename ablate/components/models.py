@@ -1,0 +1,213 @@
+"""Sequence encoders: frames [B, T, in_dim] plus a valid-frame mask [B, T] -> an embedding [B, out_dim].
+
+Every model has an int attribute `out_dim` and `forward(x, mask)`, mask True = valid frame. Padded
+frames never change the embedding (eval mode). Models are exported with B = 1, T dynamic and an
+all-True mask, so they are written with the export-safe blocks of `_layers` only.
+
+The lstm and conv1d_transformer models assume RIGHT padding (valid frames first), which is what
+padding a batch to its longest sequence gives; the transformer accepts any mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ablate.components._layers import (
+    ConvBlock,
+    MaskedBatchNorm,
+    TransformerBlock,
+    gather_time,
+    masked_mean,
+    reverse_valid,
+    zero_padding,
+)
+from ablate.components._layers import activation as make_activation
+from ablate.errors import UserError
+from ablate.registry import Registry
+
+MODELS = Registry("model")
+
+
+def _check(**values: float) -> None:
+    """UserError for the first size that is not positive."""
+    for name, value in values.items():
+        if value < 1:
+            raise UserError(f"model parameter {name} must be >= 1, got {value}")
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"dropout must be in [0, 1), got {dropout}")
+
+
+class TransformerEncoder(nn.Module):
+    """Frame MLP -> [CLS] + frames + learned positions -> pre-LN blocks -> LayerNorm(CLS state)."""
+
+    def __init__(
+        self, in_dim: int, blocks: int, heads: int, width: int, dropout: float, ff_mult: int, act: str, max_len: int
+    ) -> None:
+        super().__init__()
+        self.out_dim = width
+        self.max_frames = max_len - 1  # one position is the CLS token's
+        self.embed = nn.Sequential(
+            nn.Linear(in_dim, width),
+            nn.LayerNorm(width),
+            make_activation(act),
+            nn.Dropout(dropout),
+            nn.Linear(width, width),
+            nn.LayerNorm(width),
+            make_activation(act),
+        )
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, ff_mult, dropout, act) for _ in range(blocks))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # Frames past max_len - 1 are dropped (a constant crop, which exports); feature sets are
+        # expected to resample or crop long sequences before this.
+        x, mask = x[:, : self.max_frames], mask[:, : self.max_frames]
+        x = self.embed(zero_padding(x, mask))
+        b = x.shape[0]
+        x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1)
+        mask = torch.cat([mask.new_ones((b, 1)), mask], dim=1)
+        x = x + self.pos.index_select(0, torch.arange(x.shape[1], device=x.device))
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x.select(1, 0))
+
+
+@MODELS.register("transformer")
+def transformer(
+    in_dim: int,
+    *,
+    blocks: int = 1,
+    heads: int = 16,
+    width: int = 512,
+    dropout: float = 0.4,
+    ff_mult: int = 2,
+    activation: str = "swish",
+    max_len: int = 385,
+) -> nn.Module:
+    """Baseline transformer: frame MLP, CLS token, learned positions, pre-LN blocks; CLS -> embedding.
+
+    ff_mult is the feed-forward expansion (hidden = width * ff_mult). activation: swish | hardswish |
+    relu | gelu (tanh approximation). max_len counts the CLS position, so at most max_len - 1 frames
+    are used (later frames are dropped). Defaults give about 2.6 M parameters plus in_dim * 512.
+    """
+    _check(in_dim=in_dim, blocks=blocks, heads=heads, width=width, ff_mult=ff_mult, max_len=max_len - 1)
+    _check_dropout(dropout)
+    return TransformerEncoder(in_dim, blocks, heads, width, dropout, ff_mult, activation, max_len)
+
+
+class BiLSTMEncoder(nn.Module):
+    """Projection -> forward and backward LSTM stacks -> masked mean over valid frames -> LayerNorm.
+
+    The backward stack runs forward over each sequence's valid prefix reversed in place
+    (`reverse_valid`), so with right padding no valid output depends on a padded frame, without
+    packed sequences (those do not export). Each direction is one multi-layer nn.LSTM and the two
+    meet only at the end (per-frame concat), unlike nn.LSTM(bidirectional=True), which mixes them
+    between layers: with torch 2.13, feeding one LSTM module's output into another exports to ONNX
+    with the example T frozen into a Reshape (wrong for every other T), while one multi-layer
+    nn.LSTM exports with T dynamic. With layers = 1 the two designs are the same.
+    """
+
+    def __init__(self, in_dim: int, width: int, hidden: int, layers: int, dropout: float, act: str) -> None:
+        super().__init__()
+        self.out_dim = 2 * hidden
+        self.project = nn.Sequential(nn.Linear(in_dim, width), nn.LayerNorm(width), make_activation(act))
+        between = dropout if layers > 1 else 0.0  # nn.LSTM's dropout acts between its layers only
+        self.ahead = nn.LSTM(width, hidden, num_layers=layers, dropout=between, batch_first=True)
+        self.behind = nn.LSTM(width, hidden, num_layers=layers, dropout=between, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(2 * hidden)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.drop(self.project(zero_padding(x, mask)))
+        reverse = reverse_valid(mask)  # its own inverse
+        ahead, _ = self.ahead(x)
+        behind, _ = self.behind(gather_time(x, reverse))
+        x = self.drop(torch.cat([ahead, gather_time(behind, reverse)], dim=-1))
+        return self.norm(masked_mean(x, mask))
+
+
+@MODELS.register("lstm")
+def lstm(
+    in_dim: int,
+    *,
+    width: int = 256,
+    hidden: int = 256,
+    layers: int = 2,
+    dropout: float = 0.2,
+    activation: str = "swish",
+) -> nn.Module:
+    """Bidirectional LSTM over projected frames, masked mean pooling; embedding size 2 * hidden.
+
+    width: size of the per-frame projection; hidden: LSTM state size per direction; layers: depth
+    of each direction's stack (the directions are concatenated after the last layer, see
+    BiLSTMEncoder). Needs right padding (valid frames first).
+    """
+    _check(in_dim=in_dim, width=width, hidden=hidden, layers=layers)
+    _check_dropout(dropout)
+    return BiLSTMEncoder(in_dim, width, hidden, layers, dropout, activation)
+
+
+class ConvTransformerEncoder(nn.Module):
+    """Linear stem + masked BN -> causal conv blocks -> one transformer block -> masked mean -> LN."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        width: int,
+        conv_blocks: int,
+        kernel: int,
+        heads: int,
+        expand: int,
+        ff_mult: int,
+        dropout: float,
+        eca: bool,
+        act: str,
+    ) -> None:
+        super().__init__()
+        self.out_dim = width
+        self.stem = nn.Linear(in_dim, width, bias=False)
+        self.stem_norm = MaskedBatchNorm(width)
+        self.convs = nn.ModuleList(ConvBlock(width, kernel, expand, dropout, eca, act) for _ in range(conv_blocks))
+        self.attn = TransformerBlock(width, heads, ff_mult, dropout, act)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.stem_norm(self.stem(zero_padding(x, mask)), mask)
+        for block in self.convs:
+            x = block(x, mask)
+        return self.norm(masked_mean(self.attn(x, mask), mask))
+
+
+@MODELS.register("conv1d_transformer")
+def conv1d_transformer(
+    in_dim: int,
+    *,
+    width: int = 192,
+    conv_blocks: int = 3,
+    kernel: int = 17,
+    heads: int = 4,
+    expand: int = 2,
+    ff_mult: int = 2,
+    dropout: float = 0.2,
+    eca: bool = True,
+    activation: str = "swish",
+) -> nn.Module:
+    """1st-place style: causal depthwise conv blocks (+ECA), one transformer block, masked mean.
+
+    Conv block: Linear(width -> width * expand) -> act -> causal depthwise conv (kernel frames, left
+    padding only) -> BatchNorm over valid frames -> act -> ECA (if eca) -> Linear(back to width) ->
+    dropout, residual. Needs right padding (valid frames first). Embedding size = width.
+    """
+    _check(
+        in_dim=in_dim, width=width, conv_blocks=conv_blocks, kernel=kernel, heads=heads, expand=expand, ff_mult=ff_mult
+    )
+    _check_dropout(dropout)
+    return ConvTransformerEncoder(in_dim, width, conv_blocks, kernel, heads, expand, ff_mult, dropout, eca, activation)
