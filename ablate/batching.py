@@ -18,7 +18,11 @@ from ablate.data.cache import Cache
 
 
 class SequenceDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Items of a cache (by index) as (features [T', F] float32, label)."""
+    """Items of a cache as (features [T', F] float32, label), keyed by (position, epoch).
+
+    The epoch travels with the key (from the batch sampler, which lives in the main process), so
+    persistent loader workers draw each epoch's augmentations without being restarted.
+    """
 
     def __init__(self, cache: Cache, indices: np.ndarray, features: torch.nn.Module,
                  augmentations: Sequence[Any] = (), seed: int = 0) -> None:
@@ -27,17 +31,17 @@ class SequenceDataset(Dataset[tuple[torch.Tensor, int]]):
         self.features = features
         self.augmentations = list(augmentations)
         self.seed = seed
-        self.epoch = 0  # set by the trainer; augmentation randomness depends on (seed, epoch, item)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, epoch = key
         idx = int(self.indices[i])
         raw = np.array(self.cache.sequence(idx), dtype=np.float32)  # copy out of the memmap
         if self.augmentations:
             # one generator per (seed, epoch, item): the same numbers whichever worker runs it
-            rng = np.random.default_rng([self.seed, self.epoch, idx])
+            rng = np.random.default_rng([self.seed, epoch, idx])
             for aug in self.augmentations:
                 raw = aug(raw, rng)
         with torch.no_grad():
@@ -45,7 +49,7 @@ class SequenceDataset(Dataset[tuple[torch.Tensor, int]]):
         return feats, int(self.cache.labels[idx])
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
     """Shuffled batches of similar-length items: sort within random chunks, shuffle the batches."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
@@ -74,8 +78,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches = [batches[i] for i in order]
         return batches[: self.max_batches] if self.max_batches else batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter([b.tolist() for b in self._batches()])
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter([[(i, self.epoch) for i in b.tolist()] for b in self._batches()])
 
     def __len__(self) -> int:
         n = -(-len(self.lengths) // self.batch_size)
@@ -95,3 +99,30 @@ def pad_collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, to
         mask[i, : f.shape[0]] = True
     y = torch.tensor([label for _, label in items], dtype=torch.long)
     return x, mask, y
+
+
+def precompute(dataset: SequenceDataset, loader_args: dict[str, Any], budget_bytes: int = 2 << 30) -> Dataset[Any] | None:
+    """Features of an un-augmented dataset, computed once (validation is the same every epoch).
+
+    None when they would take more than `budget_bytes` of memory; then they are computed per epoch.
+    """
+    frames = int(np.minimum(dataset.cache.lengths[dataset.indices], 10_000).sum())
+    width = getattr(dataset.features, "out_dim", 0)
+    if dataset.augmentations or frames * width * 4 > budget_bytes:
+        return None
+    keys = [(i, 0) for i in range(len(dataset))]
+    loader = torch.utils.data.DataLoader(keys, batch_size=64, collate_fn=lambda b: [dataset[k] for k in b],
+                                         **{k: v for k, v in loader_args.items() if k in ("num_workers", "worker_init_fn", "generator")})
+    items = [item for batch in loader for item in batch]
+    return _Precomputed(items)
+
+
+class _Precomputed(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self, items: list[tuple[torch.Tensor, int]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        return self.items[key[0]]

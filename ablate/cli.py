@@ -132,6 +132,43 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---- studies -------------------------------------------------------------------------------------
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from ablate.report.analysis import analyze, verdict_table_markdown
+    from ablate.runner import RunArgs, run
+
+    if a.workers < 1 or a.seeds < 1:
+        raise UserError(f"--workers and --seeds must be at least 1 (got {a.workers} and {a.seeds})")
+    study = run(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
+                        workers=a.workers, seeds=a.seeds, n_trials=a.n_trials, timeout=a.timeout,
+                        pruning=a.pruning))
+    result = analyze(study)
+    _say(f"\nstudy {result['study']}: {result['question']}")
+    _say(verdict_table_markdown(result))
+    for w in result["warnings"]:
+        _say(f"warning: {w}")
+    _say(f"watch it: ablate dashboard{' --storage ' + a.storage if a.storage else ''}")
+    return 0
+
+
+def cmd_dashboard(a: argparse.Namespace) -> int:
+    import optuna_dashboard
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from ablate.data.cache import ablate_home
+    from ablate.study import default_storage_url, mask_url, open_storage
+
+    storage = open_storage(a.storage)
+    artifacts = ablate_home() / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    _say(f"optuna-dashboard on http://{a.host}:{a.port} for {mask_url(a.storage or default_storage_url())} "
+         f"(Ctrl-C stops it)")
+    optuna_dashboard.run_server(storage, host=a.host, port=a.port, artifact_store=FileSystemArtifactStore(str(artifacts)))
+    return 0
+
+
 # ---- the table ----------------------------------------------------------------------------------
 
 
@@ -167,6 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ungrouped-leaky", action="store_true",
                    help="ungrouped StratifiedKFold: participants leak across folds (to show the leak only)")
     f.set_defaults(func=cmd_data_folds)
+
+    r = sub.add_parser("run", help="run or resume the study of a search space (e.g. `ablate run losses`)")
+    r.add_argument("space", help="a search space in search_spaces/ (losses, optimizers, features, augmentations, model)")
+    r.add_argument("--data", help="Kaggle-layout data directory or cache (default: the embedded synthetic set)")
+    r.add_argument("--preset", help="training budget from base.yaml: smoke, quick (default), full")
+    r.add_argument("--storage", help="Optuna storage: postgresql://user:pass@host/db, or a journal file "
+                                     "(default: $ABLATE_HOME/studies.journal)")
+    r.add_argument("--study", help="study name (default: SPACE-PRESET)")
+    r.add_argument("--workers", type=int, default=1, help="local worker processes on this study (default 1)")
+    r.add_argument("--seeds", type=int, default=1, help="training seeds per fold (default 1; 2 gives 10 pairs)")
+    r.add_argument("--n-trials", type=int, default=None,
+                   help="tune mode: the study's trial budget; ablation: at most this many trials in this run")
+    r.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
+    r.add_argument("--pruning", choices=("auto", "on", "off"), default="auto",
+                   help="Wilcoxon pruning over folds; auto = on when folds x seeds >= 6")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("dashboard", help="start optuna-dashboard on the studies' storage")
+    d.add_argument("--storage", help="Optuna storage URL or journal file (default: $ABLATE_HOME/studies.journal)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    d.set_defaults(func=cmd_dashboard)
 
     ls = sub.add_parser("list", help="list registered components, their parameters and defaults")
     ls.add_argument("kind", nargs="?", help="one kind only (features, augmentations, models, losses, ...)")

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ablate.batching import BucketBatchSampler, SequenceDataset, pad_collate
+from ablate.batching import BucketBatchSampler, SequenceDataset, pad_collate, precompute
 from ablate.components import OPTIMIZERS, SCHEDULES
 from ablate.config import Config
 from ablate.data.cache import Cache
@@ -156,11 +156,20 @@ def train_fold(
     train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
                                        seed=config.seed, max_batches=config.max_train_batches)
     val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
+    # loaders draw their worker seeds from their own generator, not from the global one that
+    # dropout uses: the numbers must not depend on how many workers load the data
     loader_args: dict[str, Any] = {"collate_fn": pad_collate, "num_workers": workers,
-                                   "pin_memory": device.type == "cuda"}
+                                   "pin_memory": device.type == "cuda",
+                                   "generator": torch.Generator().manual_seed(config.seed)}
     if workers:
-        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4}
-    scheduler = SCHEDULES.build(config.schedule.name, optimizer, config.epochs, len(train_sampler),
+        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4, "persistent_workers": True}
+    val_data = precompute(val_set, loader_args) or val_set
+    train_loader = DataLoader(train_set, batch_sampler=train_sampler, **loader_args)
+    val_loader = DataLoader(val_data, batch_sampler=val_sampler,
+                            **(loader_args if val_data is val_set else {"collate_fn": pad_collate}))
+    # SAM steps its base optimizer (they share param_groups); the schedule must follow that step
+    stepped = optimizer.base_optimizer if two_pass else optimizer
+    scheduler = SCHEDULES.build(config.schedule.name, stepped, config.epochs, len(train_sampler),
                                 where="schedule", **config.schedule.params)
 
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
@@ -172,12 +181,11 @@ def train_fold(
     step = _Step(parts, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch, gen)
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
-        train_set.epoch = train_sampler.epoch = epoch
+        train_sampler.epoch = epoch
         parts.model.train()
         parts.head.train()
         losses = []
-        loader = DataLoader(train_set, batch_sampler=train_sampler, **loader_args)
-        for b, (x, mask, y) in enumerate(tqdm(loader, desc="batches", leave=False, disable=None if show is None else not show)):
+        for b, (x, mask, y) in enumerate(tqdm(train_loader, desc="batches", leave=False, disable=None if show is None else not show)):
             loss = step(x, mask, y)
             if not np.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, batch {b} "
@@ -185,8 +193,7 @@ def train_fold(
             losses.append(loss)
             train_samples += len(y)
         train_time += time.perf_counter() - t0
-        val_loss, val_acc, probs = evaluate(parts, DataLoader(val_set, batch_sampler=val_sampler, **loader_args),
-                                            device, amp, keep_predictions and epoch == config.epochs - 1)
+        val_loss, val_acc, probs = evaluate(parts, val_loader, device, amp, keep_predictions and epoch == config.epochs - 1)
         stats = EpochStats(epoch, float(np.mean(losses)) if losses else float("nan"), val_loss, val_acc,
                            float(optimizer.param_groups[0]["lr"]), time.perf_counter() - t0)
         result.epochs.append(stats)
@@ -209,7 +216,7 @@ def train_fold(
         result.parts = parts
     if keep_predictions:
         if probs is None:  # stopped early: predict with the final weights now
-            _, _, probs = evaluate(parts, DataLoader(val_set, batch_sampler=val_sampler, **loader_args), device, amp, True)
+            _, _, probs = evaluate(parts, val_loader, device, amp, True)
         order = np.concatenate(list(val_sampler._batches()))
         result.val_indices = val_idx[order]
         result.val_probs = probs

@@ -95,24 +95,33 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+def _frame_layout() -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """Per-frame constants: type names, '-<type>-<index>' suffixes, landmark indices (543 each)."""
+    types = [name for name, _, n in PARTS for _ in range(n)]
+    index = np.concatenate([np.arange(n, dtype=np.int16) for _, _, n in PARTS])
+    suffixes = [f"-{t}-{i}" for t, i in zip(types, index)]
+    return pa.array(types, pa.string()), pa.array(suffixes, pa.string()), index
+
+
+_TYPES, _SUFFIXES, _INDEX = _frame_layout()
+
+
+def _tiled(values: pa.Array, n_frames: int) -> pa.Array:
+    """`values` repeated n_frames times, as a plain string array (via a dictionary: no Python loop)."""
+    idx = pa.array(np.tile(np.arange(len(values), dtype=np.int32), n_frames))
+    return pa.DictionaryArray.from_arrays(idx, values).cast(pa.string())
+
+
 def frames_table(frames: np.ndarray, first_frame: int = 0) -> pa.Table:
     """Landmarks [T, 543, 3] as a table in the competition schema (row_id '<frame>-<type>-<index>')."""
+    import pyarrow.compute as pc
+
     n_frames = frames.shape[0]
-    types = np.concatenate([np.full(n, name, dtype=object) for name, _, n in PARTS])
-    index = np.concatenate([np.arange(n, dtype=np.int16) for _, _, n in PARTS])
-    frame_no = np.repeat(np.arange(first_frame, first_frame + n_frames, dtype=np.int16), N_LANDMARKS)
-    suffix = np.array([f"-{t}-{i}" for t, i in zip(types, index)], dtype=object)
-    row_id = np.char.add(frame_no.astype(str), np.tile(suffix.astype(str), n_frames))
+    frame_no = pa.array(np.repeat(np.arange(first_frame, first_frame + n_frames, dtype=np.int16), N_LANDMARKS))
+    row_id = pc.binary_join_element_wise(frame_no.cast(pa.string()), _tiled(_SUFFIXES, n_frames), "")
     flat = frames.reshape(-1, 3).astype(np.float64)
-    arrays = [
-        pa.array(frame_no, pa.int16()),
-        pa.array(row_id.astype(object), pa.string()),
-        pa.array(np.tile(types, n_frames), pa.string()),
-        pa.array(np.tile(index, n_frames), pa.int16()),
-        pa.array(flat[:, 0]),
-        pa.array(flat[:, 1]),
-        pa.array(flat[:, 2]),
-    ]
+    arrays = [frame_no, row_id, _tiled(_TYPES, n_frames), pa.array(np.tile(_INDEX, n_frames)),
+              pa.array(flat[:, 0]), pa.array(flat[:, 1]), pa.array(flat[:, 2])]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 

@@ -1,0 +1,69 @@
+"""The optuna-dashboard view of a study: a Markdown note and a chart of fold scores per arm.
+
+Built from `ablate.report.analysis.analyze`, so the note shows the report's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+
+from ablate.report.analysis import analyze, md, verdict_table_markdown
+
+
+def note_markdown(a: dict[str, Any]) -> str:
+    recipe = a.get("recipe", {})
+    parts = ", ".join(f"{k}: {md(recipe[k]['name'])}" for k in ("features", "model", "loss", "optimizer") if k in recipe)
+    augs = ", ".join(md(x["name"]) for x in recipe.get("augmentations", []))
+    data = a.get("data", {})
+    lines = [
+        f"# {md(a['study'])}",
+        f"**Question.** {md(a['question'])}",
+        f"**What varies:** the {md(a['axis'])} ({md(a['mode'])} mode); baseline arm **{md(a['baseline'])}**.",
+        f"**Base recipe:** {parts}; augmentations {augs or 'none'}; batch {recipe.get('batch_size')}, "
+        f"{recipe.get('epochs')} epochs (preset {md(a['preset'])}).",
+        f"**Evidence:** {a['folds']} participant-grouped folds x {a['seeds']} seed(s), paired across arms; "
+        f"data {md(a['fingerprint'])} ({data.get('sequences')} sequences, {data.get('participants')} participants, "
+        f"{data.get('signs')} signs); storage {md(a['storage'])}.",
+        "",
+        "## Current verdict" + ("" if a["finished"] else " (study not finished)"),
+        verdict_table_markdown(a) if a["arms"] else "_no finished folds yet_",
+        "",
+        "Verdicts use the Nadeau-Bengio corrected resampled t-test, Holm-adjusted across arms "
+        f"(alpha {a['alpha']}); the Wilcoxon p is shown beside it.",
+    ]
+    warnings = [md(w) for w in a["warnings"]] + [f"{md(r['arm'])}: {md(w)}" for r in a["arms"] for w in r["warnings"]]
+    if warnings:
+        lines += ["", "## Warnings"] + [f"- {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def fold_chart(a: dict[str, Any]) -> Any:
+    """Per-fold scores per arm, points joined by fold so the pairing is visible."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    n = max((len(r["scores"]) for r in a["arms"]), default=0)
+    for i in range(n):
+        fig.add_trace(go.Scatter(x=[r["arm"] for r in a["arms"]], y=[r["scores"][i] for r in a["arms"]],
+                                 mode="lines+markers", name=f"fold {i % (a['folds'] or 1)} seed {i // (a['folds'] or 1)}"))
+    fig.update_layout(title="Fold scores per arm (lines join the same fold)", yaxis_title="accuracy")
+    return fig
+
+
+def refresh_note(study: optuna.Study) -> None:
+    """Rewrite the study's note and chart; never lets a dashboard problem stop a study."""
+    try:
+        import optuna_dashboard
+
+        a = analyze(study)
+        optuna_dashboard.save_note(study, note_markdown(a))
+        if a["arms"]:
+            optuna_dashboard.save_plotly_graph_object(study, fold_chart(a))
+        study.set_user_attr("summary", json.loads(json.dumps([{k: r[k] for k in ("arm", "n", "mean", "diff", "verdict")} for r in a["arms"]])))
+    except Exception as e:  # noqa: BLE001 - the note is a convenience; the trials are the record
+        import sys
+
+        print(f"ablate: warning: could not update the dashboard note ({type(e).__name__}: {e})", file=sys.stderr)

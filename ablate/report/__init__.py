@@ -1,0 +1,1 @@
+"""Study reports: the statistics that compare ablation arms (stats.py)."""
