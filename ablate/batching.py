@@ -7,6 +7,7 @@ that short clips do not pay for long ones.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -111,10 +112,15 @@ def precompute(dataset: SequenceDataset, loader_args: dict[str, Any], budget_byt
     if dataset.augmentations or frames * width * 4 > budget_bytes:
         return None
     keys = [(i, 0) for i in range(len(dataset))]
-    loader = torch.utils.data.DataLoader(keys, batch_size=64, collate_fn=lambda b: [dataset[k] for k in b],
-                                         **{k: v for k, v in loader_args.items() if k in ("num_workers", "worker_init_fn", "generator")})
+    passed = ("num_workers", "worker_init_fn", "generator", "multiprocessing_context")
+    loader = torch.utils.data.DataLoader(keys, batch_size=64, collate_fn=functools.partial(_fetch, dataset),
+                                         **{k: v for k, v in loader_args.items() if k in passed})
     items = [item for batch in loader for item in batch]
     return _Precomputed(items)
+
+
+def _fetch(dataset: SequenceDataset, keys: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int]]:
+    return [dataset[k] for k in keys]
 
 
 class _Precomputed(Dataset[tuple[torch.Tensor, int]]):

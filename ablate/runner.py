@@ -165,6 +165,10 @@ def _run_workers(args: RunArgs, cache_dir: str, name: str, deadline: float | Non
         for p in procs:
             p.join(timeout=30)
         raise
+    failed = [i for i, p in enumerate(procs) if p.exitcode]
+    if failed:
+        print(f"ablate: warning: worker(s) {failed} exited with an error; their trials are re-run "
+              "on the next `ablate run`", file=sys.stderr)
 
 
 def run(args: RunArgs) -> optuna.Study:

@@ -33,6 +33,8 @@ from ablate.spaces import Space
 HEARTBEAT_S = 10  # RDB heartbeat interval; a trial silent for GRACE_S is stale
 GRACE_S = 40
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# WilcoxonPruner, TPE's `group` and heartbeats are marked experimental; versions are pinned.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def default_storage_url() -> str:
@@ -115,11 +117,11 @@ def recover_stale(study: optuna.Study) -> int:
         if not _dead_here(t):
             continue
         try:
+            storage.set_trial_user_attr(t._trial_id, "stale", True)  # a finished trial takes no attrs
             won = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another process got there first and re-enqueued it
         if won:
-            storage.set_trial_user_attr(t._trial_id, "stale", True)
             retry(study, t)
             recovered += 1
     return recovered

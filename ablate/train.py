@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
@@ -162,7 +163,9 @@ def train_fold(
                                    "pin_memory": device.type == "cuda",
                                    "generator": torch.Generator().manual_seed(config.seed)}
     if workers:
-        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4, "persistent_workers": True}
+        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4, "persistent_workers": True,
+                        # fork where there is fork: a study worker may itself be a spawned process
+                        "multiprocessing_context": "fork" if "fork" in mp.get_all_start_methods() else None}
     val_data = precompute(val_set, loader_args) or val_set
     train_loader = DataLoader(train_set, batch_sampler=train_sampler, **loader_args)
     val_loader = DataLoader(val_data, batch_sampler=val_sampler,

