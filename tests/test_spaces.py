@@ -25,7 +25,7 @@ def test_shipped_spaces_load(name: str) -> None:
 def test_presets_fill_in_sizes_but_arms_win() -> None:
     space = load_space("losses", SHIPPED)
     quick = space.config("ce", "quick")
-    assert quick.model.params["width"] == 128 and quick.epochs == 12
+    assert quick.model.params["width"] == 64 and quick.epochs == 8 and quick.optimizer.params["lr"] == 3e-3
     assert quick.loss.name == "ce" and quick.features.name == "seed828"
     assert space.config("ce_smooth", "smoke").loss.params == {"label_smoothing": 0.1}
     aug = load_space("augmentations", SHIPPED)
@@ -69,6 +69,6 @@ def test_unknown_space_and_bad_preset(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"unknown search space 'loses' \(did you mean 'losses'\?\)"):
         load_space("loses", SHIPPED)
     d = _space_dir(tmp_path, "axis: loss\narms: {ce: {}}\n")
-    (d / "base.yaml").write_text((SHIPPED / "base.yaml").read_text().replace("epochs: 12", "epochs: twelve"))
-    with pytest.raises(UserError, match=r"base.yaml: presets.quick.epochs: expected int, got 'twelve'"):
+    (d / "base.yaml").write_text((SHIPPED / "base.yaml").read_text().replace("epochs: 8", "epochs: eight"))
+    with pytest.raises(UserError, match=r"base.yaml: presets.quick.epochs: expected int, got 'eight'"):
         load_space("bad", d)

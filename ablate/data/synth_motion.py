@@ -31,12 +31,12 @@ N_NAMES = 250  # signs available (the competition's sign names)
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What to generate. The defaults make a fast demo (1,600 sequences); the competition's size is
+    """What to generate. The defaults make a fast demo (720 sequences); the competition's size is
     n_signs=250, n_participants=21, reps=18 (94,500 sequences)."""
 
-    n_signs: int = 20
+    n_signs: int = 12  # the 2-core demo default; full size: 250 signs, 21 participants, 18 reps
     n_participants: int = 10
-    reps: int = 8  # sequences per participant per sign
+    reps: int = 6  # sequences per participant per sign
     seed: int = 0
     difficulty: float = 1.0  # 0 = easy (distinct signs, little noise); higher = harder
     left_handed_share: float = 0.3  # participants who sign mirrored (rounded to a whole number)

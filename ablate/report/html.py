@@ -1,0 +1,318 @@
+"""A study report and the reports' index as self-contained HTML pages, rendered from the `analyze` dict.
+
+Every user-supplied string goes through `esc` (html.escape); the chart data is JSON inside a
+<script type="application/json"> with <, > and & written as \\u escapes, so no text can close the
+script element. plotly.js is loaded from plotly.min.js beside the page: no network is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ablate.report.charts import VERDICT_COLOURS, Chart, esc
+
+DASH = "–"
+VERDICT_ORDER = ("better", "worse", "equivalent", "no detectable difference", "too few pairs")
+PLOTLY_JS = "plotly.min.js"
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       max-width: 1150px; margin: 1.5em auto; padding: 0 1em; color: #1b1b1b; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; }
+.question { font-size: 1.15em; font-style: italic; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { width: 13em; }
+.verdict { font-weight: 600; white-space: nowrap; }
+.tag { display: inline-block; padding: 0 0.4em; border-radius: 3px; color: #fff; }
+.note, .muted { color: #555; } .warn li { margin: 0.2em 0; }
+.chart { break-inside: avoid; page-break-inside: avoid; margin: 1em 0 2em; }
+.plot { width: 100%; min-height: 220px; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+#noplotly { background: #fff3cd; border: 1px solid #e0c060; padding: 0.5em; }
+footer { margin-top: 3em; font-size: 0.85em; color: #555; }
+@media print { body { max-width: none; margin: 0; } a { color: inherit; text-decoration: none; }
+               h2 { break-after: avoid; } tr { break-inside: avoid; } }
+"""
+
+
+def acc(v: float | None) -> str:
+    """An accuracy (or a difference of accuracies) with 4 decimals; '–' where missing."""
+    return DASH if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def signed(v: float | None) -> str:
+    return DASH if v is None or not math.isfinite(v) else f"{v:+.4f}"
+
+
+def pval(v: float | None) -> str:
+    """A p-value with 3 significant digits; '–' where missing."""
+    return DASH if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
+def interval(low: float | None, high: float | None, fmt: Any = acc) -> str:
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return DASH
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def plain(v: Any) -> str:
+    """A config value as it would be written in YAML."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return DASH
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def confidence(a: dict[str, Any]) -> str:
+    return f"{(1 - a['alpha']) * 100:g}%"
+
+
+def verdict_summary(a: dict[str, Any]) -> str:
+    """One line (plain text): which arms beat or trail the baseline, and how many show no difference."""
+    rows = [r for r in a["arms"] if r["verdict"] != "baseline"]
+    if not rows:
+        return "no results yet"
+    by = {v: [r["arm"] for r in rows if r["verdict"] == v] for v in VERDICT_ORDER}
+    parts = [f"{v}: {', '.join(by[v]) or 'none'}" for v in ("better", "worse")]
+    if by["equivalent"]:
+        parts.append(f"equivalent: {', '.join(by['equivalent'])}")
+    for v in ("no detectable difference", "too few pairs"):
+        if by[v]:
+            parts.append(f"{v}: {len(by[v])} arm{'s' if len(by[v]) > 1 else ''}")
+    return "; ".join(parts)
+
+
+def _verdict_tag(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict, "#333333")
+    return f'<span class="tag" style="background:{colour}">{esc(verdict)}</span>'
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    """Key-value rows; values are HTML already (callers escape)."""
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _component(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        params = ", ".join(f"{k} {plain(v)}" for k, v in (value.get("params") or {}).items())
+        return f"{value['name']}" + (f" ({params})" if params else "")
+    if isinstance(value, list):
+        return ", ".join(_component(x) for x in value) or "none"
+    return plain(value)
+
+
+def recipe_table(a: dict[str, Any]) -> str:
+    axis = a.get("axis")
+    rows = []
+    for key, value in (a.get("recipe") or {}).items():
+        text = esc(_component(value))
+        if key == axis:
+            text += ' <span class="muted">(the baseline arm\'s; this is what the arms vary)</span>'
+        rows.append((key, text))
+    return _kv_table(rows) if rows else '<p class="note">No recipe recorded.</p>'
+
+
+def setup_section(a: dict[str, Any], versions: dict[str, str], commit: str) -> str:
+    data = a.get("data") or {}
+    arms = ", ".join(esc(r["arm"]) + (" (baseline)" if r["verdict"] == "baseline" else "") for r in a["arms"])
+    per_fold = (f"about {a['n_train']:.0f} training and {a['n_test']:.0f} validation sequences per fold"
+                if a.get("n_train") is not None and a.get("n_test") is not None else DASH)
+    rows = [
+        ("what varies", f"the <b>{esc(a.get('axis'))}</b>, in <b>{esc(a.get('mode'))}</b> mode"),
+        ("arms", arms or esc(a.get("baseline"))),
+        ("preset", esc(a.get("preset"))),
+        ("evidence", f"{esc(a.get('folds'))} participant-grouped folds (fold seed {esc(a.get('fold_seed'))}) "
+                     f"x {esc(a.get('seeds'))} seed(s), the same splits for every arm"),
+        ("data", f"fingerprint <code>{esc(a.get('fingerprint'))}</code>: {esc(data.get('sequences'))} sequences, "
+                 f"{esc(data.get('signs'))} signs, {esc(data.get('participants'))} participants; {esc(per_fold)}"),
+        ("data source", esc(data.get("source"))),
+        ("trials", f"{esc(a.get('n_trials'))} ({'finished' if a.get('finished') else 'NOT finished'})"),
+        ("significance level", f"alpha {a['alpha']:g}" + (f"; ROPE [{a['rope'][0]:g}, {a['rope'][1]:g}]" if a.get("rope") else "")),
+        ("storage", esc(a.get("storage"))),
+        ("versions", esc(", ".join(f"{k} {v}" for k, v in versions.items()))),
+        ("ablate commit", f"<code>{esc(commit)}</code>"),
+    ]
+    return "<h2>Setup</h2>" + _kv_table(rows) + "<h3>Base recipe</h3>" + recipe_table(a)
+
+
+def _trials_cell(r: dict[str, Any]) -> str:
+    t = r["trials"]
+    text = f"{t['COMPLETE']} / {t['PRUNED']} / {t['FAIL']}"
+    waiting = t.get("RUNNING", 0) + t.get("WAITING", 0)
+    return text + (f" (+{waiting} open)" if waiting else "")
+
+
+def _wilcoxon_cell(r: dict[str, Any]) -> str:
+    if r["p_wilcoxon_holm"] is None and r["verdict"] != "baseline" and r["n_pairs"] < 6:
+        return "n/a (&lt; 6 pairs)"
+    return pval(r["p_wilcoxon_holm"])
+
+
+def summary_table(a: dict[str, Any]) -> str:
+    if not a["arms"]:
+        return '<p class="note">No finished folds yet: nothing to compare.</p>'
+    n_slots = int(a.get("folds") or 0) * int(a.get("seeds") or 0)
+    ci = confidence(a)
+    head = ("<tr><th>arm</th><th>scores</th><th>mean accuracy [" + ci + " CI]</th>"
+            "<th>difference to baseline [" + ci + " CI]</th><th>p corrected t (Holm)</th>"
+            "<th>p Wilcoxon (Holm)</th><th>verdict</th><th>trials complete / pruned / failed</th>"
+            "<th>training time</th></tr>")
+    body = []
+    for r in a["arms"]:
+        base = r["verdict"] == "baseline"
+        diff = "baseline" if base else f"{signed(r['diff'])} {interval(r['diff_low'], r['diff_high'], signed)}"
+        raw = f"unadjusted {pval(r['p_corrected'])}; Wilcoxon unadjusted {pval(r['p_wilcoxon'])}"
+        body.append(
+            f'<tr data-arm="{esc(r["arm"])}"><td class="arm">{esc(r["arm"])}</td>'
+            f'<td class="num n">{r["n"]} of {n_slots}</td>'
+            f'<td class="num mean">{acc(r["mean"])} {interval(r["ci_low"], r["ci_high"])}</td>'
+            f'<td class="num diff">{diff}</td>'
+            f'<td class="num p-corrected" title="{raw}">{pval(r["p_corrected_holm"])}</td>'
+            f'<td class="num p-wilcoxon">{_wilcoxon_cell(r)}</td>'
+            f'<td class="verdict">{_verdict_tag(r["verdict"])}</td>'
+            f'<td class="num trials">{_trials_cell(r)}</td>'
+            f'<td class="num time">{duration(r["train_seconds"])}</td></tr>')
+    return f'<table id="summary">{head}{"".join(body)}</table>'
+
+
+def params_table(a: dict[str, Any]) -> str:
+    rows = [r for r in a["arms"] if r["params"]]
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{esc(r['arm'])}</td><td class=\"num\">{esc(r['trial'])}</td><td>"
+        + esc(", ".join(f"{k} = {plain(v)}" for k, v in r["params"].items())) + "</td></tr>" for r in rows)
+    return ("<h3>Tuned parameters</h3><p>The parameters of the trial that stands for each arm.</p>"
+            f"<table><tr><th>arm</th><th>trial</th><th>parameters</th></tr>{body}</table>")
+
+
+def how_to_read(a: dict[str, Any]) -> str:
+    ratio = (f" (here about {a['n_test']:.0f}/{a['n_train']:.0f} = {a['n_test'] / a['n_train']:.3f})"
+             if a.get("n_train") and a.get("n_test") else "")
+    rope = (f" A region of practical equivalence (ROPE) of [{a['rope'][0]:g}, {a['rope'][1]:g}] accuracy was "
+            "given: an arm is <b>equivalent</b> when its whole interval of the difference lies inside it."
+            if a.get("rope") else " No region of practical equivalence was given, so no arm can be called equivalent.")
+    return f"""<h3>How to read this</h3>
+<p>Every arm is trained and scored on the same participant-grouped folds and seeds, so its scores pair
+with the baseline's. For each pair i = 1..n, d_i = arm accuracy minus baseline accuracy on the same fold
+and seed. The <b>Nadeau-Bengio corrected resampled t-test</b> divides the mean difference by
+se = sqrt((1/n + n_test/n_train) * s2), where s2 is the sample variance of the d_i, and compares
+t = mean / se with Student's t with n - 1 degrees of freedom (two-sided). The plain paired t-test
+would use s2/n; the extra n_test/n_train term{ratio} widens the error because the folds share
+training data. The interval of the difference is mean -/+ t(n - 1) * se at {confidence(a)}.</p>
+<p>The p-values are <b>Holm-adjusted</b> across the non-baseline arms, which keeps the chance of any false
+"better" or "worse" at alpha = {a['alpha']:g}. The verdict is <b>better</b> or <b>worse</b> when the adjusted
+corrected p is below alpha; <b>no detectable difference</b> is not evidence that the arms are the same.
+The <b>Wilcoxon signed-rank</b> p (also Holm-adjusted) is a check that does not assume normal
+differences; it needs at least 6 pairs (with 5 the smallest possible p is 0.0625) and ignores that folds
+share training data, so it is optimistic. The interval of an arm's mean accuracy is descriptive only.{rope}</p>"""
+
+
+def warnings_section(a: dict[str, Any]) -> str:
+    items = [esc(w) for w in a["warnings"]]
+    items += [f"<b>{esc(r['arm'])}</b>: {esc(w)}" for r in a["arms"] for w in r["warnings"]]
+    if not items:
+        return "<h2>Warnings</h2><p>None.</p>"
+    return "<h2>Warnings</h2><ul class=\"warn\">" + "".join(f"<li>{w}</li>" for w in items) + "</ul>"
+
+
+def leakage_section(a: dict[str, Any]) -> str:
+    """Grouped vs ungrouped folds, where the study measured both (key "leakage", study-wide or per arm)."""
+    found = [("whole study", a["leakage"])] if a.get("leakage") else []
+    found += [(r["arm"], r["leakage"]) for r in a["arms"] if r.get("leakage")]
+    if not found:
+        return ""
+    body = []
+    for label, leak in found:
+        grouped = [v for v in leak.get("grouped", []) if v is not None]
+        ungrouped = [v for v in leak.get("ungrouped", []) if v is not None]
+        g = sum(grouped) / len(grouped) if grouped else None
+        u = sum(ungrouped) / len(ungrouped) if ungrouped else None
+        over = u - g if g is not None and u is not None else None
+        points = f" ({over * 100:+.1f} points)" if over is not None else ""
+        body.append(f"<tr><td>{esc(label)}</td><td class=\"num\">{acc(g)} (n {len(grouped)})</td>"
+                    f"<td class=\"num\">{acc(u)} (n {len(ungrouped)})</td><td class=\"num\">{signed(over)}{points}</td></tr>")
+    return ("<h2>Leakage check</h2><p>Folds split without grouping by participant put the same signers in "
+            "training and validation; the difference is how much such a split over-states accuracy.</p>"
+            "<table><tr><th></th><th>mean, grouped folds</th><th>mean, ungrouped folds</th>"
+            f"<th>over-statement (accuracy)</th></tr>{''.join(body)}</table>")
+
+
+def _figures_json(charts: list[Chart]) -> str:
+    figs = {c.key: c.figure for c in charts if c.figure is not None}
+    text = json.dumps(figs, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def charts_section(charts: list[Chart]) -> str:
+    parts = ['<h2>Charts</h2><p id="noplotly" hidden>The charts need the file plotly.min.js in the same '
+             "folder as this page; the tables above do not.</p>"]
+    for c in charts:
+        parts.append(f'<div class="chart"><h3>{esc(c.title)}</h3><p class="note">{c.caption}</p>')
+        if c.figure is not None:
+            parts.append(f'<div class="plot" id="chart-{esc(c.key)}"></div>')
+        parts += [f'<p class="note">{n}</p>' for n in c.notes]
+        parts.append("</div>")
+    return "".join(parts)
+
+
+_RENDER_JS = """(function () {
+  var figs = JSON.parse(document.getElementById("figures").textContent);
+  if (typeof Plotly === "undefined") { document.getElementById("noplotly").hidden = false; return; }
+  Object.keys(figs).forEach(function (k) {
+    Plotly.newPlot("chart-" + k, figs[k].data, figs[k].layout, {responsive: true, displaylogo: false});
+  });
+})();"""
+
+
+def page(title: str, body: str, scripts: str = "") -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{scripts}</body></html>\n")
+
+
+def render_report(a: dict[str, Any], charts: list[Chart], generated: str, json_href: str) -> str:
+    """The whole study page. `a` is the `report_json` dict; json_href the relative link to it."""
+    state = "" if a["finished"] else ' <span class="tag" style="background:#b26b00">not finished</span>'
+    body = "\n".join([
+        f"<h1>Study {esc(a['study'])}{state}</h1>",
+        f'<p class="question">{esc(a["question"]) or "(no question written in the search space)"}</p>',
+        f"<p><b>In one line:</b> {esc(verdict_summary(a))}.</p>",
+        setup_section(a, a["versions"], a["commit"]),
+        "<h2>Summary</h2>", summary_table(a), params_table(a), how_to_read(a),
+        warnings_section(a), leakage_section(a), charts_section(charts),
+        f'<footer>Made by ablate on {esc(generated)}. The same numbers as JSON: '
+        f'<a href="{esc(json_href)}">{esc(json_href)}</a>.</footer>',
+    ])
+    scripts = (f'<script src="{PLOTLY_JS}"></script>\n<script id="figures" type="application/json">'
+               f"{_figures_json(charts)}</script>\n<script>{_RENDER_JS}</script>\n")
+    return page(f"ablate: {a['study']}", body, scripts)
+
+
+def render_index(entries: list[tuple[str, dict[str, Any]]], generated: str) -> str:
+    """The list of study reports; entries are (relative href, report dict)."""
+    rows = []
+    for href, a in entries:
+        rows.append(f'<tr><td><a href="{esc(href)}">{esc(a["study"])}</a></td><td>{esc(a.get("question"))}</td>'
+                    f'<td>{esc(a.get("mode"))}</td><td>{esc(a.get("preset"))}</td>'
+                    f'<td>{"yes" if a.get("finished") else "no"}</td><td>{esc(verdict_summary(a))}</td></tr>')
+    table = ("<table><tr><th>study</th><th>question</th><th>mode</th><th>preset</th><th>finished</th>"
+             f"<th>verdicts</th></tr>{''.join(rows)}</table>") if rows else "<p>No reports yet.</p>"
+    body = f"<h1>ablate studies</h1>{table}<footer>Made by ablate on {esc(generated)}.</footer>"
+    return page("ablate studies", body)
