@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ablate data info
+	$(BIN)/ablate run losses
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,7 +6,7 @@ sign_to_prediction_index_map.json. Same config -> byte-identical files, whatever
 The motion model is in synth_motion.py (signs, participants, one sequence) and synth_body.py
 (face, pose and hand skeletons).
 
-Planted effects (how each should show up in an ablation; docs/synthetic.md has the details):
+Planted effects (how each should show up in an ablation; the README section "The synthetic data set" has the details):
 1. Left-handed participants (`left_handed_share`, default 0.3): their sequences are right-handed
    ones passed through landmarks.mirror, so horizontal-flip augmentation exactly undoes it ->
    hflip augmentation helps, most on left-handed validation participants.
