@@ -135,8 +135,21 @@ def cmd_list(a: argparse.Namespace) -> int:
 # ---- studies -------------------------------------------------------------------------------------
 
 
+def _text_table(result: dict) -> str:
+    """The verdict table for a terminal (the same numbers as the report and the dashboard note)."""
+    f = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    g = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    rows = [("arm", "folds", "mean acc [95% CI]", "diff vs baseline [CI]", "p corr (Holm)", "p Wilcoxon (Holm)", "verdict")]
+    for r in result["arms"]:
+        rows.append((r["arm"], str(r["n"]), f"{f(r['mean'])} [{f(r['ci_low'])}, {f(r['ci_high'])}]",
+                     f"{f(r['diff'])} [{f(r['diff_low'])}, {f(r['diff_high'])}]", g(r["p_corrected_holm"]),
+                     g(r["p_wilcoxon_holm"]), r["verdict"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
-    from ablate.report.analysis import analyze, verdict_table_markdown
+    from ablate.report.analysis import analyze
     from ablate.runner import RunArgs, run
 
     if a.workers < 1 or a.seeds < 1:
@@ -146,10 +159,60 @@ def cmd_run(a: argparse.Namespace) -> int:
                         pruning=a.pruning))
     result = analyze(study)
     _say(f"\nstudy {result['study']}: {result['question']}")
-    _say(verdict_table_markdown(result))
+    _say(_text_table(result))
     for w in result["warnings"]:
         _say(f"warning: {w}")
+    paths = write_reports(_studies(a.storage, [study.study_name]), Path("reports"))
+    _say(f"report: {paths[0]} (all studies: reports/index.html)")
     _say(f"watch it: ablate dashboard{' --storage ' + a.storage if a.storage else ''}")
+    return 0
+
+
+def _studies(storage_url: str | None, spaces: list[str]) -> list:  # list[optuna.Study]
+    import optuna
+
+    from ablate.errors import unknown
+    from ablate.study import open_storage
+
+    storage = open_storage(storage_url)
+    found = []
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    for s in summaries:
+        if not spaces or s.user_attrs.get("space") in spaces or s.study_name in spaces:
+            found.append(optuna.load_study(study_name=s.study_name, storage=storage))
+    missing = [x for x in spaces if not any(st.user_attrs.get("space") == x or st.study_name == x for st in found)]
+    if missing:
+        known = sorted({s.user_attrs.get("space", s.study_name) for s in summaries})
+        raise unknown("study or space (no study of it in this storage)", missing[0], known)
+    return found
+
+
+def write_reports(studies: list, out: Path, alpha: float = 0.05, rope: tuple[float, float] | None = None) -> list[Path]:
+    from ablate.report.writer import write_index, write_report
+
+    paths = [write_report(s, out, alpha=alpha, rope=rope) for s in studies]
+    write_index(out)
+    return paths
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    import json
+
+    rope = tuple(a.rope) if a.rope else None
+    if rope and not rope[0] < rope[1]:
+        raise UserError(f"--rope {rope[0]} {rope[1]}: expected LOW < HIGH, e.g. --rope -0.01 0.01")
+    studies = _studies(a.storage, a.spaces)
+    if not studies:
+        raise UserError("no studies in this storage yet (run `ablate run SPACE` first)")
+    if a.format == "json":
+        from ablate.report.writer import report_json
+
+        out = [report_json(s, alpha=a.alpha, rope=rope) for s in studies]
+        print(json.dumps(out if len(out) > 1 else out[0], indent=1, allow_nan=False))
+        return 0
+    for p in write_reports(studies, Path(a.out), a.alpha, rope):
+        _say(f"wrote {p}")
+    _say(f"wrote {Path(a.out) / 'index.html'}")
     return 0
 
 
@@ -220,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pruning", choices=("auto", "on", "off"), default="auto",
                    help="Wilcoxon pruning over folds; auto = on when folds x seeds >= 6")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="write reports/<study>.html (paired statistics) and reports/index.html")
+    rp.add_argument("spaces", nargs="*", metavar="SPACE", help="spaces or study names (default: every study)")
+    rp.add_argument("--storage", help="Optuna storage URL or journal file (default: $ABLATE_HOME/studies.journal)")
+    rp.add_argument("--out", default="reports", help="output folder (default: reports/)")
+    rp.add_argument("--format", choices=("html", "json"), default="html", help="html files, or JSON on stdout")
+    rp.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    rp.add_argument("--rope", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="region of practical equivalence for the accuracy difference, e.g. -0.01 0.01")
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("dashboard", help="start optuna-dashboard on the studies' storage")
     d.add_argument("--storage", help="Optuna storage URL or journal file (default: $ABLATE_HOME/studies.journal)")

@@ -24,7 +24,7 @@ def test_help_is_fast_and_lists_the_commands() -> None:
     r = ablate("--help")
     elapsed = time.perf_counter() - t
     assert r.returncode == 0
-    for cmd in ("data", "list"):
+    for cmd in ("data", "list", "run", "report", "dashboard"):
         assert f"    {cmd}" in r.stdout
     assert elapsed < 2.0, f"ablate --help took {elapsed:.2f}s"
     heavy = subprocess.run([sys.executable, "-c", "import sys, ablate.cli; print(sorted(m for m in ('torch','pyarrow','sklearn','optuna','tensorflow') if m in sys.modules))"],
@@ -48,6 +48,10 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     _one_line_error(ablate("data", "info", str(tmp_path / "empty")), "no ablate cache here")
     _one_line_error(ablate("data", "frobnicate"), "invalid choice: 'frobnicate'")
     _one_line_error(ablate("list", "modles"), "unknown component kind 'modles'", "did you mean 'models'")
+    _one_line_error(ablate("run", "loses", "--storage", str(tmp_path / "s.journal")), "unknown search space 'loses'", "did you mean 'losses'")
+    _one_line_error(ablate("run", "losses", "--preset", "quik", "--storage", str(tmp_path / "s.journal")), "unknown preset 'quik'")
+    _one_line_error(ablate("report", "losses", "--storage", str(tmp_path / "s.journal")), "no study of it in this storage")
+    _one_line_error(ablate("run", "losses", "--workers", "0"), "--workers and --seeds must be at least 1")
 
 
 def test_ingest_info_and_folds(dataset: Path, tmp_path: Path) -> None:

@@ -94,8 +94,8 @@ def test_tune_mode_samples_conditional_params(spaces: Path, synth_cache: Path, t
         assert t.user_attrs["config"]["loss"]["params"][("label_smoothing" if arm == "ce_smooth" else "gamma")] == tuned
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ablate", *args], env={**os.environ, **env}, cwd=REPO,
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "ablate", *args], env={**os.environ, **env}, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -103,7 +103,7 @@ def test_sigkill_mid_trial_then_rerun_finishes_without_losing_anything(spaces: P
     storage = str(tmp_path / "s.journal")
     env = {"ABLATE_SPACES": str(spaces)}
     args = ("run", "tiny", "--preset", "smoke", "--data", str(synth_cache), "--storage", storage)
-    proc = _cli(*args, env=env)
+    proc = _cli(*args, env=env, cwd=tmp_path)
     name = "tiny-smoke"
     deadline = time.time() + 240
     while time.time() < deadline:  # wait for one finished trial and one trial mid-way
@@ -122,8 +122,9 @@ def test_sigkill_mid_trial_then_rerun_finishes_without_losing_anything(spaces: P
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: (t.user_attrs["arm"], t.datetime_complete) for t in _trials(storage, name) if t.state == TrialState.COMPLETE}
-    out, _ = _cli(*args, env=env).communicate(timeout=300)
+    out, _ = _cli(*args, env=env, cwd=tmp_path).communicate(timeout=300)
     assert "1 stale recovered" in out, out
+    assert (tmp_path / "reports" / "tiny-smoke.html").is_file() and (tmp_path / "reports" / "index.html").is_file()
     trials = _trials(storage, name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.user_attrs["arm"] for t in complete) == ["ce", "ce_smooth", "focal"]
@@ -134,7 +135,7 @@ def test_sigkill_mid_trial_then_rerun_finishes_without_losing_anything(spaces: P
     assert len(stale) == 1 and stale[0].user_attrs.get("stale") and "fail_reason" not in stale[0].user_attrs
 
 
-def test_two_workers_on_postgres_run_every_arm_exactly_once(spaces: Path, synth_cache: Path) -> None:
+def test_two_workers_on_postgres_run_every_arm_exactly_once(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
     url = os.environ.get("ABLATE_TEST_POSTGRES")
     if not url:
         pytest.skip("no PostgreSQL server: set ABLATE_TEST_POSTGRES (.ci/run starts one with .ci/postgres.sh)")
@@ -145,7 +146,7 @@ def test_two_workers_on_postgres_run_every_arm_exactly_once(spaces: Path, synth_
     name = f"tiny-pg-{os.getpid()}-{int(time.time())}"
     args = ("run", "tiny", "--preset", "smoke", "--data", str(synth_cache), "--storage", url, "--study", name)
     env = {"ABLATE_SPACES": str(spaces)}
-    procs = [_cli(*args, env=env) for _ in range(2)]  # two processes, as two machines would
+    procs = [_cli(*args, env=env, cwd=tmp_path) for _ in range(2)]  # two processes, as two machines would
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     trials = _trials(url, name)

@@ -106,6 +106,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _fmt_p(v: Any) -> str:
+    """p-values with 3 significant digits, as in the HTML report."""
+    return "–" if v is None else f"{v:.3g}"
+
+
 def md(text: Any) -> str:
     """User text made inert in Markdown: HTML, table pipes and emphasis characters escaped."""
     import html
@@ -124,5 +129,5 @@ def verdict_table_markdown(a: dict[str, Any]) -> str:
         lines.append(
             f"| {md(r['arm'])} | {r['n']} | {_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
             f"{_fmt(r['diff'])} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}] | "
-            f"{_fmt(r['p_corrected_holm'], 3)} | {_fmt(r['p_wilcoxon_holm'], 3)} | {md(r['verdict'])} |")
+            f"{_fmt_p(r['p_corrected_holm'])} | {_fmt_p(r['p_wilcoxon_holm'])} | {md(r['verdict'])} |")
     return "\n".join(lines)

@@ -26,7 +26,9 @@ VERDICT_COLOURS = {
     "too few pairs": "#b26b00",
 }
 # Colour-blind-safe qualitative palette (Okabe and Ito, "Color Universal Design", 2008).
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# Its yellow is left out: too faint on white.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
+DASHES = ("solid", "dot", "dash", "dashdot", "longdash")
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 70, "r": 30, "t": 50, "b": 60}, "height": 420}
 
 
@@ -75,8 +77,10 @@ def fold_chart(a: dict[str, Any]) -> Chart:
     fig = go.Figure()
     for i in range(max(len(r["scores"]) for r in arms)):
         ys = [r["scores"][i] if i < len(r["scores"]) else None for r in arms]
-        fig.add_trace(go.Scatter(x=names, y=ys, mode="lines+markers", name=f"fold {i % k} seed {i // k}",
-                                 line={"width": 1, "color": PALETTE[i % len(PALETTE)]}, opacity=0.75))
+        fold, seed = i % k, i // k  # colour by fold, dash by seed
+        fig.add_trace(go.Scatter(x=names, y=ys, mode="lines+markers", name=f"fold {fold} seed {seed}", opacity=0.75,
+                                 line={"width": 1, "color": PALETTE[fold % len(PALETTE)],
+                                       "dash": DASHES[seed % len(DASHES)]}))
     means = [r["mean"] for r in arms]
     up = [(r["ci_high"] - r["mean"]) if r["ci_high"] is not None and r["mean"] is not None else None for r in arms]
     down = [(r["mean"] - r["ci_low"]) if r["ci_low"] is not None and r["mean"] is not None else None for r in arms]
@@ -186,7 +190,7 @@ def tune_charts(study: optuna.Study) -> list[Chart]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if done:
         fig = optuna.visualization.plot_optimization_history(study, target_name="mean accuracy")
-        fig.update_layout(**_LAYOUT)
+        fig.update_layout(**_LAYOUT, title_text="")  # the page's heading names it
         history.figure = _escape_figure(_fig_json(fig))
     else:
         history.notes.append("No completed trial yet.")
@@ -208,7 +212,7 @@ def tune_charts(study: optuna.Study) -> list[Chart]:
         except (ValueError, RuntimeError) as e:  # optuna refuses some degenerate studies
             importance.notes.append(f"optuna could not compute importances: {esc(e)}")
             return [history, importance]
-    fig.update_layout(**_LAYOUT)
+    fig.update_layout(**_LAYOUT, title_text="")
     importance.figure = _escape_figure(_fig_json(fig))
     importance.notes += sorted({f"optuna: {esc(w.message)}" for w in caught})
     return [history, importance]

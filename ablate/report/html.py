@@ -32,6 +32,7 @@ table.kv th { width: 13em; }
 .note, .muted { color: #555; } .warn li { margin: 0.2em 0; }
 .chart { break-inside: avoid; page-break-inside: avoid; margin: 1em 0 2em; }
 .plot { width: 100%; min-height: 220px; }
+td.study { white-space: nowrap; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 #noplotly { background: #fff3cd; border: 1px solid #e0c060; padding: 0.5em; }
 footer { margin-top: 3em; font-size: 0.85em; color: #555; }
@@ -54,8 +55,11 @@ def pval(v: float | None) -> str:
     return DASH if v is None or not math.isfinite(v) else f"{v:.3g}"
 
 
-def interval(low: float | None, high: float | None, fmt: Any = acc) -> str:
-    return f"[{fmt(low)}, {fmt(high)}]"
+def with_interval(v: float | None, low: float | None, high: float | None, fmt: Any = acc) -> str:
+    """'v [low, high]'; without the brackets where there is no interval (fewer than 2 scores)."""
+    if low is None and high is None:
+        return fmt(v)
+    return f"{fmt(v)} [{fmt(low)}, {fmt(high)}]"
 
 
 def duration(seconds: float | None) -> str:
@@ -148,7 +152,7 @@ def setup_section(a: dict[str, Any], versions: dict[str, str], commit: str) -> s
         ("versions", esc(", ".join(f"{k} {v}" for k, v in versions.items()))),
         ("ablate commit", f"<code>{esc(commit)}</code>"),
     ]
-    return "<h2>Setup</h2>" + _kv_table(rows) + "<h3>Base recipe</h3>" + recipe_table(a)
+    return '<h2 id="setup">Setup</h2>' + _kv_table(rows) + "<h3>Base recipe</h3>" + recipe_table(a)
 
 
 def _trials_cell(r: dict[str, Any]) -> str:
@@ -176,19 +180,19 @@ def summary_table(a: dict[str, Any]) -> str:
     body = []
     for r in a["arms"]:
         base = r["verdict"] == "baseline"
-        diff = "baseline" if base else f"{signed(r['diff'])} {interval(r['diff_low'], r['diff_high'], signed)}"
+        diff = "baseline" if base else with_interval(r["diff"], r["diff_low"], r["diff_high"], signed)
         raw = f"unadjusted {pval(r['p_corrected'])}; Wilcoxon unadjusted {pval(r['p_wilcoxon'])}"
         body.append(
             f'<tr data-arm="{esc(r["arm"])}"><td class="arm">{esc(r["arm"])}</td>'
             f'<td class="num n">{r["n"]} of {n_slots}</td>'
-            f'<td class="num mean">{acc(r["mean"])} {interval(r["ci_low"], r["ci_high"])}</td>'
+            f'<td class="num mean">{with_interval(r["mean"], r["ci_low"], r["ci_high"])}</td>'
             f'<td class="num diff">{diff}</td>'
             f'<td class="num p-corrected" title="{raw}">{pval(r["p_corrected_holm"])}</td>'
             f'<td class="num p-wilcoxon">{_wilcoxon_cell(r)}</td>'
             f'<td class="verdict">{_verdict_tag(r["verdict"])}</td>'
             f'<td class="num trials">{_trials_cell(r)}</td>'
             f'<td class="num time">{duration(r["train_seconds"])}</td></tr>')
-    return f'<table id="summary">{head}{"".join(body)}</table>'
+    return f'<table id="summary-table">{head}{"".join(body)}</table>'
 
 
 def params_table(a: dict[str, Any]) -> str:
@@ -228,8 +232,8 @@ def warnings_section(a: dict[str, Any]) -> str:
     items = [esc(w) for w in a["warnings"]]
     items += [f"<b>{esc(r['arm'])}</b>: {esc(w)}" for r in a["arms"] for w in r["warnings"]]
     if not items:
-        return "<h2>Warnings</h2><p>None.</p>"
-    return "<h2>Warnings</h2><ul class=\"warn\">" + "".join(f"<li>{w}</li>" for w in items) + "</ul>"
+        return '<h2 id="warnings">Warnings</h2><p>None.</p>'
+    return '<h2 id="warnings">Warnings</h2><ul class="warn">' + "".join(f"<li>{w}</li>" for w in items) + "</ul>"
 
 
 def leakage_section(a: dict[str, Any]) -> str:
@@ -248,7 +252,7 @@ def leakage_section(a: dict[str, Any]) -> str:
         points = f" ({over * 100:+.1f} points)" if over is not None else ""
         body.append(f"<tr><td>{esc(label)}</td><td class=\"num\">{acc(g)} (n {len(grouped)})</td>"
                     f"<td class=\"num\">{acc(u)} (n {len(ungrouped)})</td><td class=\"num\">{signed(over)}{points}</td></tr>")
-    return ("<h2>Leakage check</h2><p>Folds split without grouping by participant put the same signers in "
+    return ('<h2 id="leakage">Leakage check</h2><p>Folds split without grouping by participant put the same signers in '
             "training and validation; the difference is how much such a split over-states accuracy.</p>"
             "<table><tr><th></th><th>mean, grouped folds</th><th>mean, ungrouped folds</th>"
             f"<th>over-statement (accuracy)</th></tr>{''.join(body)}</table>")
@@ -261,7 +265,7 @@ def _figures_json(charts: list[Chart]) -> str:
 
 
 def charts_section(charts: list[Chart]) -> str:
-    parts = ['<h2>Charts</h2><p id="noplotly" hidden>The charts need the file plotly.min.js in the same '
+    parts = ['<h2 id="charts">Charts</h2><p id="noplotly" hidden>The charts need the file plotly.min.js in the same '
              "folder as this page; the tables above do not.</p>"]
     for c in charts:
         parts.append(f'<div class="chart"><h3>{esc(c.title)}</h3><p class="note">{c.caption}</p>')
@@ -295,7 +299,7 @@ def render_report(a: dict[str, Any], charts: list[Chart], generated: str, json_h
         f'<p class="question">{esc(a["question"]) or "(no question written in the search space)"}</p>',
         f"<p><b>In one line:</b> {esc(verdict_summary(a))}.</p>",
         setup_section(a, a["versions"], a["commit"]),
-        "<h2>Summary</h2>", summary_table(a), params_table(a), how_to_read(a),
+        '<h2 id="summary">Summary</h2>', summary_table(a), params_table(a), how_to_read(a),
         warnings_section(a), leakage_section(a), charts_section(charts),
         f'<footer>Made by ablate on {esc(generated)}. The same numbers as JSON: '
         f'<a href="{esc(json_href)}">{esc(json_href)}</a>.</footer>',
@@ -309,7 +313,7 @@ def render_index(entries: list[tuple[str, dict[str, Any]]], generated: str) -> s
     """The list of study reports; entries are (relative href, report dict)."""
     rows = []
     for href, a in entries:
-        rows.append(f'<tr><td><a href="{esc(href)}">{esc(a["study"])}</a></td><td>{esc(a.get("question"))}</td>'
+        rows.append(f'<tr><td class="study"><a href="{esc(href)}">{esc(a["study"])}</a></td><td>{esc(a.get("question"))}</td>'
                     f'<td>{esc(a.get("mode"))}</td><td>{esc(a.get("preset"))}</td>'
                     f'<td>{"yes" if a.get("finished") else "no"}</td><td>{esc(verdict_summary(a))}</td></tr>')
     table = ("<table><tr><th>study</th><th>question</th><th>mode</th><th>preset</th><th>finished</th>"

@@ -39,7 +39,8 @@ def versions() -> dict[str, str]:
 
 def git_commit() -> str:
     """Short commit of the checkout the ablate package runs from, '-dirty' with uncommitted changes
-    to tracked files; 'unknown' when it is not run from a git checkout (e.g. installed from a wheel)."""
+    (new files count: .gitignore keeps studies and reports out); 'unknown' when it is not run from a
+    git checkout (e.g. installed from a wheel)."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
@@ -51,7 +52,7 @@ def git_commit() -> str:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
             return "unknown"
         commit = git("rev-parse", "--short", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return commit + ("-dirty" if git("status", "--porcelain") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
