@@ -163,6 +163,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     for w in result["warnings"]:
         _say(f"warning: {w}")
     paths = write_reports(_studies(a.storage, [study.study_name]), Path("reports"))
+    from ablate.notes import attach
+
+    attach(study, str(paths[0]), "text/html")
     _say(f"report: {paths[0]} (all studies: reports/index.html)")
     _say(f"watch it: ablate dashboard{' --storage ' + a.storage if a.storage else ''}")
     return 0
@@ -218,17 +221,15 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
     import optuna_dashboard
-    from optuna.artifacts import FileSystemArtifactStore
 
-    from ablate.data.cache import ablate_home
     from ablate.study import default_storage_url, mask_url, open_storage
 
+    from ablate.notes import artifact_store
+
     storage = open_storage(a.storage)
-    artifacts = ablate_home() / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
     _say(f"optuna-dashboard on http://{a.host}:{a.port} for {mask_url(a.storage or default_storage_url())} "
          f"(Ctrl-C stops it)")
-    optuna_dashboard.run_server(storage, host=a.host, port=a.port, artifact_store=FileSystemArtifactStore(str(artifacts)))
+    optuna_dashboard.run_server(storage, host=a.host, port=a.port, artifact_store=artifact_store())
     return 0
 
 

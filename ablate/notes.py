@@ -67,3 +67,27 @@ def refresh_note(study: optuna.Study) -> None:
         import sys
 
         print(f"ablate: warning: could not update the dashboard note ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+def artifact_store() -> Any:
+    """The file artifact store beside the default storage ($ABLATE_HOME/artifacts); `ablate dashboard` serves it."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from ablate.data.cache import ablate_home
+
+    path = ablate_home() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def attach(study_or_trial: Any, path: str, mimetype: str) -> None:
+    """Upload a file (a trial's curves, the study's report) as an artifact the dashboard shows."""
+    try:
+        from optuna.artifacts import upload_artifact
+
+        upload_artifact(artifact_store=artifact_store(), file_path=path, study_or_trial=study_or_trial,
+                        mimetype=mimetype)
+    except Exception as e:  # noqa: BLE001 - artifacts are a convenience; the trials are the record
+        import sys
+
+        print(f"ablate: warning: could not attach {path} ({type(e).__name__}: {e})", file=sys.stderr)

@@ -89,7 +89,22 @@ class Objective:
                 self.log(f"{where}: acc {score:.4f} ({result.seconds:.0f}s) | elapsed {self._elapsed()}", False)
                 if self.pruning and stage != STAGE_COMPARE and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after {len(scores)} fold(s): mean {np.mean(scores):.4f}")
+        self._attach_curves(trial, folds)
         return float(np.mean(scores))
+
+    @staticmethod
+    def _attach_curves(trial: optuna.Trial, folds: list[dict[str, Any]]) -> None:
+        """Per-fold curves as a JSON artifact of the trial (shown by optuna-dashboard)."""
+        import json
+        import tempfile
+
+        from ablate.notes import attach
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/trial-{trial.number}-curves.json"
+            with open(path, "w") as f:
+                json.dump([{k: fo[k] for k in ("fold", "seed", "score", "curve")} for fo in folds], f)
+            attach(trial, path, "application/json")
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.started)

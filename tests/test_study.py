@@ -64,8 +64,43 @@ def test_ablation_runs_every_arm_once_on_the_same_folds(spaces: Path, synth_cach
     again = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage))
     assert len(again.get_trials()) == 3
     import optuna_dashboard
+    from optuna.artifacts import get_all_artifact_meta
 
     assert "| ce |" in optuna_dashboard.get_note(again)
+    for t in trials:  # each trial's per-fold curves are attached for the dashboard
+        assert [m.filename for m in get_all_artifact_meta(t, storage=open_storage(storage))] == [f"trial-{t.number}-curves.json"]
+
+
+def test_dashboard_serves_the_study(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    storage = str(tmp_path / "s.journal")
+    run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage, n_trials=1))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _cli("dashboard", "--storage", storage, "--port", str(port), env={}, cwd=tmp_path)
+    try:
+        body = None
+        for _ in range(60):
+            time.sleep(0.5)
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/studies", headers={"Accept-Encoding": "gzip"})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    body = r.read()
+                break
+            except OSError:
+                continue
+        assert body is not None, "optuna-dashboard did not answer"
+        import gzip
+
+        text = gzip.decompress(body).decode() if body[:2] == b"\x1f\x8b" else body.decode()
+        assert "tiny-smoke" in json.dumps(json.loads(text))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_a_failing_arm_is_recorded_and_the_study_goes_on(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
