@@ -156,7 +156,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise UserError(f"--workers and --seeds must be at least 1 (got {a.workers} and {a.seeds})")
     study = run(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
                         workers=a.workers, seeds=a.seeds, n_trials=a.n_trials, timeout=a.timeout,
-                        pruning=a.pruning))
+                        pruning=a.pruning, leaky_folds=a.leaky_folds))
     result = analyze(study)
     _say(f"\nstudy {result['study']}: {result['question']}")
     _say(_text_table(result))
@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
     r.add_argument("--pruning", choices=("auto", "on", "off"), default="auto",
                    help="Wilcoxon pruning over folds; auto = on when folds x seeds >= 6")
+    r.add_argument("--leaky-folds", action="store_true",
+                   help="ungrouped folds (participants leak), as the study SPACE-PRESET-leaky: only to show "
+                        "how much leakage over-states accuracy next to the grouped study")
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="write reports/<study>.html (paired statistics) and reports/index.html")

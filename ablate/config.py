@@ -51,6 +51,7 @@ class Config:
     seed: int = 0  # model init, batch order and augmentation randomness
     folds: int = 5  # K of the participant-grouped folds
     fold_seed: int = 0  # seed of the fold assignment (shared by every trial of every study)
+    fold_kind: str = "grouped"  # or "ungrouped-leaky": only to measure how much leakage flatters
     workers: int = -1  # data loader processes; -1 = automatic
     max_train_batches: int = 0  # cap on batches per epoch (0 = all); for smoke tests only
 

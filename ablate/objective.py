@@ -48,8 +48,8 @@ class Objective:
     """Callable objective; `log(line, transient)` receives progress (transient: per-epoch lines)."""
 
     def __init__(self, space: Space, preset: str, data: Cache, seeds: int, pruning: bool,
-                 log: Callable[[str, bool], None]) -> None:
-        self.space, self.preset, self.data = space, preset, data
+                 log: Callable[[str, bool], None], fold_kind: str = "grouped") -> None:
+        self.space, self.preset, self.data, self.fold_kind = space, preset, data, fold_kind
         self.seeds, self.pruning, self.log = seeds, pruning, log
         self.started = time.monotonic()
 
@@ -57,6 +57,7 @@ class Objective:
         arm, tuned = suggest(trial, self.space)
         stage = trial.user_attrs.get("stage", STAGE_TUNE if self.space.mode != "ablation" else "ablation")
         config = self.space.config(arm, self.preset, tuned)
+        config = config.replace(fold_kind=self.fold_kind)
         if stage == STAGE_COMPARE:
             config = config.replace(seed=config.seed + COMPARE_SEED_OFFSET)
         k = config.folds

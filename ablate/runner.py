@@ -18,7 +18,9 @@ from optuna.trial import TrialState
 
 from ablate import study as st
 from ablate.data.cache import Cache, ingest
+from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
 from ablate.objective import Objective
+from ablate.report.analysis import LEAKY_SUFFIX
 from ablate.spaces import Space, load_space
 
 
@@ -34,6 +36,7 @@ class RunArgs:
     n_trials: int | None = None
     timeout: float | None = None
     pruning: str = "auto"  # auto | on | off
+    leaky_folds: bool = False  # ungrouped folds, in a study of its own, to measure the leakage
 
 
 def resolve_data(data: str | None) -> Path:
@@ -63,6 +66,7 @@ def study_attrs(space: Space, preset: str, data: Cache, args: RunArgs) -> dict[s
         "space": space.name, "question": space.question, "axis": space.axis, "mode": space.mode,
         "baseline": space.baseline, "arms": list(space.arms), "preset": preset, "seeds": args.seeds,
         "folds": base.folds, "fold_seed": base.fold_seed, "fingerprint": data.fingerprint,
+        "fold_kind": UNGROUPED_LEAKY if args.leaky_folds else GROUPED,
         "data": {"source": data.meta["source"], "sequences": len(data), "signs": data.num_classes,
                  "participants": int(len(set(data.participants.tolist())))},
         "recipe": base.to_dict(), "n_trials": space.n_trials, "space_file": str(space.path),
@@ -105,7 +109,8 @@ def work(args: RunArgs, cache_dir: str, name: str, worker: int = 0, deadline: fl
                               pruner=optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2))
     log = _Printer(f"[w{worker}] " if args.workers > 1 else "", live=args.workers == 1)
     objective = Objective(space, preset, data, args.seeds,
-                          _pruning_on(args.pruning, study.user_attrs.get("folds", 5), args.seeds), log)
+                          _pruning_on(args.pruning, study.user_attrs.get("folds", 5), args.seeds), log,
+                          fold_kind=study.user_attrs.get("fold_kind", GROUPED))
     if space.mode != "tune" and args.n_trials:  # ablation: at most this many trials in this run
         limit = args.n_trials if limit is None else min(limit, args.n_trials)
     outcomes: list[st.TrialOutcome] = []
@@ -183,7 +188,7 @@ def run(args: RunArgs) -> optuna.Study:
     data = Cache(cache_dir)
     attrs = study_attrs(space, preset, data, args)
     storage = st.open_storage(args.storage)
-    name = args.study or st.study_name(space, preset)
+    name = args.study or st.study_name(space, preset) + (LEAKY_SUFFIX if args.leaky_folds else "")
     study, created = st.load_or_create(space, preset, storage, name, attrs)
     where = st.mask_url(args.storage or st.default_storage_url())
     if created:

@@ -245,7 +245,7 @@ def load_or_create(space: Space, preset: str, storage: BaseStorage, name: str, a
 
 def check_compatible(study: optuna.Study, attrs: dict[str, Any], where: str) -> None:
     """A resumed study must be the same question on the same data, folds and seeds."""
-    for key in ("fingerprint", "folds", "seeds", "fold_seed", "axis"):
+    for key in ("fingerprint", "folds", "seeds", "fold_seed", "fold_kind", "axis"):
         have = study.user_attrs.get(key)
         if have is not None and have != attrs.get(key):
             raise UserError(f"study {study.study_name!r} in {where} was started with {key}={have!r}, "

@@ -194,3 +194,20 @@ def test_local_workers_share_one_study(spaces: Path, synth_cache: Path, tmp_path
     trials = study.get_trials()
     assert sorted(t.user_attrs["arm"] for t in trials) == ["ce", "ce_smooth", "focal"]
     assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_leaky_folds_study_feeds_the_leakage_panel(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+    from ablate.report.analysis import analyze
+    from ablate.report.writer import write_report
+
+    storage = str(tmp_path / "s.journal")
+    grouped = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage, n_trials=1))
+    leaky = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage, n_trials=1, leaky_folds=True))
+    assert leaky.study_name == "tiny-smoke-leaky" and leaky.user_attrs["fold_kind"] == "ungrouped-leaky"
+    done = [t for t in leaky.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 1 and done[0].user_attrs["config"]["fold_kind"] == "ungrouped-leaky"
+    a = analyze(grouped)
+    row = next(r for r in a["arms"] if r["arm"] == done[0].user_attrs["arm"])
+    assert row["leakage"]["ungrouped"] == done[0].user_attrs["fold_scores"]
+    assert row["leakage"]["grouped"] == row["scores"]
+    assert "Leakage check" in write_report(grouped, tmp_path / "reports").read_text()

@@ -14,6 +14,24 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.report.stats import compare_arms
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+LEAKY_SUFFIX = "-leaky"  # `ablate run SPACE --leaky-folds` runs the study SPACE-PRESET-leaky
+
+
+def _leakage(study: optuna.Study, arms: list[dict[str, Any]]) -> None:
+    """Put each arm's grouped and ungrouped (leaky) fold scores side by side, when both studies exist."""
+    name = study.study_name
+    grouped_name = name[: -len(LEAKY_SUFFIX)] if name.endswith(LEAKY_SUFFIX) else name
+    try:
+        other = optuna.load_study(study_name=grouped_name + LEAKY_SUFFIX if name == grouped_name else grouped_name,
+                                  storage=study._storage)
+    except KeyError:
+        return
+    theirs = {r["arm"]: r["scores"] for r in analyze(other, with_leakage=False)["arms"]}
+    for r in arms:
+        if r["arm"] in theirs and any(v is not None for v in theirs[r["arm"]]):
+            pair = (r["scores"], theirs[r["arm"]])
+            grouped, ungrouped = pair if name == grouped_name else pair[::-1]
+            r["leakage"] = {"grouped": grouped, "ungrouped": ungrouped}
 
 
 def fold_vector(t: FrozenTrial, n_slots: int) -> list[float | None]:
@@ -41,7 +59,8 @@ def _arm(t: FrozenTrial) -> str | None:
     return t.user_attrs.get("arm") or t.params.get("arm") or (t.system_attrs.get("fixed_params") or {}).get("arm")
 
 
-def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] | None = None) -> dict[str, Any]:
+def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] | None = None,
+            with_leakage: bool = True) -> dict[str, Any]:
     """Everything a reader needs to judge the study: setup, per-arm statistics, trial counts, warnings."""
     ua = study.user_attrs
     arms: list[str] = list(ua.get("arms", []))
@@ -82,7 +101,12 @@ def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] 
         if counts["FAIL"]:
             info["warnings"].append(f"{counts['FAIL']} failed trial(s): " + "; ".join(info["fail_reasons"])[:300])
         out_arms.append(info)
+    if with_leakage:
+        _leakage(study, out_arms)
     warnings = []
+    if ua.get("fold_kind") == "ungrouped-leaky":
+        warnings.append("UNGROUPED (leaky) folds: the same participants are in training and validation; "
+                        "these scores only measure how much leakage flatters accuracy")
     if mode == "tune":
         warnings.append("tune mode: each arm's figure is its best trial out of several, which flatters it; "
                         "use mode 'both' for a comparison with fresh seeds")
