@@ -211,3 +211,23 @@ def test_leaky_folds_study_feeds_the_leakage_panel(spaces: Path, synth_cache: Pa
     assert row["leakage"]["ungrouped"] == done[0].user_attrs["fold_scores"]
     assert row["leakage"]["grouped"] == row["scores"]
     assert "Leakage check" in write_report(grouped, tmp_path / "reports").read_text()
+
+
+def test_both_mode_tunes_each_arm_then_compares_with_fresh_seeds(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+    from ablate.report.analysis import analyze
+
+    (spaces / "both.yaml").write_text(
+        "axis: loss\nmode: both\nbaseline: ce_smooth\narms:\n  ce_smooth: {ranges: {label_smoothing: [0.0, 0.3]}}\n"
+        "  focal: {ranges: {gamma: [0.5, 4.0]}}\ntune: {n_trials: 1}\n")
+    study = run(RunArgs("both", preset="smoke", data=str(synth_cache), storage=str(tmp_path / "s.journal")))
+    trials = study.get_trials()
+    stages = sorted((t.user_attrs["stage"], t.user_attrs["arm"]) for t in trials)
+    assert stages == [("compare", "ce_smooth"), ("compare", "focal"), ("tune", "ce_smooth"), ("tune", "focal")]
+    for t in trials:
+        if t.user_attrs["stage"] == "compare":
+            tuned = trials[t.user_attrs["tuned_in"]]
+            assert t.params == tuned.params  # the best tuned parameters, evaluated again
+            assert t.user_attrs["config"]["seed"] != tuned.user_attrs["config"]["seed"]  # with fresh seeds
+    rows = {r["arm"]: r for r in analyze(study)["arms"]}
+    compare = {t.user_attrs["arm"]: t for t in trials if t.user_attrs["stage"] == "compare"}
+    assert all(rows[a]["trial"] == compare[a].number for a in rows)
