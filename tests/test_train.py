@@ -67,16 +67,27 @@ def test_nan_loss_stops_the_fold_with_a_reason(synth_cache: Path, monkeypatch: p
         train_fold(TINY, Cache(synth_cache), 0)
 
 
-def test_sam_mixup_and_early_stopping(synth_cache: Path) -> None:
+def test_sam_and_mixup_train(synth_cache: Path) -> None:
     cfg = TINY.replace(
         optimizer=Component("sam", {"lr": 3e-3}),
         augmentations=(Component("hflip"), Component("mixup", {"p": 1.0})),
-        epochs=6, early_stopping=1, loss=Component("ce"),
+        epochs=6, loss=Component("ce"),
     )
-    r = train_fold(cfg, Cache(synth_cache), 3)
-    assert np.isfinite(r.epochs[-1].train_loss)
-    if r.stopped == "early_stopping":
-        assert len(r.epochs) < 6 and r.epochs[-1].val_acc <= r.best_acc
+    r = train_fold(cfg.replace(early_stopping=0, epochs=2), Cache(synth_cache), 3)
+    assert np.isfinite(r.epochs[-1].train_loss) and len(r.epochs) == 2
+
+
+def test_early_stopping_stops_after_patience(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    accs = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.9])  # best at epoch 1, then two epochs without a better one
+    real = train_mod.evaluate
+
+    def scripted(*a, **k):  # type: ignore[no-untyped-def]
+        loss, _, probs = real(*a, **k)
+        return loss, next(accs), probs
+
+    monkeypatch.setattr(train_mod, "evaluate", scripted)
+    r = train_fold(TINY.replace(epochs=6, early_stopping=2), Cache(synth_cache), 0)
+    assert r.stopped == "early_stopping" and len(r.epochs) == 4 and (r.best_acc, r.best_epoch) == (0.6, 1)
 
 
 def test_bad_fold_is_a_user_error(synth_cache: Path) -> None:
