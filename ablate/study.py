@@ -202,14 +202,17 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         storage.record_heartbeat(trial._trial_id)
         beat = threading.Thread(target=pump, daemon=True)
         beat.start()
-    arm = str(trial.params.get("arm", (storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}).get("arm", "?")))
+    def arm() -> str:  # known once the objective has suggested it (sampled trials) or from the queue
+        fixed = storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+        return str(trial.params.get("arm", fixed.get("arm", "?")))
+
     try:
         value = objective(trial)
         study.tell(trial, value)
-        return TrialOutcome(trial.number, arm, "COMPLETE", value)
+        return TrialOutcome(trial.number, arm(), "COMPLETE", value)
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED)
-        return TrialOutcome(trial.number, arm, "PRUNED", None, str(e))
+        return TrialOutcome(trial.number, arm(), "PRUNED", None, str(e))
     except KeyboardInterrupt:
         # unfinished, not a result: fail it without a reason and queue it again for the next run
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
@@ -220,7 +223,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
         storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
-        return TrialOutcome(trial.number, arm, "FAIL", None, reason)
+        return TrialOutcome(trial.number, arm(), "FAIL", None, reason)
     finally:
         stop.set()
         if beat:
