@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ablate.cli_final import add_commands as add_final_commands
 from ablate.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered components, their parameters and defaults")
     ls.add_argument("kind", nargs="?", help="one kind only (features, augmentations, models, losses, ...)")
     ls.set_defaults(func=cmd_list)
+
+    add_final_commands(sub)  # finalize, predict
     return p
 
 

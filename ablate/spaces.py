@@ -245,3 +245,19 @@ def load_space(name: str, directory: Path | None = None) -> Space:
 def list_spaces(directory: Path | None = None) -> list[str]:
     directory = directory or spaces_dir()
     return sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
+
+
+def recipe_config(preset: str, directory: Path | None = None) -> Config:
+    """The base recipe alone (no arm) under a preset: what `ablate finalize` starts from."""
+    directory = directory or spaces_dir()
+    recipe, presets, default_preset = load_base(directory)
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r}{close_match(preset, presets)}; known: {', '.join(presets)} "
+                        f"(in {directory / 'base.yaml'})")
+    bare = Space("base", directory / "base.yaml", "", "features", "ablation", "recipe",
+                 {"recipe": Arm("recipe", {})}, 1, recipe, presets, default_preset)
+    return bare.config("recipe", preset)
+
+
+def default_preset(directory: Path | None = None) -> str:
+    return load_base(directory or spaces_dir())[2]

@@ -135,8 +135,12 @@ def write_landmarks(path: str | os.PathLike[str], frames: np.ndarray, first_fram
 
 
 def read_sign_map(data_dir: Path) -> dict[str, int]:
-    """The sign -> index map; a UserError names the file and what is wrong."""
-    path = data_dir / SIGN_MAP
+    """The sign -> index map of a data directory; a UserError names the file and what is wrong."""
+    return read_sign_map_file(data_dir / SIGN_MAP)
+
+
+def read_sign_map_file(path: Path) -> dict[str, int]:
+    """A sign -> index JSON map (indices 0..n-1, each once); a UserError says what is wrong."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:

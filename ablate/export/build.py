@@ -1,0 +1,125 @@
+"""Export the trained folds as one competition model, then check it: parity, size, latency.
+
+    out/export/model.onnx, saved_model/, model_fp32.tflite, model_fp16.tflite, convert.log
+    out/model.tflite                    the deliverable (fp16), only when every check passed
+    out/model_fp32.tflite               its fp32 twin
+    out/sign_to_prediction_index_map.json, out/recipe.json   beside the model
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from ablate.config import Config
+from ablate.data.cache import Cache
+from ablate.data.synth import SIGN_NAMES
+from ablate.export import cases as cs
+from ablate.export import check, convert
+from ablate.export.ensemble import Ensemble, competition_index
+from ablate.final.folds import load_folds, write_json
+
+COMPETITION_MAP = {name: i for i, name in enumerate(SIGN_NAMES)}
+DELIVERABLE = "model.tflite"
+
+
+def output_map(data: Cache) -> tuple[dict[str, int], list[int] | None, str | None]:
+    """The exported output's sign map, the slot -> class index, and a warning if not the competition's."""
+    try:
+        index = competition_index(data.sign_map, COMPETITION_MAP)
+    except ValueError as e:
+        return data.sign_map, None, f"the data's sign map is not the competition's ({e}): output has {data.num_classes} classes"
+    if index is not None:
+        return COMPETITION_MAP, index, (f"the data has {data.num_classes} of the competition's 250 signs: the other "
+                                        f"{250 - data.num_classes} outputs are always 0")
+    return COMPETITION_MAP, None, None
+
+
+def torch_reference(module: torch.nn.Module) -> Any:
+    def run(frames: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))).numpy()
+    return run
+
+
+def oof_accuracy(config: Config, data: Cache, out: Path, folds: list[Any], tta: str) -> float:
+    """Pooled out-of-fold accuracy of the fold models as exported (with TTA if asked), in PyTorch."""
+    fold_of = data.folds(config.folds, config.fold_seed, config.fold_kind)
+    hits = 0
+    for k, parts in enumerate(folds):
+        run = torch_reference(Ensemble([parts], tta=tta).eval())
+        for i in np.flatnonzero(fold_of == k):
+            hits += int(np.argmax(run(np.array(data.sequence(int(i))))) == data.labels[i])
+    return hits / len(data)
+
+
+def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", n_check: int = 200,
+                     log: TextIO = sys.stderr) -> dict[str, Any]:
+    """Build, convert and check; returns the numbers for final.json (with 'broken': [...])."""
+    exp = out / "export"
+    exp.mkdir(parents=True, exist_ok=True)
+    conv_log = exp / "convert.log"
+    conv_log.write_text("")
+    sign_map, out_index, map_warning = output_map(data)
+    folds = load_folds(config, data.num_classes, out)
+    ensemble = Ensemble(folds, tta=tta, out_index=out_index).eval()
+    times: dict[str, float] = {}
+
+    def step(name: str, fn: Any, *a: Any) -> Any:
+        print(f"export: {name} ...", file=log, flush=True)
+        t = time.perf_counter()
+        r = fn(*a)
+        times[name] = round(time.perf_counter() - t, 1)
+        return r
+
+    step("PyTorch -> ONNX", convert.to_onnx, ensemble, exp / "model.onnx", conv_log)
+    step("ONNX -> SavedModel (onnx2tf)", convert.to_saved_model, exp / "model.onnx", exp / "saved_model", conv_log)
+    step("SavedModel -> TFLite fp32", convert.to_tflite, exp / "saved_model", exp / "model_fp32.tflite", False, conv_log)
+    step("SavedModel -> TFLite fp16", convert.to_tflite, exp / "saved_model", exp / "model_fp16.tflite", True, conv_log)
+
+    print("export: checking parity, size and latency ...", file=log, flush=True)
+    median = cs.median_sequence(data)
+    tests = cs.edge_cases(median) + cs.data_cases(data, n_check)
+    ref = torch_reference(ensemble)
+    fp32 = check.TFLiteModel(exp / "model_fp32.tflite", threads=1)
+    fp16 = check.TFLiteModel(exp / "model_fp16.tflite", threads=1)
+    for name, frames in tests[:7]:  # the edge cases: every output must be a distribution
+        y = fp16(frames)
+        if y.shape != (len(sign_map),) or not np.all(np.isfinite(y)):
+            raise convert.ExportError(f"{name}: output shape {y.shape} or non-finite values")
+    p32 = check.parity(tests, ref, fp32)
+    p16 = check.parity(tests, ref, fp16)
+    realistic = cs.realistic(data)
+    longest = cs._tile(median, cs.CROP)
+    lat = {f"fp16_{n}t": check.latency(check.TFLiteModel(exp / "model_fp16.tflite", threads=n), realistic, longest, n)
+           for n in (1, 2)}
+    lat["fp32_1t"] = check.latency(fp32, realistic, longest, 1)
+    size16, size32 = check.file_mb(exp / "model_fp16.tflite"), check.file_mb(exp / "model_fp32.tflite")
+    broken = check.verdicts(p32, p16, size16, lat["fp16_1t"], DELIVERABLE)
+    if not broken:
+        for src, dst in (("model_fp16.tflite", DELIVERABLE), ("model_fp32.tflite", "model_fp32.tflite")):
+            tmp = out / (dst + ".tmp")
+            shutil.copyfile(exp / src, tmp)
+            tmp.replace(out / dst)
+        write_json(out / "sign_to_prediction_index_map.json", sign_map)
+    return {
+        "tta": tta,
+        "outputs": len(sign_map),
+        "warnings": [map_warning] if map_warning else [],
+        "seconds": times,
+        "parity": {"fp32": asdict(p32), "fp16": asdict(p16), "tests": len(tests)},
+        "size_mb": {"fp16": size16, "fp32": size32, "limit": check.SIZE_LIMIT_MB},
+        "latency_ms": {k: asdict(v) for k, v in lat.items()} | {"limit": check.LATENCY_LIMIT_MS},
+        "targets": {"fp32_max_abs": check.FP32_MAX_ABS, "fp16_agreement": check.FP16_MIN_AGREEMENT,
+                    "fp16_sequences": check.FP16_MIN_SEQUENCES},
+        "oof_accuracy_as_exported": oof_accuracy(config, data, out, folds, tta) if tta != "none" else None,
+        "deliverable": str(out / DELIVERABLE) if not broken else None,
+        "broken": broken,
+    }

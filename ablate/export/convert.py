@@ -1,0 +1,132 @@
+"""PyTorch -> ONNX -> onnx2tf (SavedModel) -> TFLite with the competition's signature.
+
+TensorFlow, onnx and onnx2tf are imported here, inside the functions, and only here: the CLI and
+training never pay for them. What was learned about the converters is in ../shared/EXPORT.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ablate.errors import UserError
+from ablate.export.check import INPUT, OUTPUT, SIGNATURE
+EXAMPLE_FRAMES = 40  # the example sequence traced by the exporter; any length works after export
+
+
+class ExportError(RuntimeError):
+    """A converter failed on a graph we built: our bug or a converter limit, not the user's input."""
+
+
+def to_onnx(module: nn.Module, path: Path, log_path: Path) -> Path:
+    """Export with the number of frames as a dynamic axis (dynamo exporter; opset of the exporter)."""
+    module = module.eval()
+    example = torch.rand(EXAMPLE_FRAMES, 543, 3)
+    example[5:9, 468:489] = float("nan")  # a stretch with a missing hand, as in real recordings
+    n_frames = torch.export.Dim("n_frames", min=1)
+    with warnings.catch_warnings(), _captured(log_path):
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
+        torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=[INPUT],
+                          output_names=[OUTPUT], dynamic_shapes={INPUT: {0: n_frames}}, verbose=False)
+    return path
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path):
+    """Send everything written to stdout/stderr, by Python or by C++ (onnxruntime, TensorFlow), to a
+    log file: the converters print hundreds of lines that would bury our one-line messages."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _log_tail(log_path: Path, lines: int = 5) -> str:
+    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])[:500]
+
+
+def _quiet_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def to_saved_model(onnx_path: Path, out_dir: Path, log_path: Path) -> Path:
+    """onnx2tf, keeping the input's [n_frames, 543, 3] layout (no NCW -> NWC transpose).
+
+    The simplifier (onnxsim) is skipped: the dynamo exporter's graph is already folded, and onnx2tf
+    would look for the `onnxsim` command on PATH, which a venv's bin/ often is not.
+    """
+    _quiet_tf()
+    try:
+        with _captured(log_path):  # importing TensorFlow prints its own banner on stderr
+            import onnx2tf
+    except ImportError as e:
+        raise UserError(f"export needs the 'export' extra (pip install -c constraints.txt -e '.[export]'): {e}") from None
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    try:
+        with _captured(log_path):
+            onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir),
+                keep_shape_absolutely_input_names=[INPUT], output_signaturedefs=True,
+                not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True, verbosity="error",
+            )
+    except Exception as e:
+        raise ExportError(f"onnx2tf failed on {onnx_path.name}: {str(e)[:300]} (log {log_path}: {_log_tail(log_path)})") from e
+    return out_dir
+
+
+def to_tflite(saved_model: Path, path: Path, fp16: bool, log_path: Path) -> Path:
+    """Convert the SavedModel with a `serving_default` signature: input `inputs`, output `outputs`.
+
+    fp16 stores the weights as float16 (half the size); CPU kernels still compute in float32.
+    """
+    _quiet_tf()
+    with _captured(log_path):
+        import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(saved_model))
+    inner = loaded.signatures[SIGNATURE]
+    (in_name,) = inner.structured_input_signature[1].keys()
+
+    # Re-wrap so the names are ours whatever onnx2tf called them.
+    @tf.function(input_signature=[tf.TensorSpec([None, 543, 3], tf.float32, name=INPUT)])
+    def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        (out,) = inner(**{in_name: inputs}).values()
+        return {OUTPUT: out}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], loaded)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops: the runtime lacks them
+    if fp16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        with _captured(log_path):
+            blob = converter.convert()
+    except Exception as e:
+        raise ExportError(f"TFLite conversion failed: {str(e).strip().splitlines()[-1][:300]} (log {log_path})") from e
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(path)
+    return path

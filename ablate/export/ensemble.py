@@ -1,0 +1,79 @@
+"""The exported graph: raw landmarks -> one feature pass -> every fold's model -> mean probabilities.
+
+The feature sets have no parameters and do not depend on the fold, so the features are computed
+once and shared by the fold models (five times less preprocessing than five `SignModel`s).
+Optional test-time augmentation runs the mirrored sequence too (`tta="hflip"`).
+Everything here must trace for any number of frames: see ../shared/EXPORT.md.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ablate.data import landmarks as lm
+from ablate.pipeline import Parts
+
+TTA_CHOICES = ("none", "hflip")
+
+
+class Ensemble(nn.Module):
+    """Raw landmarks [T, 543, 3] (NaNs allowed) -> mean class probabilities [C_out]."""
+
+    def __init__(self, folds: Sequence[Parts], tta: str = "none", out_index: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not folds:
+            raise ValueError("an ensemble needs at least one fold")
+        if tta not in TTA_CHOICES:
+            raise ValueError(f"tta {tta!r}: expected one of {', '.join(TTA_CHOICES)}")
+        self.features = folds[0].features
+        self.models = nn.ModuleList(p.model for p in folds)
+        self.heads = nn.ModuleList(p.head for p in folds)
+        self.tta = tta
+        self.register_buffer("mirror_rows", torch.tensor(lm.MIRROR, dtype=torch.long), persistent=False)
+        # Output slot -> class index, or the index of an appended zero: puts a model trained on a
+        # subset of the competition's signs into the competition's 250-slot order.
+        index = None if out_index is None else torch.tensor(list(out_index), dtype=torch.long)
+        self.register_buffer("out_index", index, persistent=False)
+
+    def _mirror(self, frames: torch.Tensor) -> torch.Tensor:
+        # the same mirror as the hflip augmentation (landmarks.mirror), written with torch ops
+        x = frames.index_select(1, self.mirror_rows)
+        flip = torch.tensor([-1.0, 1.0, 1.0], dtype=x.dtype, device=x.device)
+        shift = torch.tensor([1.0, 0.0, 0.0], dtype=x.dtype, device=x.device)
+        return x * flip + shift
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        views = [inputs, self._mirror(inputs)] if self.tta == "hflip" else [inputs]
+        total = None
+        for view in views:
+            x = self.features(view).unsqueeze(0)
+            # every frame is valid; built from x, because onnx2tf cannot Expand a bool constant
+            # to a dynamic shape (what torch.ones(shape, dtype=bool) exports to)
+            mask = torch.ones_like(x[..., 0]) > 0
+            for model, head in zip(self.models, self.heads):
+                p = torch.softmax(head.logits(model(x, mask)), dim=-1)[0]
+                total = p if total is None else total + p
+        assert total is not None
+        probs = total / float(len(views) * len(self.models))
+        if self.out_index is not None:
+            probs = torch.cat([probs, torch.zeros_like(probs[:1])]).index_select(0, self.out_index)
+        return probs
+
+
+def competition_index(sign_map: dict[str, int], competition: dict[str, int]) -> list[int] | None:
+    """For each competition slot, the class index of that sign (or len(sign_map) for "absent").
+
+    None when the data's map already is the competition's. Raises ValueError when the data has
+    signs the competition does not: such a model cannot be put in the competition's format.
+    """
+    if sign_map == competition:
+        return None
+    extra = sorted(set(sign_map) - set(competition))
+    if extra:
+        raise ValueError(f"signs not in the competition's map: {', '.join(extra[:5])}")
+    absent = len(sign_map)
+    by_slot = {i: sign_map.get(name, absent) for name, i in competition.items()}
+    return [by_slot[i] for i in range(len(competition))]

@@ -1,0 +1,174 @@
+"""The final recipe: the base recipe with each named study's winning arm applied, and why.
+
+A study's winner is the arm with the highest mean among those its report calls "better" than the
+baseline. When no arm is better, the base choice stays, unless `prefer_mean` asks for the highest
+mean anyway (then the provenance says that it is not backed by a test). Unfinished studies refuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import optuna
+
+from ablate.config import Config
+from ablate.errors import UserError, close_match
+from ablate.spaces import Space, default_preset, list_spaces, load_space, recipe_config
+from ablate.study import mask_url, open_storage, study_name
+
+_NOT_CHANGES = ("seed",)  # an arm's seed_offset is noise control, not a choice to carry over
+
+
+@dataclass
+class Choice:
+    """What one study decided, with its evidence."""
+
+    space: str
+    study: str
+    mode: str
+    baseline: str
+    chosen: str
+    reason: str
+    changes: dict[str, Any]  # Config field -> the chosen value (JSON form)
+    evidence: list[dict[str, Any]]  # the report rows: arm, mean, diff, CI, p, verdict
+    fingerprint: str | None = None
+
+
+@dataclass
+class Recipe:
+    config: Config
+    preset: str
+    study_preset: str
+    storage: str
+    choices: list[Choice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        """Lines for the terminal: the recipe, then each choice and where it came from."""
+        c = self.config
+        lines = [f"final recipe (preset {self.preset}; studies '*-{self.study_preset}' in {self.storage}):"]
+        for key in ("features", "model", "loss", "optimizer", "schedule"):
+            comp = getattr(c, key)
+            lines.append(f"  {key:<13} {comp.name} {_params(comp.params)}")
+        lines.append(f"  {'augmentations':<13} {', '.join(a.name for a in c.augmentations) or '(none)'}")
+        lines.append(f"  {'training':<13} {c.epochs} epochs, batch {c.batch_size}, {c.folds} grouped folds (seed {c.fold_seed})")
+        for ch in self.choices:
+            lines.append(f"  from {ch.study}: {ch.reason}")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return lines
+
+
+def _params(params: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else ""
+
+
+def _unfinished(study: optuna.Study, space: Space) -> str | None:
+    """Why the study cannot be used yet, or None."""
+    trials = study.get_trials(deepcopy=False)
+    open_ = [t for t in trials if not t.state.is_finished()]
+    if open_:
+        return f"{len(open_)} trial(s) still waiting or running"
+    seen = {t.user_attrs.get("arm") or t.params.get("arm") for t in trials if t.state.is_finished()}
+    missing = [a for a in space.arms if a not in seen]
+    if missing:
+        return f"no finished trial for arm(s) {', '.join(missing)}"
+    return None
+
+
+def _decide(rows: list[dict[str, Any]], baseline: str, prefer_mean: bool) -> tuple[str, str]:
+    usable = [r for r in rows if r["state"] == "COMPLETE" and r["mean"] is not None]
+    if not usable:
+        raise UserError("no arm has a complete trial")
+    best = max(usable, key=lambda r: r["mean"])
+    better = [r for r in usable if r["verdict"] == "better"]
+    if better:
+        win = max(better, key=lambda r: r["mean"])
+        return win["arm"], (f"{win['arm']} is better than {baseline} ({_row_words(win)})")
+    if best["arm"] == baseline:
+        return baseline, f"kept {baseline}: no arm has a higher mean ({best['mean']:.4f})"
+    if prefer_mean:
+        return best["arm"], (f"{best['arm']} has the highest mean but NO significant difference from "
+                             f"{baseline} ({_row_words(best)}); taken because of --prefer-mean")
+    return baseline, (f"kept {baseline}: the highest mean, {best['arm']}, shows {best['verdict']} "
+                      f"({_row_words(best)}); pass --prefer-mean to take it anyway")
+
+
+def _row_words(r: dict[str, Any]) -> str:
+    p = r.get("p_corrected_holm")
+    ci = "" if r.get("diff_low") is None else f", 95% CI [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]"
+    return f"mean {r['mean']:.4f}, diff {r['diff']:+.4f}{ci}, Holm p {'-' if p is None else f'{p:.3g}'}"
+
+
+def _tuned(study: optuna.Study, row: dict[str, Any], space: Space) -> dict[str, Any]:
+    """The winning trial's values of the arm's tuned parameters (tune and both modes)."""
+    ranges = space.arms[row["arm"]].ranges
+    if not ranges or row.get("trial") is None:
+        return {}
+    t = study.trials[row["trial"]]
+    params = t.user_attrs.get("config", {}).get(space.axis, {}).get("params", {})
+    return {k: params[k] for k in ranges if k in params}
+
+
+def _diff(base: Config, chosen: Config) -> dict[str, Any]:
+    b, c = base.to_dict(), chosen.to_dict()
+    return {f.name: c[f.name] for f in fields(Config) if f.name not in _NOT_CHANGES and b[f.name] != c[f.name]}
+
+
+def compose(spaces: list[str] | None, preset: str | None = None, study_preset: str | None = None,
+            storage: str | None = None, prefer_mean: bool = False, alpha: float = 0.05) -> Recipe:
+    """Compose the final recipe from the named spaces' studies (default: every one that has a study)."""
+    from ablate.report.analysis import analyze
+
+    study_preset = study_preset or preset or default_preset()
+    preset = preset or study_preset
+    base = recipe_config(preset)
+    store = open_storage(storage)
+    where = mask_url(storage) if storage else "the default journal"
+    existing = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
+    known = list_spaces()
+    if spaces is None:
+        spaces = [s for s in known if f"{s}-{study_preset}" in existing]
+        if not spaces:
+            raise UserError(f"no study of preset {study_preset!r} in {where}: run `ablate run SPACE` first, "
+                            f"or name studies with --from (spaces: {', '.join(known)})")
+    recipe = Recipe(base, preset, study_preset, where)
+    owner: dict[str, str] = {}
+    for name in spaces:
+        if name not in known:
+            raise UserError(f"--from: unknown search space {name!r}{close_match(name, known)}; known: {', '.join(known)}")
+        space = load_space(name)
+        sname = study_name(space, study_preset)
+        if sname not in existing:
+            others = sorted(s for s in existing if s.startswith(f"{name}-"))
+            hint = f"; studies of this space there: {', '.join(others)} (choose with --study-preset)" if others else ""
+            raise UserError(f"--from {name}: no study {sname!r} in {where} (run `ablate run {name} --preset "
+                            f"{study_preset}`){hint}")
+        study = optuna.load_study(study_name=sname, storage=store)
+        why = _unfinished(study, space)
+        if why:
+            raise UserError(f"--from {name}: study {sname!r} is unfinished: {why} (run `ablate run {name} "
+                            f"--preset {study_preset}` again to finish it)")
+        a = analyze(study, alpha=alpha, with_leakage=False)
+        try:
+            arm, reason = _decide(a["arms"], space.baseline, prefer_mean)
+        except UserError as e:
+            raise UserError(f"--from {name}: study {sname!r}: {e}") from None
+        row = next(r for r in a["arms"] if r["arm"] == arm)
+        chosen = space.config(arm, preset, _tuned(study, row, space))
+        changes = _diff(space.config(space.baseline, preset), chosen)
+        if arm == space.baseline:  # a tuned baseline arm still brings its tuned values
+            changes = _diff(base, chosen)
+        for key in changes:
+            if key in owner:
+                raise UserError(f"--from {name}: {key} is chosen by both {owner[key]} and {name}; "
+                                f"finalize from one of them")
+            owner[key] = name
+        recipe.config = recipe.config.replace(**{k: getattr(chosen, k) for k in changes})
+        evidence = [{k: r.get(k) for k in ("arm", "mean", "ci_low", "ci_high", "diff", "diff_low", "diff_high",
+                                           "p_corrected_holm", "p_wilcoxon_holm", "verdict", "state")}
+                    for r in a["arms"]]
+        recipe.choices.append(Choice(name, sname, space.mode, space.baseline, arm, reason, changes, evidence,
+                                     study.user_attrs.get("fingerprint")))
+        recipe.warnings += [f"{sname}: {w}" for w in a["warnings"] if "Wilcoxon" not in w]
+    return recipe

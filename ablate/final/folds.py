@@ -1,0 +1,131 @@
+"""Train the final recipe on every grouped fold, keep each fold's weights, resume what is done.
+
+Layout of the output folder (all written atomically, so an interrupted run leaves whole files):
+    recipe.json                 the resolved config, its provenance and the data it was trained on
+    folds/fold<k>.pt            {"model": state_dict, "head": state_dict} (torch.load(weights_only=True))
+    folds/fold<k>.json          the fold's numbers: accuracy, epochs, seconds, ...
+    folds/fold<k>.oof.npz       cache indices and probabilities of the fold's held-out sequences
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ablate.config import Config
+from ablate.data.cache import Cache
+from ablate.errors import UserError
+from ablate.pipeline import Parts, build_parts
+from ablate.train import train_fold
+
+RECIPE = "recipe.json"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+@dataclass
+class FoldRecord:
+    fold: int
+    acc: float  # last-epoch accuracy on the held-out participants
+    seconds: float
+    resumed: bool
+
+
+def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]) -> None:
+    """Write recipe.json, or check that the folder's earlier run had the same config and data."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RECIPE
+    mine = {"config": config.to_dict(), "data": {"fingerprint": data.fingerprint, "cache": str(data.dir),
+                                                 "sequences": len(data), "sign_map": data.sign_map}}
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        diff = [k for k in mine["config"] if theirs.get("config", {}).get(k) != mine["config"][k]]
+        if diff or theirs.get("data", {}).get("fingerprint") != data.fingerprint:
+            what = f"config differs in {', '.join(diff)}" if diff else "trained on other data"
+            raise UserError(f"{out}: holds folds of another run ({what}); pass another --out, or delete {out}")
+    write_json(path, {**mine, **extra})
+
+
+def _fold_paths(out: Path, k: int) -> tuple[Path, Path, Path]:
+    d = out / "folds"
+    return d / f"fold{k}.pt", d / f"fold{k}.json", d / f"fold{k}.oof.npz"
+
+
+def train_all(config: Config, data: Cache, out: Path, log: Any = sys.stderr) -> list[FoldRecord]:
+    """Every fold of config.folds; a fold whose three files exist is not trained again."""
+    (out / "folds").mkdir(parents=True, exist_ok=True)
+    records = []
+    for k in range(config.folds):
+        weights, summary, oof = _fold_paths(out, k)
+        if weights.is_file() and summary.is_file() and oof.is_file():
+            s = json.loads(summary.read_text())
+            records.append(FoldRecord(k, float(s["last_acc"]), float(s["seconds"]), True))
+            print(f"fold {k + 1}/{config.folds}: done before (acc {s['last_acc']:.4f}), not retrained", file=log, flush=True)
+            continue
+
+        def on_epoch(e: Any, k: int = k) -> None:
+            print(f"fold {k + 1}/{config.folds} epoch {e.epoch + 1}/{config.epochs}: loss {e.train_loss:.4f} "
+                  f"val acc {e.val_acc:.4f} ({e.seconds:.0f}s)", file=log, flush=True)
+
+        r = train_fold(config, data, k, keep_model=True, keep_predictions=True, on_epoch=on_epoch, progress=False)
+        assert r.parts is not None and r.val_indices is not None and r.val_probs is not None
+        state = {"model": {n: t.detach().cpu() for n, t in r.parts.model.state_dict().items()},
+                 "head": {n: t.detach().cpu() for n, t in r.parts.head.state_dict().items()}}
+        tmp = weights.with_name(weights.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(weights)
+        buf = oof.with_name(oof.name + ".tmp")
+        with open(buf, "wb") as f:
+            np.savez(f, indices=r.val_indices, probs=r.val_probs.astype(np.float32))
+        buf.replace(oof)
+        write_json(summary, r.summary())  # last: its presence marks the fold as done
+        records.append(FoldRecord(k, r.last_acc, r.seconds, False))
+    return records
+
+
+def load_folds(config: Config, num_classes: int, out: Path) -> list[Parts]:
+    """Each fold's trained parts, in eval mode, on the CPU."""
+    parts = []
+    for k in range(config.folds):
+        weights = _fold_paths(out, k)[0]
+        if not weights.is_file():
+            raise UserError(f"{weights}: missing; run `ablate finalize` to train fold {k}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        p = build_parts(config, num_classes)
+        p.model.load_state_dict(state["model"])
+        p.head.load_state_dict(state["head"])
+        p.model.eval()
+        p.head.eval()
+        parts.append(p)
+    return parts
+
+
+def out_of_fold(config: Config, data: Cache, out: Path) -> dict[str, Any]:
+    """Accuracy of each fold model on its held-out participants, and pooled over all sequences.
+
+    The pooled figure predicts every sequence with the one model that did not see it: it is the
+    out-of-fold estimate for the ensemble (which averages five such models, and is usually a bit
+    better; no labelled data outside the folds is left to measure that directly).
+    """
+    per_fold, hits, n = [], 0, 0
+    for k in range(config.folds):
+        z = np.load(_fold_paths(out, k)[2])
+        pred = z["probs"].argmax(1)
+        right = int((pred == data.labels[z["indices"]]).sum())
+        per_fold.append({"fold": k, "acc": right / len(pred), "n": int(len(pred))})
+        hits, n = hits + right, n + len(pred)
+    return {"folds": per_fold, "pooled": hits / n if n else float("nan"), "n": n}

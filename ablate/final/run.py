@@ -1,0 +1,110 @@
+"""`ablate finalize`: compose the recipe, train every fold (resumable), export, check, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import UserError
+
+FINAL_JSON = "final.json"
+
+
+class ChecksFailed(RuntimeError):
+    """The exported model broke a competition limit or a parity target (message: every broken one)."""
+
+
+@dataclass
+class FinalizeArgs:
+    spaces: list[str] | None = None  # None: every space with a study of study_preset
+    preset: str | None = None  # training preset (default: the studies' preset)
+    study_preset: str | None = None  # the preset the studies ran under (default: base.yaml's default)
+    data: str | None = None
+    storage: str | None = None
+    out: str = "final"
+    reports: str = "reports"
+    prefer_mean: bool = False
+    tta: str = "none"
+    check_sequences: int = 200
+    export: bool = True
+
+
+def finalize(args: FinalizeArgs) -> dict[str, Any]:
+    from ablate.data.cache import Cache
+    from ablate.final.compose import compose
+    from ablate.final.folds import check_or_claim, out_of_fold, train_all, write_json
+    from ablate.runner import resolve_data
+
+    t0 = time.perf_counter()
+    recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean)
+    print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
+    data = Cache(resolve_data(args.data))
+    for ch in recipe.choices:
+        if ch.fingerprint and ch.fingerprint != data.fingerprint:
+            recipe.warnings.append(f"{ch.study} ran on data {ch.fingerprint}, finalize trains on {data.fingerprint}")
+    out = Path(args.out)
+    summary: dict[str, Any] = {
+        "preset": recipe.preset, "study_preset": recipe.study_preset, "storage": recipe.storage,
+        "config": recipe.config.to_dict(), "choices": [asdict(c) for c in recipe.choices],
+        "warnings": recipe.warnings, "versions": _versions(), "git": git_commit(),
+        "data": {"fingerprint": data.fingerprint, "cache": str(data.dir), "sequences": len(data),
+                 "signs": data.num_classes},
+    }
+    check_or_claim(out, recipe.config, data, {"provenance": summary})
+    folds = train_all(recipe.config, data, out)
+    summary["training"] = {"folds": [asdict(f) for f in folds], "oof": out_of_fold(recipe.config, data, out)}
+    oof = summary["training"]["oof"]
+    per_fold = ", ".join(f"{f['acc']:.4f}" for f in oof["folds"])
+    print(f"out-of-fold accuracy per fold: {per_fold}; "
+          f"pooled {oof['pooled']:.4f} over {oof['n']} sequences", file=sys.stderr, flush=True)
+    if args.export:
+        from ablate.export.build import export_and_check
+
+        summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(out / FINAL_JSON, summary)
+    _write_page(summary, Path(args.reports))
+    broken = summary.get("export", {}).get("broken", [])
+    if broken:
+        raise ChecksFailed("; ".join(broken) + f" (no {out / 'model.tflite'} written; details in {out / FINAL_JSON})")
+    return summary
+
+
+EXPORT_PACKAGES = ("tensorflow", "onnx", "onnx2tf", "ai-edge-litert")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from ablate.report.writer import versions
+
+    out = versions()
+    for name in EXPORT_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str:
+    from ablate.report.writer import git_commit as commit
+
+    return commit()
+
+
+def _write_page(summary: dict[str, Any], reports: Path) -> None:
+    from ablate.report.final_html import write_final_page
+
+    write_final_page(summary, reports)
+
+
+def load_summary(out: Path) -> dict[str, Any]:
+    path = out / FINAL_JSON
+    if not path.is_file():
+        raise UserError(f"{path}: missing; run `ablate finalize --out {out}` first")
+    return json.loads(path.read_text())
