@@ -61,8 +61,9 @@ def oof_accuracy(config: Config, data: Cache, out: Path, folds: list[Any], tta: 
 
 
 def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", n_check: int = 200,
-                     log: TextIO = sys.stderr) -> dict[str, Any]:
+                     log: TextIO | None = None) -> dict[str, Any]:
     """Build, convert and check; returns the numbers for final.json (with 'broken': [...])."""
+    log = log or sys.stderr
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
     conv_log = exp / "convert.log"

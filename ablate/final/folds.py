@@ -65,8 +65,9 @@ def _fold_paths(out: Path, k: int) -> tuple[Path, Path, Path]:
     return d / f"fold{k}.pt", d / f"fold{k}.json", d / f"fold{k}.oof.npz"
 
 
-def train_all(config: Config, data: Cache, out: Path, log: Any = sys.stderr) -> list[FoldRecord]:
+def train_all(config: Config, data: Cache, out: Path, log: Any = None) -> list[FoldRecord]:
     """Every fold of config.folds; a fold whose three files exist is not trained again."""
+    log = log or sys.stderr
     (out / "folds").mkdir(parents=True, exist_ok=True)
     records = []
     for k in range(config.folds):

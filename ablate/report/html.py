@@ -309,8 +309,8 @@ def render_report(a: dict[str, Any], charts: list[Chart], generated: str, json_h
     return page(f"ablate: {a['study']}", body, scripts)
 
 
-def render_index(entries: list[tuple[str, dict[str, Any]]], generated: str) -> str:
-    """The list of study reports; entries are (relative href, report dict)."""
+def render_index(entries: list[tuple[str, dict[str, Any]]], generated: str, final_href: str | None = None) -> str:
+    """The list of study reports; entries are (relative href, report dict); final_href links `ablate finalize`'s page."""
     rows = []
     for href, a in entries:
         rows.append(f'<tr><td class="study"><a href="{esc(href)}">{esc(a["study"])}</a></td><td>{esc(a.get("question"))}</td>'
@@ -318,5 +318,7 @@ def render_index(entries: list[tuple[str, dict[str, Any]]], generated: str) -> s
                     f'<td>{"yes" if a.get("finished") else "no"}</td><td>{esc(verdict_summary(a))}</td></tr>')
     table = ("<table><tr><th>study</th><th>question</th><th>mode</th><th>preset</th><th>finished</th>"
              f"<th>verdicts</th></tr>{''.join(rows)}</table>") if rows else "<p>No reports yet.</p>"
-    body = f"<h1>ablate studies</h1>{table}<footer>Made by ablate on {esc(generated)}.</footer>"
+    final = (f'<p id="final"><a href="{esc(final_href)}">Final model</a>: the composed recipe, where each part comes '
+             "from, its accuracy and the export checks.</p>") if final_href else ""
+    body = f"<h1>ablate studies</h1>{final}{table}<footer>Made by ablate on {esc(generated)}.</footer>"
     return page("ablate studies", body)

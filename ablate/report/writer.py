@@ -134,5 +134,6 @@ def write_index(out_dir: Path, entries: list[dict[str, Any]] | None = None) -> P
     reports = load_reports(out_dir) if entries is None else entries
     links = [(quote(f"{report_stem(a['study'])}.html"), a) for a in sorted(reports, key=lambda a: str(a["study"]))]
     path = out_dir / "index.html"
-    _atomic_write(path, render_index(links, _now()))
+    final = "final.html" if (out_dir / "final.html").is_file() else None  # written by `ablate finalize`
+    _atomic_write(path, render_index(links, _now(), final))
     return path

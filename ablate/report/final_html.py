@@ -1,0 +1,281 @@
+"""The `ablate finalize` page: the composed recipe, why each part was chosen, its accuracy and the export checks.
+
+Rendered from the finalize summary (the dict also saved as final.json) in the study report's look.
+Every string from the summary goes through `esc`: arm, study and path names are user text.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import plotly.graph_objects as go
+
+from ablate.report.charts import _LAYOUT, Chart, _fig_json, esc
+from ablate.report.html import (
+    _RENDER_JS, DASH, PLOTLY_JS, _component, _figures_json, _kv_table, _verdict_tag, acc, duration, page, pval,
+    signed, with_interval,
+)
+from ablate.report.writer import _atomic_write, _now, report_stem, write_index, write_plotly_js
+
+FINAL_HTML = "final.html"
+GREEN, RED = "#1a7f37", "#c62828"  # the verdict colours of the study report
+RECIPE_KEYS = ("features", "model", "loss", "optimizer", "schedule", "augmentations", "epochs", "batch_size",
+               "folds", "fold_seed")
+
+
+def _finite(v: Any) -> float | None:
+    """A number to format, or None where the summary has none (missing, null, nan, inf, not a number)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _fmt(v: Any, spec: str, suffix: str = "") -> str:
+    x = _finite(v)
+    return DASH if x is None else f"{x:{spec}}{suffix}"
+
+
+def _check(ok: bool | None) -> str:
+    """pass / fail in colour and in words; a dash where there is nothing to judge against."""
+    if ok is None:
+        return DASH
+    return f'<span class="tag" style="background:{GREEN if ok else RED}">{"pass" if ok else "fail"}</span>'
+
+
+def _within(v: Any, low: Any = None, high: Any = None) -> bool | None:
+    """Whether low <= v <= high (a missing bound is no bound); None when there is nothing to judge.
+    A non-finite v (inf: the model gave nan) fails."""
+    if v is None or (low is None and high is None):
+        return None
+    x = _finite(v)
+    return x is not None and (low is None or x >= low) and (high is None or x <= high)
+
+
+def status_section(s: dict[str, Any]) -> str:
+    exp = s.get("export")
+    if not isinstance(exp, dict):
+        return '<p id="status"><b>not exported</b> <span class="muted">(finalize ran without the export)</span></p>'
+    if exp.get("deliverable"):
+        return f'<p id="status"><b style="color:{GREEN}">ready:</b> <code>{esc(exp["deliverable"])}</code></p>'
+    broken = "".join(f"<li>{esc(b)}</li>" for b in exp.get("broken") or [])
+    return (f'<p id="status"><b style="color:{RED}">NOT READY</b>: the exported model breaks these targets, '
+            f'so no model file was delivered:</p><ul class="warn" id="broken">{broken}</ul>')
+
+
+def recipe_section(s: dict[str, Any]) -> str:
+    config = s.get("config") or {}
+    rows = [(key, esc(_component(config[key]))) for key in RECIPE_KEYS if key in config]
+    table = _kv_table(rows) if rows else '<p class="note">No recipe recorded.</p>'
+    return '<h2 id="recipe">Recipe</h2><p>The base recipe with every chosen change applied.</p>' + table
+
+
+def _evidence_table(ch: dict[str, Any]) -> str:
+    rows = ch.get("evidence") or []
+    if not rows:
+        return '<p class="note">No evidence rows recorded.</p>'
+    head = ("<tr><th>arm</th><th>mean accuracy [CI]</th><th>difference to baseline [CI]</th>"
+            "<th>p corrected t (Holm)</th><th>p Wilcoxon (Holm)</th><th>verdict</th><th>state</th></tr>")
+    body = []
+    for r in rows:
+        chosen = r.get("arm") == ch.get("chosen")
+        diff = ("baseline" if r.get("verdict") == "baseline"
+                else with_interval(r.get("diff"), r.get("diff_low"), r.get("diff_high"), signed))
+        mark = ' <span class="muted">(chosen)</span>' if chosen else ""
+        attrs = ' class="chosen" style="background:#e6f4ea"' if chosen else ""
+        body.append(f'<tr{attrs}><td class="arm">{esc(r.get("arm"))}{mark}</td>'
+                    f'<td class="num">{with_interval(r.get("mean"), r.get("ci_low"), r.get("ci_high"))}</td>'
+                    f'<td class="num">{diff}</td><td class="num">{pval(r.get("p_corrected_holm"))}</td>'
+                    f'<td class="num">{pval(r.get("p_wilcoxon_holm"))}</td>'
+                    f'<td class="verdict">{_verdict_tag(str(r.get("verdict")))}</td><td>{esc(r.get("state"))}</td></tr>')
+    return f'<table class="evidence">{head}{"".join(body)}</table>'
+
+
+def provenance_section(s: dict[str, Any], linked: set[str]) -> str:
+    """One block per study that set part of the recipe; linked: the studies whose report is beside the page."""
+    parts = ['<h2 id="provenance">Where each part comes from</h2>']
+    choices = s.get("choices") or []
+    if not choices:
+        return parts[0] + "<p>No study was used: the base recipe as it is.</p>"
+    for ch in choices:
+        study = str(ch.get("study"))
+        name = (f'<a href="{esc(quote(report_stem(study) + ".html"))}">{esc(study)}</a>' if study in linked
+                else esc(study))
+        changes = ch.get("changes") or {}
+        rows = [
+            ("mode", esc(ch.get("mode"))), ("baseline", esc(ch.get("baseline"))),
+            ("chosen", f"<b>{esc(ch.get('chosen'))}</b>"), ("why", esc(ch.get("reason"))),
+            ("changes", esc("; ".join(f"{k} = {_component(v)}" for k, v in changes.items())) or "none"),
+        ]
+        parts.append(f'<h3>{esc(ch.get("space"))}: study {name}</h3>' + _kv_table(rows) + _evidence_table(ch))
+    return "".join(parts)
+
+
+def accuracy_chart(oof: dict[str, Any]) -> Chart:
+    chart = Chart("oof", "Out-of-fold accuracy per fold",
+                  "Bars: each fold model on its held-out participants; dashed line: pooled over every sequence.")
+    folds = oof.get("folds") or []
+    if not folds:
+        chart.notes.append("No fold results.")
+        return chart
+    fig = go.Figure(go.Bar(x=[f"fold {f.get('fold')}" for f in folds], y=[_finite(f.get("acc")) for f in folds],
+                           marker={"color": "#0072B2"}, hovertemplate="%{x}: %{y:.4f}<extra></extra>"))
+    pooled = _finite(oof.get("pooled"))
+    shapes = [] if pooled is None else [{"type": "line", "x0": 0, "x1": 1, "xref": "paper", "y0": pooled,
+                                         "y1": pooled, "line": {"color": "black", "width": 2, "dash": "dash"}}]
+    fig.update_layout(**(_LAYOUT | {"height": 300}), shapes=shapes, yaxis_title="accuracy", xaxis_title="fold")
+    chart.figure = _fig_json(fig)
+    return chart
+
+
+def accuracy_section(s: dict[str, Any], chart: Chart) -> str:
+    training = s.get("training") or {}
+    oof = training.get("oof") or {}
+    trained = {f.get("fold"): f for f in training.get("folds") or []}
+    body = []
+    for f in oof.get("folds") or []:
+        t = trained.get(f.get("fold"), {})
+        resumed = DASH if "resumed" not in t else ("yes" if t["resumed"] else "no")
+        body.append(f'<tr><td class="num">{esc(f.get("fold"))}</td><td class="num acc">{acc(_finite(f.get("acc")))}</td>'
+                    f'<td class="num">{esc(f.get("n"))}</td><td class="num">{duration(_finite(t.get("seconds")))}</td>'
+                    f"<td>{resumed}</td></tr>")
+    table = ('<table id="oof-table"><tr><th>fold</th><th>out-of-fold accuracy</th><th>sequences</th>'
+             f'<th>training time</th><th>resumed</th></tr>{"".join(body)}</table>') if body else \
+        '<p class="note">No fold results recorded.</p>'
+    pooled = (f'<p><b>Pooled out-of-fold accuracy: <span id="pooled">{acc(_finite(oof.get("pooled")))}</span></b> '
+              f'over {esc(oof.get("n", DASH))} sequences. Every sequence is predicted by the one fold model that did '
+              "not see its participant, so this estimates the accuracy of the exported ensemble (an average of the "
+              "fold models, which is usually a bit better than this).</p>")
+    plot = ('<p id="noplotly" hidden>The chart needs the file plotly.min.js in the same folder as this page; '
+            'the tables do not.</p>')
+    if chart.figure is not None:
+        plot += f'<div class="chart"><div class="plot" id="chart-{esc(chart.key)}"></div>'
+        plot += f'<p class="note">{chart.caption}</p></div>'
+    plot += "".join(f'<p class="note">{n}</p>' for n in chart.notes)
+    return '<h2 id="accuracy">Accuracy</h2>' + table + pooled + plot
+
+
+def _all(*oks: bool | None) -> bool | None:
+    """Every judged check holds; None when none could be judged."""
+    judged = [ok for ok in oks if ok is not None]
+    return all(judged) if judged else None
+
+
+def _table(head: list[str], rows: list[list[str]], table_id: str) -> str:
+    """Cells are HTML already (callers escape); every cell but the first is right-aligned like numbers."""
+    th = "".join(f"<th>{h}</th>" for h in head)
+    tr = "".join("<tr>" + "".join(f"<td>{c}</td>" if i == 0 else f'<td class="num">{c}</td>' for i, c in enumerate(r))
+                 + "</tr>" for r in rows)
+    return f'<table id="{table_id}"><tr>{th}</tr>{tr}</table>'
+
+
+def _parity_table(exp: dict[str, Any]) -> str:
+    parity, t = exp.get("parity") or {}, exp.get("targets") or {}
+    p32, p16 = parity.get("fp32") or {}, parity.get("fp16") or {}
+    t32, t16, n16 = _finite(t.get("fp32_max_abs")), _finite(t.get("fp16_agreement")), _finite(t.get("fp16_sequences"))
+    targets = {
+        "fp32": (f"max |diff| &le; {_fmt(t32, '.0e')}, argmax agreement 100%",
+                 _all(_within(p32.get("max_abs"), high=t32), _within(p32.get("argmax_agreement"), low=1.0))),
+        "fp16": (f"argmax agreement &ge; {_fmt(t16, '.1%')} over &ge; {_fmt(n16, '.0f')} sequences",
+                 _all(_within(p16.get("argmax_agreement"), low=t16), _within(p16.get("n"), low=n16))),
+    }
+    rows = []
+    for name, p in (("fp32", p32), ("fp16", p16)):
+        bad = p.get("disagreements") or []
+        rows.append([name, _fmt(p.get("n"), ".0f"), _fmt(p.get("max_abs"), ".2e"),
+                     _fmt(p.get("argmax_agreement"), ".2%"), esc(p.get("worst_case", DASH)),
+                     esc(", ".join(map(str, bad))) or "none", targets[name][0], _check(targets[name][1])])
+    head = ["model", "test sequences", "max |diff| to PyTorch", "argmax agreement", "worst case", "argmax differs on",
+            "target", "check"]
+    return ("<h3>Parity with PyTorch</h3><p>The same test sequences (edge cases and real ones) through the PyTorch "
+            "ensemble and each TFLite file; the difference is in probabilities.</p>" + _table(head, rows, "parity"))
+
+
+def _size_table(exp: dict[str, Any]) -> str:
+    size = exp.get("size_mb") or {}
+    limit = _finite(size.get("limit"))
+    rows = [[label, _fmt(size.get(key), ".2f"), _fmt(limit, ".0f"), _check(_within(size.get(key), high=limit))]
+            for key, label in (("fp16", "fp16 (the deliverable)"), ("fp32", "fp32"))]
+    return "<h3>File size</h3>" + _table(["model", "MB", "limit MB", "check"], rows, "size")
+
+
+LATENCY_ROWS = (("fp16_1t", "fp16 (the deliverable)"), ("fp16_2t", "fp16"), ("fp32_1t", "fp32"))
+
+
+def _latency_table(exp: dict[str, Any]) -> str:
+    lat = exp.get("latency_ms") or {}
+    limit = _finite(lat.get("limit"))
+    rows = []
+    for key, label in LATENCY_ROWS:
+        r = lat.get(key) or {}
+        one_thread = r.get("threads") == 1  # the competition's limit is for one CPU thread
+        rows.append([label, esc(r.get("threads", DASH)), _fmt(r.get("mean_ms"), ".2f"), _fmt(r.get("p95_ms"), ".2f"),
+                     _fmt(r.get("max_len_ms"), ".2f"), _fmt(r.get("n"), ".0f"), _fmt(r.get("lengths_median"), ".0f"),
+                     _check(_within(r.get("mean_ms"), high=limit) if one_thread else None)])
+    # 384 frames: ablate.export.cases.CROP, the longest input any baseline feature set keeps
+    head = ["model", "threads", "mean ms", "p95 ms", "ms at 384 frames", "calls", "median length (frames)",
+            f"mean &le; {_fmt(limit, '.0f')} ms on 1 thread"]
+    return ("<h3>Latency</h3><p>Wall time per call of the TFLite interpreter on real sequence lengths, after a "
+            "warm-up call per length.</p>" + _table(head, rows, "latency"))
+
+
+def export_section(s: dict[str, Any]) -> str:
+    exp = s.get("export")
+    if not isinstance(exp, dict):
+        return '<h2 id="export">Export</h2><p>Not exported.</p>'
+    as_exported = _finite(exp.get("oof_accuracy_as_exported"))
+    rows = [("test-time augmentation", esc(exp.get("tta", DASH))), ("outputs (signs)", esc(exp.get("outputs", DASH)))]
+    if exp.get("oof_accuracy_as_exported") is not None:
+        rows.append(("out-of-fold accuracy as exported", acc(as_exported)))
+    steps = "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{duration(_finite(v))}</td></tr>"
+                    for k, v in (exp.get("seconds") or {}).items())
+    warn = "".join(f"<li>{esc(w)}</li>" for w in exp.get("warnings") or [])
+    return ('<h2 id="export">Export</h2>' + _kv_table(rows) + _parity_table(exp) + _size_table(exp)
+            + _latency_table(exp)
+            + (f'<h3>Conversion steps</h3><table id="steps"><tr><th>step</th><th>time</th></tr>{steps}</table>'
+               if steps else "")
+            + (f'<h3>Export warnings</h3><ul class="warn">{warn}</ul>' if warn else ""))
+
+
+def footer_section(s: dict[str, Any], generated: str) -> str:
+    items = [esc(w) for w in s.get("warnings") or []]
+    warnings = ('<h2 id="warnings">Warnings</h2>'
+                + (f'<ul class="warn">{"".join(f"<li>{w}</li>" for w in items)}</ul>' if items else "<p>None.</p>"))
+    data = s.get("data") or {}
+    rows = [
+        ("data", f"fingerprint <code>{esc(data.get('fingerprint'))}</code>: {esc(data.get('sequences'))} sequences, "
+                 f"{esc(data.get('signs'))} signs; cache <code>{esc(data.get('cache'))}</code>"),
+        ("training preset", esc(s.get("preset"))), ("studies' preset", esc(s.get("study_preset"))),
+        ("storage", esc(s.get("storage"))),
+        ("versions", esc(", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))),
+        ("ablate commit", f"<code>{esc(s.get('git'))}</code>"),
+        ("total time", duration(_finite(s.get("seconds")))),
+    ]
+    return (warnings + '<h2 id="setup">Setup</h2>' + _kv_table(rows)
+            + f'<footer>Made by ablate finalize on {esc(generated)}. The same numbers are in final.json in the '
+              'output folder; all study reports: <a href="index.html">index.html</a>.</footer>')
+
+
+def render_final(s: dict[str, Any], generated: str, linked: set[str] | frozenset[str] = frozenset()) -> str:
+    """The whole page; linked: the study names whose report page is beside this one."""
+    chart = accuracy_chart((s.get("training") or {}).get("oof") or {})
+    body = "\n".join(["<h1>Final model</h1>", status_section(s), recipe_section(s), provenance_section(s, set(linked)),
+                      accuracy_section(s, chart), export_section(s), footer_section(s, generated)])
+    scripts = (f'<script src="{PLOTLY_JS}"></script>\n<script id="figures" type="application/json">'
+               f"{_figures_json([chart])}</script>\n<script>{_RENDER_JS}</script>\n")
+    return page("ablate: final model", body, scripts)
+
+
+def write_final_page(summary: dict[str, Any], reports_dir: Path) -> Path:
+    """Write reports_dir/final.html (and plotly.min.js beside it), then the index so it links the page."""
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    write_plotly_js(reports_dir)
+    linked = {str(c.get("study")) for c in summary.get("choices") or []
+              if (reports_dir / f"{report_stem(str(c.get('study')))}.html").is_file()}
+    path = reports_dir / FINAL_HTML
+    _atomic_write(path, render_final(summary, _now(), linked))
+    write_index(reports_dir)
+    return path

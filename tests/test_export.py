@@ -1,0 +1,150 @@
+"""End to end with the real converters: trained folds -> ONNX -> onnx2tf -> TFLite, run by the
+TFLite interpreter the way the competition calls it, compared with the PyTorch ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from ablate.data import kaggle
+from ablate.data import landmarks as lm
+
+pytest.importorskip("onnx2tf", reason="the export extra is not installed (pip install -e '.[export]')")
+pytest.importorskip("ai_edge_litert", reason="the export extra is not installed (pip install -e '.[export]')")
+
+from ablate.export import cases as cs  # noqa: E402
+from ablate.export.check import FP32_MAX_ABS, TFLiteModel  # noqa: E402
+from ablate.export.ensemble import Ensemble  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning",
+                                         "ignore::DeprecationWarning"), pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def exported(synth_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from ablate.data.cache import Cache
+    from ablate.export.build import export_and_check, torch_reference
+    from ablate.final.folds import check_or_claim, load_folds, train_all
+    from ablate.spaces import recipe_config
+
+    cfg = recipe_config("smoke").replace(epochs=2)
+    data = Cache(synth_cache)
+    out = tmp_path_factory.mktemp("final")
+    check_or_claim(out, cfg, data, {})
+    train_all(cfg, data, out)
+    summary = export_and_check(cfg, data, out)
+    from ablate.export.build import output_map
+
+    _, index, _ = output_map(data)
+    ensemble = Ensemble(load_folds(cfg, data.num_classes, out), out_index=index).eval()
+    return {"summary": summary, "out": out, "data": data, "reference": torch_reference(ensemble),
+            "ensemble": ensemble}
+
+
+def test_every_target_holds_and_the_deliverable_is_written(exported: dict[str, Any]) -> None:
+    s, out = exported["summary"], exported["out"]
+    assert s["broken"] == []
+    assert (out / "model.tflite").is_file() and (out / "model_fp32.tflite").is_file()
+    assert s["parity"]["fp32"]["max_abs"] <= FP32_MAX_ABS and s["parity"]["fp32"]["argmax_agreement"] == 1.0
+    assert s["parity"]["tests"] >= 207 and s["parity"]["fp16"]["argmax_agreement"] >= 0.995
+    assert 0 < s["size_mb"]["fp16"] < s["size_mb"]["fp32"]
+    assert 0 < s["latency_ms"]["fp16_1t"]["mean_ms"] < 100
+
+
+def test_signature_and_shapes_are_the_competitions(exported: dict[str, Any]) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(exported["out"] / "model.tflite"))
+    assert it.get_signature_list() == {"serving_default": {"inputs": ["inputs"], "outputs": ["outputs"]}}
+    runner = it.get_signature_runner("serving_default")
+    (inp,) = runner.get_input_details().values()
+    assert list(inp["shape_signature"]) == [-1, 543, 3] and inp["dtype"] == np.float32
+    for n in (1, 7, 384, 700):
+        y = runner(inputs=np.random.default_rng(n).random((n, 543, 3), dtype=np.float32))["outputs"]
+        assert y.shape == (250,) and y.dtype == np.float32
+        assert y.sum() == pytest.approx(1.0, abs=1e-3)  # fp16 weights: the sum is off by ~2e-4
+
+
+def _cases(exported: dict[str, Any], sample: Path) -> list[tuple[str, np.ndarray]]:
+    files = sorted(sample.glob("*/**/*.parquet"))
+    assert len(files) == 3
+    return cs.edge_cases(cs.median_sequence(exported["data"])) + cs.file_cases(files)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16"])
+def test_parity_on_edge_lengths_missing_hands_and_real_files(exported: dict[str, Any], sample: Path,
+                                                             variant: str) -> None:
+    name = "model_fp32.tflite" if variant == "fp32" else "model.tflite"
+    model = TFLiteModel(exported["out"] / name)
+    lengths = set()
+    for label, frames in _cases(exported, sample):
+        lengths.add(len(frames))
+        want, got = exported["reference"](frames), model(frames)
+        assert int(np.argmax(got)) == int(np.argmax(want)), label
+        if variant == "fp32":
+            assert float(np.max(np.abs(got - want))) <= FP32_MAX_ABS, label
+    assert {1, 2, 3, 19, 105, 384, 600} <= lengths  # 3, 19, 105: the real files
+
+
+def test_the_output_order_is_the_competitions_sign_map(exported: dict[str, Any], sample: Path) -> None:
+    written = json.loads((exported["out"] / kaggle.SIGN_MAP).read_text())
+    assert written == kaggle.read_sign_map(sample)  # the official 250-sign map, same indices
+    data = exported["data"]
+    frames = np.array(data.sequence(0))
+    probs = exported["reference"](frames)
+    absent = [i for s, i in written.items() if s not in data.sign_map]
+    assert len(absent) == 250 - data.num_classes and np.all(probs[absent] == 0)
+
+
+def test_predict_prints_the_top_signs_of_real_files(exported: dict[str, Any], sample: Path, capsys: Any) -> None:
+    from ablate.cli import main
+
+    files = [str(p) for p in sorted(sample.glob("*/**/*.parquet"))]
+    assert main(["predict", str(exported["out"] / "model.tflite"), *files, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    signs = set(kaggle.read_sign_map(sample))
+    for r in results:
+        assert len(r["top"]) == 5 and {t["sign"] for t in r["top"]} <= signs
+        ps = [t["p"] for t in r["top"]]
+        assert ps == sorted(ps, reverse=True)
+    assert [r["frames"] for r in results] == [105, 19, 3]
+    assert main(["predict", str(exported["out"] / "model.tflite"), files[0]]) == 0
+    assert capsys.readouterr().out.startswith(f"{files[0]} (105 frames): ")
+
+
+def test_predict_rejects_bad_input_in_one_line(exported: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
+    from ablate.cli import main
+
+    bogus = tmp_path / "model.tflite"
+    bogus.write_bytes(b"not a model")
+    (tmp_path / kaggle.SIGN_MAP).write_text(json.dumps({"a": 0}))
+    assert main(["predict", str(bogus), "x.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert "not a usable TFLite model" in err and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("nope")
+    assert main(["predict", str(exported["out"] / "model.tflite"), str(bad)]) == 2
+    assert "cannot read" in capsys.readouterr().out
+
+
+def test_hflip_tta_averages_the_mirrored_sequence(exported: dict[str, Any]) -> None:
+    ens = exported["ensemble"]
+    tta = Ensemble(list(_parts(ens)), tta="hflip", out_index=ens.out_index.tolist()).eval()
+    frames = np.array(exported["data"].sequence(3))
+    with torch.no_grad():
+        plain = ens(torch.from_numpy(frames))
+        mirrored = ens(torch.from_numpy(lm.mirror(frames)))
+        both = tta(torch.from_numpy(frames))
+    torch.testing.assert_close(both, (plain + mirrored) / 2, atol=1e-6, rtol=0)
+
+
+def _parts(ens: Ensemble) -> Any:
+    from ablate.pipeline import Parts
+
+    for model, head in zip(ens.models, ens.heads):
+        yield Parts(ens.features, model, head)

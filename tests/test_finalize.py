@@ -1,0 +1,170 @@
+"""`ablate finalize`: composing the recipe from studies, its refusals, resumable fold training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from ablate.cli import main
+from ablate.errors import UserError
+from ablate.final.compose import compose
+from ablate.spaces import load_space
+from ablate.study import open_storage
+
+K = 5
+BASE = [0.50, 0.55, 0.48, 0.52, 0.60]
+
+
+def _folds(scores: list[float]) -> list[dict[str, Any]]:
+    return [{"fold": i, "seed": 0, "step": i, "score": s, "n_train": 96, "n_val": 24, "seconds": 1.0}
+            for i, s in enumerate(scores)]
+
+
+def make_study(storage: str, space: str, preset: str, scores: dict[str, list[float]],
+               waiting: tuple[str, ...] = (), configs: dict[str, dict[str, Any]] | None = None) -> None:
+    """A study as `ablate run SPACE --preset PRESET` leaves it, with the given fold scores per arm."""
+    sp = load_space(space)
+    study = optuna.create_study(study_name=f"{space}-{preset}", storage=open_storage(storage), direction="maximize")
+    attrs = {"space": space, "axis": sp.axis, "mode": sp.mode, "baseline": sp.baseline, "arms": list(sp.arms),
+             "preset": preset, "seeds": 1, "folds": K, "fold_seed": 0, "fingerprint": "f00"}
+    for k, v in attrs.items():
+        study.set_user_attr(k, v)
+    dist = {"arm": CategoricalDistribution(list(sp.arms))}
+    for arm, s in scores.items():
+        user = {"arm": arm, "folds": _folds(s), "config": (configs or {}).get(arm, {})}
+        if sp.mode == "both":  # the compare stage's trials stand for the arms
+            user["stage"] = "compare"
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=sum(s) / len(s), params={"arm": arm},
+                                     distributions=dist, user_attrs=user))
+    for arm in waiting:
+        study.enqueue_trial({"arm": arm}, user_attrs={"arm": arm})
+
+
+SMALL_NOISE = [0.004, -0.003, 0.002, -0.001, 0.003]
+LARGE_NOISE = [0.05, -0.04, 0.03, -0.05, 0.02]
+
+
+def all_arms(space: str, shift: dict[str, float], noise: list[float] = SMALL_NOISE) -> dict[str, list[float]]:
+    """Every arm at the baseline's scores plus a per-arm shift, with fold noise on the shifted arms."""
+    return {a: [b + shift.get(a, 0.0) + (n if a in shift else 0.0) for b, n in zip(BASE, noise)]
+            for a in load_space(space).arms}
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> str:
+    return str(tmp_path / "studies.journal")
+
+
+def test_a_better_arm_is_taken_with_its_evidence(storage: str) -> None:
+    make_study(storage, "losses", "smoke", all_arms("losses", {"ce": 0.15, "focal": 0.01}))
+    r = compose(["losses"], "smoke", storage=storage)
+    assert r.config.loss.name == "ce"
+    (choice,) = r.choices
+    assert choice.chosen == "ce" and "better" in choice.reason
+    assert choice.changes == {"loss": {"name": "ce", "params": {}}}
+    ce = next(e for e in choice.evidence if e["arm"] == "ce")
+    assert ce["verdict"] == "better" and ce["diff"] == pytest.approx(0.15 + 0.001, abs=1e-9)
+    assert r.config.optimizer.name == "ranger"  # the rest stays the base recipe
+
+
+def test_no_detectable_difference_keeps_the_base_unless_prefer_mean(storage: str) -> None:
+    make_study(storage, "losses", "smoke", all_arms("losses", {"focal": 0.01}, LARGE_NOISE))
+    kept = compose(["losses"], "smoke", storage=storage)
+    assert kept.config.loss.name == "subcenter_arcface"
+    assert "kept subcenter_arcface" in kept.choices[0].reason and "--prefer-mean" in kept.choices[0].reason
+    taken = compose(["losses"], "smoke", storage=storage, prefer_mean=True)
+    assert taken.config.loss.name == "focal"
+    assert "NO significant difference" in taken.choices[0].reason
+
+
+def test_choices_from_two_studies_compose(storage: str) -> None:
+    make_study(storage, "losses", "smoke", all_arms("losses", {"ce": 0.15}))
+    make_study(storage, "augmentations", "smoke", all_arms("augmentations", {"none": 0.2}))
+    r = compose(None, "smoke", storage=storage)  # default: every space with a study
+    assert [c.space for c in r.choices] == ["augmentations", "losses"]
+    assert r.config.loss.name == "ce" and r.config.augmentations == ()
+    lines = "\n".join(r.describe())
+    assert "from losses-smoke: ce is better" in lines and "augmentations (none)" in lines
+
+
+def test_tuned_parameters_of_the_winner_are_carried(storage: str) -> None:
+    cfg = {"optimizer": {"name": "adamw", "params": {"lr": 0.00042, "weight_decay": 0.01}}}
+    make_study(storage, "optimizers", "smoke", all_arms("optimizers", {"adamw": 0.2}), configs={"adamw": cfg})
+    r = compose(["optimizers"], "smoke", storage=storage)
+    assert r.config.optimizer.name == "adamw"
+    assert r.config.optimizer.params["lr"] == pytest.approx(0.00042)
+
+
+@pytest.mark.parametrize(("setup", "args", "message"), [
+    (lambda s: None, ["losses"], "no study 'losses-smoke'"),
+    (lambda s: make_study(s, "losses", "smoke", {"subcenter_arcface": BASE}, waiting=("ce",)), ["losses"],
+     "unfinished: 1 trial(s) still waiting"),
+    (lambda s: make_study(s, "losses", "smoke", {"subcenter_arcface": BASE, "ce": BASE}), ["losses"],
+     "unfinished: no finished trial for arm(s) arcface, arcface_focal"),
+    (lambda s: make_study(s, "losses", "smoke", all_arms("losses", {})), ["lossez"], "did you mean 'losses'"),
+    (lambda s: make_study(s, "losses", "quick", all_arms("losses", {})), ["losses"], "losses-quick (choose with --study-preset)"),
+])
+def test_refusals_name_the_study_and_what_to_do(storage: str, setup: Any, args: list[str], message: str) -> None:
+    setup(storage)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compose(args, "smoke", storage=storage)
+
+
+def test_finalize_cli_refuses_an_unfinished_study_with_exit_2(storage: str, tmp_path: Path, capsys: Any) -> None:
+    make_study(storage, "losses", "smoke", {"subcenter_arcface": BASE}, waiting=("ce",))
+    out = tmp_path / "final"
+    code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unfinished" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing half-written
+
+
+def test_folds_train_once_and_resume(synth_cache: Path, tmp_path: Path) -> None:
+    from ablate.data.cache import Cache
+    from ablate.final.folds import check_or_claim, load_folds, out_of_fold, train_all
+    from ablate.spaces import recipe_config
+
+    cfg = recipe_config("smoke")
+    data = Cache(synth_cache)
+    out = tmp_path / "final"
+    check_or_claim(out, cfg, data, {})
+    first = train_all(cfg, data, out)
+    assert [r.resumed for r in first] == [False] * K
+    stamp = (out / "folds" / "fold2.pt").stat().st_mtime_ns
+    (out / "folds" / "fold3.json").unlink()  # as if the run had died while writing fold 3
+    again = train_all(cfg, data, out)
+    assert [r.resumed for r in again] == [True, True, True, False, True]
+    assert (out / "folds" / "fold2.pt").stat().st_mtime_ns == stamp
+    import torch
+
+    state = torch.load(out / "folds" / "fold0.pt", weights_only=True)
+    assert set(state) == {"model", "head"}
+    assert len(load_folds(cfg, data.num_classes, out)) == K
+    oof = out_of_fold(cfg, data, out)
+    assert oof["n"] == len(data) and sum(f["n"] for f in oof["folds"]) == len(data)
+    assert oof["pooled"] == pytest.approx(sum(f["acc"] * f["n"] for f in oof["folds"]) / len(data))
+    with pytest.raises(UserError, match="holds folds of another run"):
+        check_or_claim(out, cfg.replace(epochs=3), data, {})
+
+
+def test_checks_failing_stops_finalize_without_a_deliverable(storage: str, synth_cache: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    import ablate.export.build as build
+
+    make_study(storage, "losses", "smoke", all_arms("losses", {}))
+    monkeypatch.setattr(build, "export_and_check", lambda *a, **k: {"broken": ["latency: 250.0 ms > 100 ms"]})
+    out = tmp_path / "final"
+    code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--data", str(synth_cache),
+                 "--out", str(out), "--reports", str(tmp_path / "reports")])
+    err = capsys.readouterr().err
+    assert code == 1 and "checks failed: latency: 250.0 ms > 100 ms" in err
+    assert not (out / "model.tflite").exists()
+    assert json.loads((out / "final.json").read_text())["export"]["broken"] == ["latency: 250.0 ms > 100 ms"]
+    assert "NOT READY" in (tmp_path / "reports" / "final.html").read_text()
