@@ -148,3 +148,28 @@ def _parts(ens: Ensemble) -> Any:
 
     for model, head in zip(ens.models, ens.heads):
         yield Parts(ens.features, model, head)
+
+
+def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
+    """At width 512 the head's weight normalisation is a constant subgraph too big for the exporter's
+    own folding; onnx2tf failed on it until convert folds it (a smoke-size model never shows this)."""
+    from ablate.export import convert
+    from ablate.pipeline import build_parts
+    from ablate.spaces import recipe_config
+
+    torch.manual_seed(0)
+    parts = build_parts(recipe_config("full"), 250)
+    parts.model.eval()
+    parts.head.eval()
+    ens = Ensemble([parts]).eval()
+    log = tmp_path / "convert.log"
+    convert.to_onnx(ens, tmp_path / "m.onnx", log)
+    convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    rng = np.random.default_rng(0)
+    for n in (1, 50, 400):
+        frames = rng.random((n, 543, 3), dtype=np.float32)
+        frames[: n // 2, 468:489] = np.nan
+        with torch.no_grad():
+            want = ens(torch.from_numpy(frames)).numpy()
+        assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS

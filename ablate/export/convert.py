@@ -36,7 +36,27 @@ def to_onnx(module: nn.Module, path: Path, log_path: Path) -> Path:
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
         torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=[INPUT],
                           output_names=[OUTPUT], dynamic_shapes={INPUT: {0: n_frames}}, verbose=False)
+        _fold_weights(path)
     return path
+
+
+def _fold_weights(path: Path) -> None:
+    """Fold every computation on weights alone (e.g. a cosine head's l2-normalised class centres).
+
+    The exporter's optimizer leaves constants of more than 8192 inputs unfolded; onnx2tf then
+    evaluates such a subgraph to a NumPy array and fails ("Output tensors of a Functional model
+    must be the output of a TensorFlow Layer"). That happened at the baseline's width (512) and
+    not at width 32, so the limits here are far above any model we build.
+    """
+    import onnx
+    import onnxscript.optimizer
+
+    model = onnx.load(str(path))  # with its external data
+    model = onnxscript.optimizer.optimize(model, input_size_limit=1 << 28, output_size_limit=1 << 28)
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    onnx.save(model, str(path), save_as_external_data=True, location=data.name)
 
 
 @contextlib.contextmanager
