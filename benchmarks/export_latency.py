@@ -74,7 +74,7 @@ def main() -> None:
             p.head.eval()
         index = None
     seqs = cs.realistic(data, a.n)
-    longest = cs._tile(cs.median_sequence(data), cs.CROP)
+    longest = cs.tile(cs.median_sequence(data), cs.CROP)
     print(f"{len(folds)} folds of {cfg.model.name} {cfg.model.params}; {len(seqs)} sequences, median length "
           f"{statistics.median(len(s) for s in seqs):.0f}", flush=True)
     rows = []

@@ -87,7 +87,8 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
 
     print("export: checking parity, size and latency ...", file=log, flush=True)
     median = cs.median_sequence(data)
-    tests = cs.edge_cases(median) + cs.data_cases(data, n_check)
+    crop = int(config.features.params.get("max_len", cs.CROP))
+    tests = cs.edge_cases(median, crop) + cs.data_cases(data, n_check)
     ref = torch_reference(ensemble)
     fp32 = check.TFLiteModel(exp / "model_fp32.tflite", threads=1)
     fp16 = check.TFLiteModel(exp / "model_fp16.tflite", threads=1)
@@ -98,7 +99,7 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     p32 = check.parity(tests, ref, fp32)
     p16 = check.parity(tests, ref, fp16)
     realistic = cs.realistic(data)
-    longest = cs._tile(median, cs.CROP)
+    longest = cs.tile(median, crop)
     lat = {f"fp16_{n}t": check.latency(check.TFLiteModel(exp / "model_fp16.tflite", threads=n), realistic, longest, n)
            for n in (1, 2)}
     lat["fp32_1t"] = check.latency(fp32, realistic, longest, 1)

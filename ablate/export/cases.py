@@ -15,12 +15,13 @@ Case = tuple[str, np.ndarray]
 CROP = 384  # the baseline feature sets' centre crop, in frames
 
 
-def _tile(frames: np.ndarray, length: int) -> np.ndarray:
+def tile(frames: np.ndarray, length: int) -> np.ndarray:
+    """The sequence repeated in time and cut to `length` frames: real motion at any length."""
     reps = -(-length // len(frames))
     return np.concatenate([frames] * reps)[:length].copy()
 
 
-def edge_cases(frames: np.ndarray) -> list[Case]:
+def edge_cases(frames: np.ndarray, crop: int = CROP) -> list[Case]:
     """Lengths 1, 2, the median, exactly the crop and over it, and missing detections."""
     hands = np.r_[lm.LEFT_HAND_IDX, lm.RIGHT_HAND_IDX]
     no_hands = frames.copy()
@@ -30,8 +31,8 @@ def edge_cases(frames: np.ndarray) -> list[Case]:
         ("T=1", frames[:1].copy()),
         ("T=2", frames[:2].copy()),
         (f"T={len(frames)} (median length)", frames.copy()),
-        (f"T={CROP} (the crop)", _tile(frames, CROP)),
-        (f"T={CROP + 216} (cropped to {CROP})", _tile(frames, CROP + 216)),
+        (f"T={crop} (the crop)", tile(frames, crop)),
+        (f"T={crop + 216} (cropped to {crop})", tile(frames, crop + 216)),
         ("both hands NaN in every frame", no_hands),
         ("every landmark NaN (12 frames)", every),
     ]
