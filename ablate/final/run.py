@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ablate.errors import UserError
+from ablate.report.final_html import write_final_page
+from ablate.report.writer import PACKAGES, git_commit, versions
 
 FINAL_JSON = "final.json"
+EXPORT_PACKAGES = ("tensorflow", "onnx", "onnx2tf", "ai-edge-litert")  # versions recorded beside the model
 
 
 class ChecksFailed(RuntimeError):
@@ -50,7 +51,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "preset": recipe.preset, "study_preset": recipe.study_preset, "storage": recipe.storage,
         "config": recipe.config.to_dict(), "choices": [asdict(c) for c in recipe.choices],
-        "warnings": recipe.warnings, "versions": _versions(), "git": git_commit(),
+        "warnings": recipe.warnings, "versions": versions(PACKAGES + EXPORT_PACKAGES), "git": git_commit(),
         "data": {"fingerprint": data.fingerprint, "cache": str(data.dir), "sequences": len(data),
                  "signs": data.num_classes},
     }
@@ -67,44 +68,9 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / FINAL_JSON, summary)
-    _write_page(summary, Path(args.reports))
+    write_final_page(summary, Path(args.reports))
     broken = summary.get("export", {}).get("broken", [])
     if broken:
         raise ChecksFailed("; ".join(broken) + f" (no {out / 'model.tflite'} written; details in {out / FINAL_JSON})")
     return summary
 
-
-EXPORT_PACKAGES = ("tensorflow", "onnx", "onnx2tf", "ai-edge-litert")
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from ablate.report.writer import versions
-
-    out = versions()
-    for name in EXPORT_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def git_commit() -> str:
-    from ablate.report.writer import git_commit as commit
-
-    return commit()
-
-
-def _write_page(summary: dict[str, Any], reports: Path) -> None:
-    from ablate.report.final_html import write_final_page
-
-    write_final_page(summary, reports)
-
-
-def load_summary(out: Path) -> dict[str, Any]:
-    path = out / FINAL_JSON
-    if not path.is_file():
-        raise UserError(f"{path}: missing; run `ablate finalize --out {out}` first")
-    return json.loads(path.read_text())

@@ -26,10 +26,10 @@ from ablate.report.html import PLOTLY_JS, render_index, render_report
 PACKAGES = ("ablate", "torch", "optuna", "scipy", "numpy", "plotly")
 
 
-def versions() -> dict[str, str]:
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """Python and the versions of the packages the numbers depend on."""
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
