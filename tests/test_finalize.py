@@ -27,7 +27,8 @@ def _folds(scores: list[float]) -> list[dict[str, Any]]:
 
 
 def make_study(storage: str, space: str, preset: str, scores: dict[str, list[float]],
-               waiting: tuple[str, ...] = (), configs: dict[str, dict[str, Any]] | None = None) -> None:
+               waiting: tuple[str, ...] = (), configs: dict[str, dict[str, Any]] | None = None,
+               compared: bool = True) -> None:
     """A study as `ablate run SPACE --preset PRESET` leaves it, with the given fold scores per arm."""
     sp = load_space(space)
     study = optuna.create_study(study_name=f"{space}-{preset}", storage=open_storage(storage), direction="maximize")
@@ -39,7 +40,7 @@ def make_study(storage: str, space: str, preset: str, scores: dict[str, list[flo
     for arm, s in scores.items():
         user = {"arm": arm, "folds": _folds(s), "config": (configs or {}).get(arm, {})}
         if sp.mode == "both":  # the compare stage's trials stand for the arms
-            user["stage"] = "compare"
+            user["stage"] = "compare" if compared else "tune"
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=sum(s) / len(s), params={"arm": arm},
                                      distributions=dist, user_attrs=user))
     for arm in waiting:
@@ -108,6 +109,10 @@ def test_tuned_parameters_of_the_winner_are_carried(storage: str) -> None:
     (lambda s: make_study(s, "losses", "smoke", {"subcenter_arcface": BASE, "ce": BASE}), ["losses"],
      "unfinished: no finished trial for arm(s) arcface, arcface_focal"),
     (lambda s: make_study(s, "losses", "smoke", all_arms("losses", {})), ["lossez"], "did you mean 'losses'"),
+    (lambda s: make_study(s, "optimizers", "smoke", all_arms("optimizers", {}), compared=False), ["optimizers"],
+     "unfinished: no finished trial in the compare stage for arm(s) ranger, adamw"),
+    (lambda s: make_study(s, "model", "smoke", {"transformer": BASE}), ["model"],
+     "unfinished: 1 of its 20 tuning trials finished"),
     (lambda s: make_study(s, "losses", "quick", all_arms("losses", {})), ["losses"], "losses-quick (choose with --study-preset)"),
 ])
 def test_refusals_name_the_study_and_what_to_do(storage: str, setup: Any, args: list[str], message: str) -> None:

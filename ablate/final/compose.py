@@ -14,6 +14,7 @@ import optuna
 
 from ablate.config import Config
 from ablate.errors import UserError, close_match
+from ablate.objective import STAGE_COMPARE
 from ablate.spaces import Space, default_preset, list_spaces, load_space, recipe_config
 from ablate.study import mask_url, open_storage, study_name
 
@@ -69,10 +70,16 @@ def _unfinished(study: optuna.Study, space: Space) -> str | None:
     open_ = [t for t in trials if not t.state.is_finished()]
     if open_:
         return f"{len(open_)} trial(s) still waiting or running"
-    seen = {t.user_attrs.get("arm") or t.params.get("arm") for t in trials if t.state.is_finished()}
+    done = [t for t in trials if t.state.is_finished()]
+    if space.mode == "tune" and len(done) < space.n_trials:
+        return f"{len(done)} of its {space.n_trials} tuning trials finished"
+    if space.mode == "both":  # the arms are compared by the compare stage's trials only
+        done = [t for t in done if t.user_attrs.get("stage") == STAGE_COMPARE]
+    seen = {t.user_attrs.get("arm") or t.params.get("arm") for t in done}
     missing = [a for a in space.arms if a not in seen]
-    if missing:
-        return f"no finished trial for arm(s) {', '.join(missing)}"
+    if missing and space.mode != "tune":  # tune mode samples arms: some may never be drawn
+        stage = " in the compare stage" if space.mode == "both" else ""
+        return f"no finished trial{stage} for arm(s) {', '.join(missing)}"
     return None
 
 
