@@ -173,3 +173,16 @@ def test_checks_failing_stops_finalize_without_a_deliverable(storage: str, synth
     assert not (out / "model.tflite").exists()
     assert json.loads((out / "final.json").read_text())["export"]["broken"] == ["latency: 250.0 ms > 100 ms"]
     assert "NOT READY" in (tmp_path / "reports" / "final.html").read_text()
+
+
+def test_a_missing_export_package_is_named_before_any_training(storage: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    import ablate.final.run as run
+
+    make_study(storage, "losses", "smoke", all_arms("losses", {}))
+    monkeypatch.setattr(run, "EXPORT_MODULES", {**run.EXPORT_MODULES, "no_such_module_xyz": "no-such-package"})
+    out = tmp_path / "final"
+    code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "export needs no-such-package" in err and "--no-export" in err
+    assert not out.exists()

@@ -8,11 +8,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate.errors import UserError
 from ablate.report.final_html import write_final_page
 from ablate.report.writer import PACKAGES, git_commit, versions
 
 FINAL_JSON = "final.json"
 EXPORT_PACKAGES = ("tensorflow", "onnx", "onnx2tf", "ai-edge-litert")  # versions recorded beside the model
+
+
+# import name -> the package that provides it (the `export` extra)
+EXPORT_MODULES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnx2tf": "onnx2tf", "tensorflow": "tensorflow",
+                  "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert", "onnx_graphsurgeon": "onnx-graphsurgeon"}
+
+
+def _check_export_installed() -> None:
+    from importlib.util import find_spec
+
+    missing = [pkg for mod, pkg in EXPORT_MODULES.items() if find_spec(mod) is None]
+    if missing:
+        raise UserError(f"export needs {', '.join(missing)}: pip install -c constraints.txt -e '.[export]' "
+                        "(or pass --no-export to train the folds only)")
 
 
 class ChecksFailed(RuntimeError):
@@ -41,6 +56,8 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     from ablate.runner import resolve_data
 
     t0 = time.perf_counter()
+    if args.export:
+        _check_export_installed()  # before hours of training, not after
     recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean)
     print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
     data = Cache(resolve_data(args.data))
