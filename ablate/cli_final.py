@@ -17,18 +17,21 @@ EXIT_CHECKS_FAILED = 1
 def _spaces(value: str | None) -> list[str] | None:
     if value is None:
         return None
-    names = [s.strip() for s in value.split(",") if s.strip()]
+    names = list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))  # once each, in order
     if not names:
         raise UserError("--from: expected comma-separated search spaces, e.g. --from losses,optimizers")
     return names
 
 
 def cmd_finalize(a: argparse.Namespace) -> int:
+    from ablate.export.check import FP16_MIN_SEQUENCES
     from ablate.export.convert import ExportError
     from ablate.final.run import ChecksFailed, FinalizeArgs, finalize
+    from ablate.train import TrainingDiverged
 
-    if a.check_sequences < 1:
-        raise UserError(f"--check-sequences: expected a positive number, got {a.check_sequences}")
+    if a.check_sequences < FP16_MIN_SEQUENCES:
+        raise UserError(f"--check-sequences: the fp16 parity target needs at least {FP16_MIN_SEQUENCES}, "
+                        f"got {a.check_sequences}")
     args = FinalizeArgs(spaces=_spaces(a.from_), preset=a.preset, study_preset=a.study_preset, data=a.data,
                         storage=a.storage, out=a.out, reports=a.reports, prefer_mean=a.prefer_mean, tta=a.tta,
                         check_sequences=a.check_sequences, export=not a.no_export)
@@ -39,6 +42,9 @@ def cmd_finalize(a: argparse.Namespace) -> int:
         return EXIT_CHECKS_FAILED
     except ExportError as e:
         print(f"ablate: finalize: export failed: {e}", file=sys.stderr)
+        return EXIT_CHECKS_FAILED
+    except TrainingDiverged as e:
+        print(f"ablate: finalize: training diverged: {e}", file=sys.stderr)
         return EXIT_CHECKS_FAILED
     _print_summary(summary, Path(a.out), Path(a.reports))
     return 0
@@ -52,11 +58,11 @@ def _print_summary(s: dict[str, Any], out: Path, reports: Path) -> None:
         lat, size, par = e["latency_ms"], e["size_mb"], e["parity"]
         print(f"model: {e['deliverable']} (fp16, {size['fp16']:.2f} MB; fp32 {size['fp32']:.2f} MB; limit {size['limit']:.0f} MB)")
         print(f"latency, 1 thread: {lat['fp16_1t']['mean_ms']:.2f} ms per sequence (median length "
-              f"{lat['fp16_1t']['lengths_median']:.0f}; {lat['fp16_1t']['max_len_ms']:.1f} ms at 384 frames; limit {lat['limit']:.0f} ms)")
+              f"{lat['fp16_1t']['lengths_median']:.0f}; {lat['fp16_1t']['max_len_ms']:.1f} ms at {e['crop']} frames; limit {lat['limit']:.0f} ms)")
         print(f"parity with PyTorch on {par['tests']} sequences: fp32 max |diff| {par['fp32']['max_abs']:.2e}, "
               f"argmax {par['fp32']['argmax_agreement']:.2%}; fp16 argmax {par['fp16']['argmax_agreement']:.2%}")
-        if e.get("oof_accuracy_as_exported") is not None:
-            print(f"out-of-fold accuracy with TTA {e['tta']}: {e['oof_accuracy_as_exported']:.4f}")
+        for tta, value in (e.get("oof_accuracy_by_tta") or {}).items():
+            print(f"out-of-fold accuracy with TTA {tta} (fp32 PyTorch): {value:.4f}")
         for w in e["warnings"]:
             print(f"note: {w}")
     print(f"report: {reports / 'final.html'}; summary: {out / 'final.json'}")

@@ -109,7 +109,7 @@ def main() -> None:
         from ablate.export.build import oof_accuracy
 
         for tta in a.tta:
-            acc = oof_accuracy(cfg, data, Path(a.final), folds, tta)
+            acc = oof_accuracy(cfg, data, folds, tta)
             print(f"out-of-fold accuracy, tta {tta}: {acc:.4f}")
             rows.append({"tta": tta, "runtime": "out-of-fold accuracy (PyTorch)", "accuracy": acc})
     OUT.mkdir(parents=True, exist_ok=True)

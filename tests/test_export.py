@@ -32,7 +32,7 @@ def exported(synth_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     from ablate.final.folds import check_or_claim, load_folds, train_all
     from ablate.spaces import recipe_config
 
-    cfg = recipe_config("smoke").replace(epochs=2)
+    cfg = recipe_config("smoke").replace(epochs=2, amp="off")  # fp32 training: its numbers are comparable
     data = Cache(synth_cache)
     out = tmp_path_factory.mktemp("final")
     check_or_claim(out, cfg, data, {})
@@ -43,7 +43,7 @@ def exported(synth_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     _, index, _ = output_map(data)
     ensemble = Ensemble(load_folds(cfg, data.num_classes, out), out_index=index).eval()
     return {"summary": summary, "out": out, "data": data, "reference": torch_reference(ensemble),
-            "ensemble": ensemble}
+            "ensemble": ensemble, "config": cfg}
 
 
 def test_every_target_holds_and_the_deliverable_is_written(exported: dict[str, Any]) -> None:
@@ -99,6 +99,12 @@ def test_the_output_order_is_the_competitions_sign_map(exported: dict[str, Any],
     probs = exported["reference"](frames)
     absent = [i for s, i in written.items() if s not in data.sign_map]
     assert len(absent) == 250 - data.num_classes and np.all(probs[absent] == 0)
+    ens = exported["ensemble"]
+    raw = Ensemble(list(_parts(ens))).eval()  # the data's own class order
+    with torch.no_grad():
+        own = raw(torch.from_numpy(frames)).numpy()
+    for sign, k in data.sign_map.items():  # each class lands in its sign's competition slot
+        assert probs[written[sign]] == own[k]
 
 
 def test_predict_prints_the_top_signs_of_real_files(exported: dict[str, Any], sample: Path, capsys: Any) -> None:
@@ -173,3 +179,35 @@ def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
         with torch.no_grad():
             want = ens(torch.from_numpy(frames)).numpy()
         assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS
+
+
+def test_the_export_computes_what_training_validated(exported: dict[str, Any]) -> None:
+    """Fold k's model in the exported graph gives, on fold k's held-out sequences, the probabilities
+    that training recorded for them (features in the graph = features in the data pipeline)."""
+    data, cfg, ens = exported["data"], exported["config"], exported["ensemble"]
+    parts = list(_parts(ens))
+    for k in (0, 3):
+        run = Ensemble([parts[k]]).eval()
+        with np.load(exported["out"] / "folds" / f"fold{k}.oof.npz") as z:
+            indices, probs = z["indices"], z["probs"]
+        for i, p in list(zip(indices, probs))[:10]:
+            with torch.no_grad():
+                got = run(torch.from_numpy(np.array(data.sequence(int(i))))).numpy()
+            np.testing.assert_allclose(got, p, atol=2e-5, rtol=0)
+    assert cfg.folds == len(parts)
+
+
+def test_hflip_tta_exports_with_parity(exported: dict[str, Any], tmp_path: Path) -> None:
+    from ablate.export import convert
+    from ablate.export.build import torch_reference
+
+    ens = exported["ensemble"]
+    tta = Ensemble(list(_parts(ens))[:1], tta="hflip", out_index=ens.out_index.tolist()).eval()
+    log = tmp_path / "convert.log"
+    convert.to_onnx(tta, tmp_path / "m.onnx", log)
+    convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    reference = torch_reference(tta)
+    for label, frames in cs.edge_cases(cs.median_sequence(exported["data"])):
+        assert float(np.max(np.abs(model(frames) - reference(frames)))) <= FP32_MAX_ABS, label
+

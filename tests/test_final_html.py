@@ -64,7 +64,7 @@ def summary() -> dict[str, Any]:
             "latency_ms": {"fp16_1t": _latency(1.234, 1), "fp16_2t": _latency(0.871, 2),
                            "fp32_1t": _latency(2.5, 1), "limit": 100.0},
             "targets": {"fp32_max_abs": 0.0001, "fp16_agreement": 0.995, "fp16_sequences": 200},
-            "oof_accuracy_as_exported": None, "deliverable": "final/model.tflite", "broken": []},
+            "oof_accuracy_by_tta": None, "crop": 384, "deliverable": "final/model.tflite", "broken": []},
         "seconds": 300.2,
     }
 

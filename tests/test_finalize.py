@@ -124,7 +124,8 @@ def test_refusals_name_the_study_and_what_to_do(storage: str, setup: Any, args: 
 def test_finalize_cli_refuses_an_unfinished_study_with_exit_2(storage: str, tmp_path: Path, capsys: Any) -> None:
     make_study(storage, "losses", "smoke", {"subcenter_arcface": BASE}, waiting=("ce",))
     out = tmp_path / "final"
-    code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--out", str(out)])
+    code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--out", str(out),
+                 "--no-export"])
     err = capsys.readouterr().err
     assert code == 2 and "unfinished" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -136,7 +137,10 @@ def test_folds_train_once_and_resume(synth_cache: Path, tmp_path: Path) -> None:
     from ablate.final.folds import check_or_claim, load_folds, out_of_fold, train_all
     from ablate.spaces import recipe_config
 
-    cfg = recipe_config("smoke")
+    from ablate.config import Component
+
+    # a tuple parameter: stored as a JSON list, it must still compare equal on the next run
+    cfg = recipe_config("smoke").replace(augmentations=(Component("scale", {"scale": (0.9, 1.1)}),))
     data = Cache(synth_cache)
     out = tmp_path / "final"
     check_or_claim(out, cfg, data, {})
@@ -144,6 +148,7 @@ def test_folds_train_once_and_resume(synth_cache: Path, tmp_path: Path) -> None:
     assert [r.resumed for r in first] == [False] * K
     stamp = (out / "folds" / "fold2.pt").stat().st_mtime_ns
     (out / "folds" / "fold3.json").unlink()  # as if the run had died while writing fold 3
+    check_or_claim(out, cfg, data, {})  # the same recipe again: accepted
     again = train_all(cfg, data, out)
     assert [r.resumed for r in again] == [True, True, True, False, True]
     assert (out / "folds" / "fold2.pt").stat().st_mtime_ns == stamp
@@ -162,8 +167,10 @@ def test_folds_train_once_and_resume(synth_cache: Path, tmp_path: Path) -> None:
 def test_checks_failing_stops_finalize_without_a_deliverable(storage: str, synth_cache: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     import ablate.export.build as build
+    import ablate.final.run as run
 
     make_study(storage, "losses", "smoke", all_arms("losses", {}))
+    monkeypatch.setattr(run, "EXPORT_MODULES", {})  # this test needs no converter
     monkeypatch.setattr(build, "export_and_check", lambda *a, **k: {"broken": ["latency: 250.0 ms > 100 ms"]})
     out = tmp_path / "final"
     code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--data", str(synth_cache),

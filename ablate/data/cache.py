@@ -31,6 +31,7 @@ from ablate.data import kaggle
 from ablate.data.folds import GROUPED, fold_key, make_folds
 from ablate.data.landmarks import LEFT_HAND, N_LANDMARKS, RIGHT_HAND
 from ablate.errors import UserError
+from ablate.files import atomic_write
 
 CACHE_VERSION = 1
 LANDMARKS = "landmarks.f32"
@@ -74,12 +75,6 @@ class IngestReport:
     frames_read: int = 0
     fingerprint: str = ""
     changed: bool = True  # False when the cache was already up to date (nothing written)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _stats(path: Path) -> tuple[int, int] | None:
@@ -242,7 +237,7 @@ def _write_index(cache_dir: Path, data_dir: Path, sign_map: dict[str, int], rows
         "skipped": report.skipped, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     os.replace(tmp, cache_dir / INDEX)
-    _atomic_write(cache_dir / META, json.dumps(meta, indent=1).encode())
+    atomic_write(cache_dir / META, json.dumps(meta, indent=1).encode())
 
 
 def _load_existing(cache_dir: Path, data_dir: Path) -> dict[str, Any] | None:
@@ -317,7 +312,7 @@ class Cache:
         fold = make_folds(self.labels, self.participants, k, seed, kind)
         stored = {k2: v for k2, v in stored.items() if v.get("fingerprint") == self.fingerprint}
         stored[key] = {"fingerprint": self.fingerprint, "kind": kind, "k": k, "seed": seed, "fold": fold.tolist()}
-        _atomic_write(path, json.dumps(stored).encode())
+        atomic_write(path, json.dumps(stored).encode())
         return fold
 
     def info(self) -> dict[str, Any]:

@@ -31,11 +31,12 @@ DELIVERABLE = "model.tflite"
 
 
 def output_map(data: Cache) -> tuple[dict[str, int], list[int] | None, str | None]:
-    """The exported output's sign map, the slot -> class index, and a warning if not the competition's."""
+    """The exported output's sign map, the slot -> class index, and a note when it is not plainly the
+    competition's. A map with signs the competition lacks gives a non-competition output size."""
     try:
         index = competition_index(data.sign_map, COMPETITION_MAP)
     except ValueError as e:
-        return data.sign_map, None, f"the data's sign map is not the competition's ({e}): output has {data.num_classes} classes"
+        return data.sign_map, None, f"the data's sign map is not the competition's ({e})"
     if index is not None:
         return COMPETITION_MAP, index, (f"the data has {data.num_classes} of the competition's 250 signs: the other "
                                         f"{250 - data.num_classes} outputs are always 0")
@@ -49,8 +50,8 @@ def torch_reference(module: torch.nn.Module) -> Any:
     return run
 
 
-def oof_accuracy(config: Config, data: Cache, out: Path, folds: list[Any], tta: str) -> float:
-    """Pooled out-of-fold accuracy of the fold models as exported (with TTA if asked), in PyTorch."""
+def oof_accuracy(config: Config, data: Cache, folds: list[Any], tta: str) -> float:
+    """Pooled out-of-fold accuracy of the fold models as exported (fp32, with TTA if asked), in PyTorch."""
     fold_of = data.folds(config.folds, config.fold_seed, config.fold_kind)
     hits = 0
     for k, parts in enumerate(folds):
@@ -66,6 +67,8 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     log = log or sys.stderr
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
+    for old in (DELIVERABLE, "model_fp32.tflite", "sign_to_prediction_index_map.json"):
+        (out / old).unlink(missing_ok=True)  # an earlier run's deliverable must not outlive failed checks
     conv_log = exp / "convert.log"
     conv_log.write_text("")
     sign_map, out_index, map_warning = output_map(data)
@@ -90,8 +93,11 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     crop = int(config.features.params.get("max_len", cs.CROP))
     tests = cs.edge_cases(median, crop) + cs.data_cases(data, n_check)
     ref = torch_reference(ensemble)
-    fp32 = check.TFLiteModel(exp / "model_fp32.tflite", threads=1)
-    fp16 = check.TFLiteModel(exp / "model_fp16.tflite", threads=1)
+    try:
+        fp32 = check.TFLiteModel(exp / "model_fp32.tflite", threads=1)
+        fp16 = check.TFLiteModel(exp / "model_fp16.tflite", threads=1)
+    except ValueError as e:
+        raise convert.ExportError(str(e)) from e
     for name, frames in tests[:7]:  # the edge cases: every output must be a distribution
         y = fp16(frames)
         if y.shape != (len(sign_map),) or not np.all(np.isfinite(y)):
@@ -105,14 +111,20 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     lat["fp32_1t"] = check.latency(fp32, realistic, longest, 1)
     size16, size32 = check.file_mb(exp / "model_fp16.tflite"), check.file_mb(exp / "model_fp32.tflite")
     broken = check.verdicts(p32, p16, size16, lat["fp16_1t"], DELIVERABLE)
+    if len(sign_map) != len(COMPETITION_MAP):
+        broken.append(f"outputs: {len(sign_map)} classes, not the competition's {len(COMPETITION_MAP)} ({map_warning})")
     if not broken:
         for src, dst in (("model_fp16.tflite", DELIVERABLE), ("model_fp32.tflite", "model_fp32.tflite")):
             tmp = out / (dst + ".tmp")
             shutil.copyfile(exp / src, tmp)
             tmp.replace(out / dst)
         write_json(out / "sign_to_prediction_index_map.json", sign_map)
+    accuracy = None
+    if tta != "none":  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
+        accuracy = {t: oof_accuracy(config, data, folds, t) for t in ("none", tta)}
     return {
         "tta": tta,
+        "crop": crop,
         "outputs": len(sign_map),
         "warnings": [map_warning] if map_warning else [],
         "seconds": times,
@@ -121,7 +133,7 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
         "latency_ms": {k: asdict(v) for k, v in lat.items()} | {"limit": check.LATENCY_LIMIT_MS},
         "targets": {"fp32_max_abs": check.FP32_MAX_ABS, "fp16_agreement": check.FP16_MIN_AGREEMENT,
                     "fp16_sequences": check.FP16_MIN_SEQUENCES},
-        "oof_accuracy_as_exported": oof_accuracy(config, data, out, folds, tta) if tta != "none" else None,
+        "oof_accuracy_by_tta": accuracy,
         "deliverable": str(out / DELIVERABLE) if not broken else None,
         "broken": broken,
     }

@@ -32,11 +32,14 @@ def to_onnx(module: nn.Module, path: Path, log_path: Path) -> Path:
     example = torch.rand(EXAMPLE_FRAMES, 543, 3)
     example[5:9, 468:489] = float("nan")  # a stretch with a missing hand, as in real recordings
     n_frames = torch.export.Dim("n_frames", min=1)
-    with warnings.catch_warnings(), _captured(log_path):
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
-        torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_shapes={INPUT: {0: n_frames}}, verbose=False)
-        _fold_weights(path)
+    try:
+        with warnings.catch_warnings(), _captured(log_path):
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
+            torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_shapes={INPUT: {0: n_frames}}, verbose=False)
+            _fold_weights(path)
+    except Exception as e:
+        raise ExportError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]} (log {log_path})") from e
     return path
 
 

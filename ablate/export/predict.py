@@ -24,6 +24,10 @@ def predict(model_path: Path, files: list[Path], sign_map_path: str | None = Non
     """Top-k (sign, probability) for each file; a file that cannot be read is reported, not fatal."""
     from ablate.export.check import TFLiteModel
 
+    try:
+        import ai_edge_litert  # noqa: F401  (the TFLite runtime)
+    except ImportError:
+        raise UserError("predict needs ai-edge-litert: pip install -c constraints.txt -e '.[export]'") from None
     if not model_path.is_file():
         raise UserError(f"{model_path}: no such model file")
     sign_map, map_path = find_sign_map(model_path, sign_map_path)

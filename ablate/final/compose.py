@@ -162,7 +162,12 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
         except UserError as e:
             raise UserError(f"--from {name}: study {sname!r}: {e}") from None
         row = next(r for r in a["arms"] if r["arm"] == arm)
-        chosen = space.config(arm, preset, _tuned(study, row, space))
+        tuned = _tuned(study, row, space)
+        if tuned and preset != study_preset:
+            recipe.warnings.append(f"{sname}: {arm}'s values {tuned} were tuned under preset {study_preset!r} "
+                                   f"and are used under {preset!r} (a learning rate tuned for a short schedule "
+                                   "may not suit a long one)")
+        chosen = space.config(arm, preset, tuned)
         changes = _diff(space.config(space.baseline, preset), chosen)
         if arm == space.baseline:  # a tuned baseline arm still brings its tuned values
             changes = _diff(base, chosen)

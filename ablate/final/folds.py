@@ -9,6 +9,7 @@ Layout of the output folder (all written atomically, so an interrupted run leave
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -21,20 +22,25 @@ import torch
 from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.errors import UserError
+from ablate.files import atomic_write
 from ablate.pipeline import Parts, build_parts
 from ablate.train import train_fold
 
 RECIPE = "recipe.json"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({e}); delete it to redo that step") from None
+    if not isinstance(out, dict):
+        raise UserError(f"{path}: expected a JSON object; delete it to redo that step")
+    return out
 
 
 @dataclass
@@ -49,10 +55,11 @@ def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]
     """Write recipe.json, or check that the folder's earlier run had the same config and data."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECIPE
-    mine = {"config": config.to_dict(), "data": {"fingerprint": data.fingerprint, "cache": str(data.dir),
+    # through JSON, as the stored copy went: tuples become lists, so equal configs compare equal
+    mine = {"config": json.loads(json.dumps(config.to_dict())), "data": {"fingerprint": data.fingerprint, "cache": str(data.dir),
                                                  "sequences": len(data), "sign_map": data.sign_map}}
     if path.is_file():
-        theirs = json.loads(path.read_text())
+        theirs = read_json(path)
         diff = [k for k in mine["config"] if theirs.get("config", {}).get(k) != mine["config"][k]]
         if diff or theirs.get("data", {}).get("fingerprint") != data.fingerprint:
             what = f"config differs in {', '.join(diff)}" if diff else "trained on other data"
@@ -73,7 +80,7 @@ def train_all(config: Config, data: Cache, out: Path, log: Any = None) -> list[F
     for k in range(config.folds):
         weights, summary, oof = _fold_paths(out, k)
         if weights.is_file() and summary.is_file() and oof.is_file():
-            s = json.loads(summary.read_text())
+            s = read_json(summary)
             records.append(FoldRecord(k, float(s["last_acc"]), float(s["seconds"]), True))
             print(f"fold {k + 1}/{config.folds}: done before (acc {s['last_acc']:.4f}), not retrained", file=log, flush=True)
             continue
@@ -86,16 +93,17 @@ def train_all(config: Config, data: Cache, out: Path, log: Any = None) -> list[F
         assert r.parts is not None and r.val_indices is not None and r.val_probs is not None
         state = {"model": {n: t.detach().cpu() for n, t in r.parts.model.state_dict().items()},
                  "head": {n: t.detach().cpu() for n, t in r.parts.head.state_dict().items()}}
-        tmp = weights.with_name(weights.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(weights)
-        buf = oof.with_name(oof.name + ".tmp")
-        with open(buf, "wb") as f:
-            np.savez(f, indices=r.val_indices, probs=r.val_probs.astype(np.float32))
-        buf.replace(oof)
+        atomic_write(weights, _bytes(lambda f: torch.save(state, f)))
+        atomic_write(oof, _bytes(lambda f: np.savez(f, indices=r.val_indices, probs=r.val_probs.astype(np.float32))))
         write_json(summary, r.summary())  # last: its presence marks the fold as done
         records.append(FoldRecord(k, r.last_acc, r.seconds, False))
     return records
+
+
+def _bytes(write: Any) -> bytes:
+    buf = io.BytesIO()
+    write(buf)
+    return buf.getvalue()
 
 
 def load_folds(config: Config, num_classes: int, out: Path) -> list[Parts]:
@@ -124,9 +132,9 @@ def out_of_fold(config: Config, data: Cache, out: Path) -> dict[str, Any]:
     """
     per_fold, hits, n = [], 0, 0
     for k in range(config.folds):
-        z = np.load(_fold_paths(out, k)[2])
-        pred = z["probs"].argmax(1)
-        right = int((pred == data.labels[z["indices"]]).sum())
+        with np.load(_fold_paths(out, k)[2]) as z:
+            pred, idx = z["probs"].argmax(1), z["indices"]
+        right = int((pred == data.labels[idx]).sum())
         per_fold.append({"fold": k, "acc": right / len(pred), "n": int(len(pred))})
         hits, n = hits + right, n + len(pred)
     return {"folds": per_fold, "pooled": hits / n if n else float("nan"), "n": n}

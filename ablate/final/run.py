@@ -18,7 +18,8 @@ EXPORT_PACKAGES = ("tensorflow", "onnx", "onnx2tf", "ai-edge-litert")  # version
 
 # import name -> the package that provides it (the `export` extra)
 EXPORT_MODULES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnx2tf": "onnx2tf", "tensorflow": "tensorflow",
-                  "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert", "onnx_graphsurgeon": "onnx-graphsurgeon"}
+                  "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert", "onnx_graphsurgeon": "onnx-graphsurgeon",
+                  "sng4onnx": "sng4onnx", "sne4onnx": "sne4onnx", "psutil": "psutil"}
 
 
 def _check_export_installed() -> None:
@@ -79,13 +80,21 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     per_fold = ", ".join(f"{f['acc']:.4f}" for f in oof["folds"])
     print(f"out-of-fold accuracy per fold: {per_fold}; "
           f"pooled {oof['pooled']:.4f} over {oof['n']} sequences", file=sys.stderr, flush=True)
+    failure = None
     if args.export:
         from ablate.export.build import export_and_check
+        from ablate.export.convert import ExportError
 
-        summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences)
+        try:
+            summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences)
+        except ExportError as e:  # recorded with the folds' numbers, then reported
+            summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None}
+            failure = e
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / FINAL_JSON, summary)
     write_final_page(summary, Path(args.reports))
+    if failure:
+        raise failure
     broken = summary.get("export", {}).get("broken", [])
     if broken:
         raise ChecksFailed("; ".join(broken) + f" (no {out / 'model.tflite'} written; details in {out / FINAL_JSON})")

@@ -18,7 +18,8 @@ from ablate.report.html import (
     _RENDER_JS, DASH, PLOTLY_JS, _component, _figures_json, _kv_table, _verdict_tag, acc, duration, page, pval,
     signed, with_interval,
 )
-from ablate.report.writer import _atomic_write, _now, report_stem, write_index, write_plotly_js
+from ablate.files import atomic_write
+from ablate.report.writer import _now, report_stem, write_index, write_plotly_js
 
 FINAL_HTML = "final.html"
 GREEN, RED = "#1a7f37", "#c62828"  # the verdict colours of the study report
@@ -214,21 +215,21 @@ def _latency_table(exp: dict[str, Any]) -> str:
         rows.append([label, esc(r.get("threads", DASH)), _fmt(r.get("mean_ms"), ".2f"), _fmt(r.get("p95_ms"), ".2f"),
                      _fmt(r.get("max_len_ms"), ".2f"), _fmt(r.get("n"), ".0f"), _fmt(r.get("lengths_median"), ".0f"),
                      _check(_within(r.get("mean_ms"), high=limit) if one_thread else None)])
-    # 384 frames: ablate.export.cases.CROP, the longest input any baseline feature set keeps
-    head = ["model", "threads", "mean ms", "p95 ms", "ms at 384 frames", "calls", "median length (frames)",
+    crop = exp.get("crop", 384)  # the feature set's crop: the longest input it keeps
+    head = ["model", "threads", "mean ms", "p95 ms", f"ms at {esc(crop)} frames", "calls", "median length (frames)",
             f"mean &le; {_fmt(limit, '.0f')} ms on 1 thread"]
-    return ("<h3>Latency</h3><p>Wall time per call of the TFLite interpreter on real sequence lengths, after a "
-            "warm-up call per length.</p>" + _table(head, rows, "latency"))
+    return ("<h3>Latency</h3><p>Wall time of one call of the TFLite interpreter per sequence, over real "
+            "sequence lengths, as the competition's harness calls it (after one warm-up call).</p>"
+            + _table(head, rows, "latency"))
 
 
 def export_section(s: dict[str, Any]) -> str:
     exp = s.get("export")
     if not isinstance(exp, dict):
         return '<h2 id="export">Export</h2><p>Not exported.</p>'
-    as_exported = _finite(exp.get("oof_accuracy_as_exported"))
     rows = [("test-time augmentation", esc(exp.get("tta", DASH))), ("outputs (signs)", esc(exp.get("outputs", DASH)))]
-    if exp.get("oof_accuracy_as_exported") is not None:
-        rows.append(("out-of-fold accuracy as exported", acc(as_exported)))
+    for tta, value in (exp.get("oof_accuracy_by_tta") or {}).items():  # only when TTA was asked for
+        rows.append((f"out-of-fold accuracy, TTA {esc(tta)} (fp32 PyTorch)", acc(_finite(value))))
     steps = "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{duration(_finite(v))}</td></tr>"
                     for k, v in (exp.get("seconds") or {}).items())
     warn = "".join(f"<li>{esc(w)}</li>" for w in exp.get("warnings") or [])
@@ -276,6 +277,6 @@ def write_final_page(summary: dict[str, Any], reports_dir: Path) -> Path:
     linked = {str(c.get("study")) for c in summary.get("choices") or []
               if (reports_dir / f"{report_stem(str(c.get('study')))}.html").is_file()}
     path = reports_dir / FINAL_HTML
-    _atomic_write(path, render_final(summary, _now(), linked))
+    atomic_write(path, render_final(summary, _now(), linked))
     write_index(reports_dir)
     return path

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -19,6 +18,7 @@ from urllib.parse import quote
 
 import optuna
 
+from ablate.files import atomic_write
 from ablate.report.analysis import analyze
 from ablate.report.charts import study_charts
 from ablate.report.html import PLOTLY_JS, render_index, render_report
@@ -78,12 +78,6 @@ def report_stem(study_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_plotly_js(out_dir: Path) -> Path:
     """plotly.min.js from the installed plotly package, written once (rewritten if it differs)."""
     from plotly.offline import get_plotlyjs
@@ -91,7 +85,7 @@ def write_plotly_js(out_dir: Path) -> Path:
     path = out_dir / PLOTLY_JS
     js = get_plotlyjs()
     if not path.is_file() or path.read_text(encoding="utf-8") != js:
-        _atomic_write(path, js)
+        atomic_write(path, js)
     return path
 
 
@@ -107,9 +101,9 @@ def write_report(study: optuna.Study, out_dir: Path, alpha: float = 0.05,
     a = report_json(study, alpha, rope)
     stem = report_stem(study.study_name)
     write_plotly_js(out_dir)
-    _atomic_write(out_dir / f"{stem}.json", json.dumps(a, indent=1, allow_nan=False) + "\n")
+    atomic_write(out_dir / f"{stem}.json", json.dumps(a, indent=1, allow_nan=False) + "\n")
     html_path = out_dir / f"{stem}.html"
-    _atomic_write(html_path, render_report(a, study_charts(a, study), _now(), quote(f"{stem}.json")))
+    atomic_write(html_path, render_report(a, study_charts(a, study), _now(), quote(f"{stem}.json")))
     return html_path
 
 
@@ -135,5 +129,5 @@ def write_index(out_dir: Path, entries: list[dict[str, Any]] | None = None) -> P
     links = [(quote(f"{report_stem(a['study'])}.html"), a) for a in sorted(reports, key=lambda a: str(a["study"]))]
     path = out_dir / "index.html"
     final = "final.html" if (out_dir / "final.html").is_file() else None  # written by `ablate finalize`
-    _atomic_write(path, render_index(links, _now(), final))
+    atomic_write(path, render_index(links, _now(), final))
     return path
