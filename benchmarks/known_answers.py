@@ -65,6 +65,23 @@ def known_spaces(out: Path) -> Path:
     return dst
 
 
+def left_handers_by_fold(data: Path, seed: int) -> str:
+    """Which validation folds hold the (mirrored-signing) left-handed participants: hflip can only
+    matter where the training folds have few of them."""
+    from ablate.data.cache import Cache
+    from ablate.data.synth import participant_ids
+    from ablate.data.synth_motion import participant
+    from ablate.runner import resolve_data
+
+    cfg = SynthConfig(seed=seed)
+    pids = participant_ids(cfg)
+    left = {pids[p] for p in range(cfg.n_participants) if participant(cfg, p).left_handed}
+    cache = Cache(resolve_data(str(data)))
+    folds = cache.folds(5, 0)
+    return "left-handed participants in each validation fold: " + "; ".join(
+        f"fold {k + 1}: {len(set(cache.participants[folds == k].tolist()) & left)}" for k in range(5))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7, help="generator seed")
@@ -80,7 +97,7 @@ def main() -> None:
     data = out / f"known-{a.seed}"
     if not (data / "train.csv").is_file():
         generate(data, SynthConfig(seed=a.seed))
-    rows, leaks = [], []
+    rows, leaks, per_fold = [], [], {}
     for space in a.spaces:
         # one journal per space, so that two processes (one per space) never share a file;
         # pruning off: every arm keeps all its folds x seeds pairs
@@ -96,15 +113,25 @@ def main() -> None:
                     g, u = (np.mean([v for v in r["leakage"][k] if v is not None]) for k in ("grouped", "ungrouped"))
                     leaks.append((space, r["arm"], g, u))
         write_report(study, out / "reports")
-        for r in analyze(study)["arms"]:
+        arms = analyze(study)["arms"]
+        base = next(r["scores"] for r in arms if r["verdict"] == "baseline")
+        for r in arms:
             rows.append((space, r["arm"], r["mean"], r["diff"], r["p_corrected_holm"], r["verdict"],
                          EXPECTED.get(space, {}).get(r["arm"], "")))
+            if r["arm"] in EXPECTED.get(space, {}):  # fold-by-fold difference, mean over seeds
+                d = np.array([np.nan if x is None or b is None else x - b for x, b in zip(r["scores"], base)])
+                per_fold[(space, r["arm"])] = np.nanmean(d.reshape(a.seeds, -1), axis=0)
     write_index(out / "reports")
     fmt = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     print("| space | arm | mean acc | diff | p corrected (Holm) | verdict | planted expectation |")
     print("|---|---|---|---|---|---|---|")
     for space, arm, mean, diff, p, verdict, exp in rows:
         print(f"| {space} | {arm} | {fmt(mean)} | {fmt(diff)} | {'-' if p is None else f'{p:.3g}'} | {verdict} | {exp} |")
+    print("\n" + left_handers_by_fold(data, a.seed))
+    print("\n| space | arm | " + " | ".join(f"fold {k + 1}" for k in range(5)) + " |")
+    print("|---|---|" + "---|" * 5)
+    for (space, arm), d in per_fold.items():
+        print(f"| {space} | {arm} | " + " | ".join(f"{v:+.3f}" for v in d) + " |")
     if leaks:
         print("\n| space | arm | grouped folds | ungrouped (leaky) folds | over-statement |")
         print("|---|---|---|---|---|")
