@@ -94,7 +94,7 @@ def main() -> None:
         named = [(str(i), s) for i, s in enumerate(seqs)]
         for threads in (1, 2):
             rows.append({"tta": tta, "runtime": "PyTorch eager", "threads": threads,
-                         "mean_ms": eager_latency(ens, seqs, threads), "size_mb": n_params * 4 / 2**20})
+                         "mean_ms": eager_latency(ens, seqs, threads), "size_mb": n_params * 4 / 1e6})  # MB = 10^6 bytes, as check.file_mb
         for variant in ("fp32", "fp16"):
             path = d / f"model_{variant}.tflite"
             par = check.parity(named, ref, check.TFLiteModel(path, 1))
