@@ -19,6 +19,7 @@ from torch import nn
 
 from ablate.errors import UserError
 from ablate.export.check import INPUT, OUTPUT, SIGNATURE
+from ablate.files import atomic_write
 EXAMPLE_FRAMES = 40  # the example sequence traced by the exporter; any length works after export
 
 
@@ -149,7 +150,4 @@ def to_tflite(saved_model: Path, path: Path, fp16: bool, log_path: Path) -> Path
             blob = converter.convert()
     except Exception as e:
         raise ExportError(f"TFLite conversion failed: {str(e).strip().splitlines()[-1][:300]} (log {log_path})") from e
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, blob)
