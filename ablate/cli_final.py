@@ -34,7 +34,8 @@ def cmd_finalize(a: argparse.Namespace) -> int:
                         f"got {a.check_sequences}")
     args = FinalizeArgs(spaces=_spaces(a.from_), preset=a.preset, study_preset=a.study_preset, data=a.data,
                         storage=a.storage, out=a.out, reports=a.reports, prefer_mean=a.prefer_mean, tta=a.tta,
-                        check_sequences=a.check_sequences, export=not a.no_export)
+                        check_sequences=a.check_sequences, check_files=tuple(a.check_files),
+                        export=not a.no_export)
     try:
         summary = finalize(args)
     except ChecksFailed as e:
@@ -102,6 +103,9 @@ def add_commands(sub: Any) -> None:
                    help="test-time augmentation inside the exported graph: average with the mirrored sequence")
     f.add_argument("--check-sequences", type=int, default=200,
                    help="data sequences the export is checked on (default 200, the fp16 target's minimum)")
+    f.add_argument("--check-files", nargs="+", default=[], metavar="PATH",
+                   help="competition landmark files, or folders of them, added to the parity checks "
+                        "(e.g. ../shared/data/asl-signs-sample)")
     f.add_argument("--no-export", action="store_true", help="train the folds only")
     f.set_defaults(func=cmd_finalize)
 

@@ -193,3 +193,15 @@ def test_a_missing_export_package_is_named_before_any_training(storage: str, tmp
     err = capsys.readouterr().err
     assert code == 2 and "export needs no-such-package" in err and "--no-export" in err
     assert not out.exists()
+
+
+def test_a_bad_check_file_is_refused_before_training(storage: str, tmp_path: Path, capsys: Any) -> None:
+    make_study(storage, "losses", "smoke", all_arms("losses", {}))
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    out = tmp_path / "final"
+    code = main(["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--out", str(out),
+                 "--check-files", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

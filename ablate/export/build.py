@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -62,9 +62,11 @@ def oof_accuracy(config: Config, data: Cache, folds: list[Any], tta: str) -> flo
 
 
 def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", n_check: int = 200,
-                     log: TextIO | None = None) -> dict[str, Any]:
-    """Build, convert and check; returns the numbers for final.json (with 'broken': [...])."""
+                     check_files: Sequence[Path] = (), log: TextIO | None = None) -> dict[str, Any]:
+    """Build, convert and check; returns the numbers for final.json (with 'broken': [...]).
+    check_files: competition landmark files (or folders of them) added to the parity checks."""
     log = log or sys.stderr
+    real = cs.file_cases(check_files)  # read first: a bad file is reported before any conversion
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
     for old in (DELIVERABLE, "model_fp32.tflite", "sign_to_prediction_index_map.json"):
@@ -92,7 +94,7 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     median = cs.median_sequence(data)
     crop = int(config.features.params.get("max_len", cs.CROP))
     edge = cs.edge_cases(median, crop)
-    tests = edge + cs.data_cases(data, n_check)
+    tests = edge + real + cs.data_cases(data, n_check)
     ref = torch_reference(ensemble)
     try:
         fp32 = check.TFLiteModel(exp / "model_fp32.tflite", threads=1)
@@ -127,7 +129,7 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
         "outputs": len(sign_map),
         "warnings": [map_warning] if map_warning else [],
         "seconds": times,
-        "parity": {"fp32": asdict(p32), "fp16": asdict(p16), "tests": len(tests)},
+        "parity": {"fp32": asdict(p32), "fp16": asdict(p16), "tests": len(tests), "files": [n for n, _ in real]},
         "size_mb": {"fp16": size16, "fp32": size32, "limit": check.SIZE_LIMIT_MB},
         "latency_ms": {k: asdict(v) for k, v in lat.items()} | {"limit": check.LATENCY_LIMIT_MS},
         "targets": {"fp32_max_abs": check.FP32_MAX_ABS, "fp16_agreement": check.FP16_MIN_AGREEMENT,

@@ -10,6 +10,7 @@ import numpy as np
 from ablate.data import kaggle
 from ablate.data import landmarks as lm
 from ablate.data.cache import Cache
+from ablate.errors import UserError
 
 Case = tuple[str, np.ndarray]
 CROP = 384  # the baseline feature sets' centre crop, in frames
@@ -61,8 +62,21 @@ def median_sequence(data: Cache) -> np.ndarray:
 
 
 def file_cases(paths: Sequence[Path]) -> list[Case]:
-    """Competition files read as the harness reads them (x, y, z; NaNs kept)."""
-    return [(f"{p.parent.name}/{p.name}", kaggle.read_landmarks(p)) for p in paths]
+    """Competition files read as the harness reads them (x, y, z; NaNs kept). A folder stands for
+    every .parquet file under it; a file that cannot be read is a UserError naming it."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        found = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+        if not found:
+            raise UserError(f"{p}: no .parquet landmark files under it")
+        files += found
+    out = []
+    for f in files:
+        try:
+            out.append((f"{f.parent.name}/{f.name}", kaggle.read_landmarks(f)))
+        except kaggle.BadFile as e:
+            raise UserError(f"{f}: {e}") from None
+    return out
 
 
 def realistic(data: Cache, n: int = 100, seed: int = 1) -> list[np.ndarray]:

@@ -47,6 +47,7 @@ class FinalizeArgs:
     prefer_mean: bool = False
     tta: str = "none"
     check_sequences: int = 200
+    check_files: tuple[str, ...] = ()  # competition files or folders added to the parity checks
     export: bool = True
 
 
@@ -57,8 +58,11 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     from ablate.runner import resolve_data
 
     t0 = time.perf_counter()
-    if args.export:
-        _check_export_installed()  # before hours of training, not after
+    if args.export:  # before hours of training, not after
+        _check_export_installed()
+        from ablate.export.cases import file_cases
+
+        file_cases([Path(f) for f in args.check_files])
     recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean)
     print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
     data = Cache(resolve_data(args.data))
@@ -86,7 +90,8 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         from ablate.export.convert import ExportError
 
         try:
-            summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences)
+            summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences,
+                                                 [Path(f) for f in args.check_files])
         except ExportError as e:  # recorded with the folds' numbers, then reported
             summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None}
             failure = e
