@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ablate.cli_args import positive_int
 from ablate.errors import UserError
 
 EXIT_CHECKS_FAILED = 1
@@ -72,8 +73,6 @@ def _print_summary(s: dict[str, Any], out: Path, reports: Path) -> None:
 def cmd_predict(a: argparse.Namespace) -> int:
     from ablate.export.predict import predict
 
-    if a.top < 1:
-        raise UserError(f"--top: expected a positive number, got {a.top}")
     results = predict(Path(a.model), [Path(f) for f in a.files], a.sign_map, a.top, a.threads)
     if a.json:
         print(json.dumps(results, indent=1))
@@ -101,7 +100,7 @@ def add_commands(sub: Any) -> None:
                    help="take a study's highest-mean arm even when its verdict is 'no detectable difference'")
     f.add_argument("--tta", choices=("none", "hflip"), default="none",
                    help="test-time augmentation inside the exported graph: average with the mirrored sequence")
-    f.add_argument("--check-sequences", type=int, default=200,
+    f.add_argument("--check-sequences", type=positive_int, default=200,
                    help="data sequences the export is checked on (default 200, the fp16 target's minimum)")
     f.add_argument("--check-files", nargs="+", default=[], metavar="PATH",
                    help="competition landmark files, or folders of them, added to the parity checks "
@@ -113,7 +112,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("model", help="a .tflite file written by `ablate finalize`")
     p.add_argument("files", nargs="+", metavar="FILE.parquet", help="landmark files in the competition's format")
     p.add_argument("--sign-map", help="sign_to_prediction_index_map.json (default: the one beside the model)")
-    p.add_argument("--top", type=int, default=5, help="signs shown per file (default 5)")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1, as in the competition)")
+    p.add_argument("--top", type=positive_int, default=5, help="signs shown per file (default 5)")
+    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1, as in the competition)")
     p.add_argument("--json", action="store_true", help="JSON on stdout")
     p.set_defaults(func=cmd_predict)

@@ -22,3 +22,13 @@ def unknown(what: str, name: str, known: Iterable[str]) -> UserError:
     return UserError(
         f"unknown {what} {name!r}{close_match(name, known)}; known: {', '.join(known) or '(none)'}"
     )
+
+
+def os_error_line(e: OSError) -> str:
+    """An OS error as one line that names the path: '<path>: Permission denied'."""
+    text = str(e).strip()
+    what = e.strerror or (text.splitlines()[0] if text else type(e).__name__)
+    if e.filename is None:
+        return f"{what} ({type(e).__name__})"
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+    return f"{where}: {what}"

@@ -1,38 +1,38 @@
-"""Search spaces: `search_spaces/base.yaml` (the recipe and presets) and one YAML file per axis.
+"""Search spaces: one YAML file per axis in search_spaces/, on top of base.yaml (ablate.resolve).
 
 An axis file varies one part of the recipe. Each arm is a label with optional keys:
-    name          the component (default: the label itself), for the component axes
+    name          the component (default: the label itself), on the component axes
     params        fixed parameters of that component
-    ranges        parameters to tune: [low, high] | {low, high, log} | {choices: [...]}
-    augmentations the list of augmentations (the augmentations axis)
+    ranges        parameters to tune (modes tune and both): [low, high] | {low, high, log} |
+                  {choices: [...]}
+    augmentations the list of augmentations (the augmentations axis only)
     seed_offset   train with other seeds: a null arm, to see what seed noise alone looks like
-Files hold names and numbers only; everything is checked on load, and an error names the file,
-the key path and what was expected.
+Files hold names and numbers only. Everything is checked on load, and a space that cannot run is
+refused with the file and key path: every arm is resolved under every preset and built once (on
+PyTorch's meta device: no memory, no arithmetic), at both ends of each range and with each choice.
 """
 
 from __future__ import annotations
 
-import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ablate.config import AXES, Config
+from ablate.config import AXES, param_value
 from ablate.errors import UserError, close_match
+from ablate.resolve import Base, check_component, load_base, resolve
+from ablate.yamlfile import load_yaml
 
 MODES = ("ablation", "tune", "both")
 AXIS_KEYS = tuple(AXES) + ("augmentations",)
 _SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune")
-_ARM_KEYS = ("name", "params", "ranges", "augmentations", "seed_offset")
-_PRESET_SCALARS = ("epochs", "batch_size", "max_train_batches", "early_stopping", "amp", "grad_clip")
+_COMPONENT_ARM_KEYS = ("name", "params", "ranges", "seed_offset")
+_AUG_ARM_KEYS = ("augmentations", "seed_offset")
 
 
 def spaces_dir() -> Path:
     """The search_spaces/ folder: $ABLATE_SPACES, else ./search_spaces, else the one shipped beside the package."""
-    import os
-
     if os.environ.get("ABLATE_SPACES"):
         return Path(os.environ["ABLATE_SPACES"])
     here = Path("search_spaces")
@@ -49,13 +49,28 @@ class Range:
     integer: bool = False
     choices: tuple[Any, ...] = ()
 
+    def ends(self) -> tuple[Any, ...]:
+        """The values that bound what a sampler can draw: both ends, or every choice."""
+        return self.choices or (self.low, self.high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"choices": list(self.choices)} if self.choices else \
+            {"low": self.low, "high": self.high, "log": self.log}
+
 
 @dataclass(frozen=True)
 class Arm:
     label: str
+    axis: str  # the config key it varies
     overrides: dict[str, Any]  # config keys -> values, applied on top of the recipe
     ranges: dict[str, Range] = field(default_factory=dict)  # param -> range, on the arm's component
     seed_offset: int = 0
+    source: str = ""  # "<file>: arms.<label>", for messages
+
+    def spec(self) -> dict[str, Any]:
+        """The arm as its file defines it, in one normal form: what a grown study compares."""
+        return {"overrides": self.overrides, "ranges": {k: r.to_dict() for k, r in self.ranges.items()},
+                "seed_offset": self.seed_offset}
 
 
 @dataclass(frozen=True)
@@ -68,178 +83,145 @@ class Space:
     baseline: str
     arms: dict[str, Arm]
     n_trials: int  # tune budget (tune mode: total; both: per arm)
-    recipe: dict[str, Any]
-    presets: dict[str, dict[str, Any]]
-    default_preset: str
+    base: Base
 
-    def config(self, arm: str, preset: str, tuned: dict[str, Any] | None = None) -> Config:
-        """The full configuration of one arm under one preset, with tuned values applied last."""
-        where = f"{self.path}: arms.{arm}"
-        d = copy.deepcopy(self.recipe)
-        own = copy.deepcopy(self.arms[arm].overrides)
-        for key, value in own.items():
-            if key in AXES:  # a different component starts from its defaults, the same one from the recipe
-                same = d[key]["name"] == value["name"]
-                d[key] = {"name": value["name"], "params": dict(d[key]["params"]) if same else {}}
-            else:
-                d[key] = value
-        p = self.presets[preset]
-        for key in _PRESET_SCALARS:
-            if key in p:
-                d[key] = p[key]
-        for key in AXES:  # preset sizes override the recipe, never the arm's own params
-            comp = d[key]
-            sizes = p.get("component_params", {}).get(comp["name"], {})
-            mine = own[key].get("params", {}) if key in own else {}
-            comp["params"] = {**comp["params"], **sizes, **mine}
-        if tuned:
-            comp = d[self.axis]
-            comp["params"] = {**comp.get("params", {}), **tuned}
-        d["seed"] = d.get("seed", 0) + self.arms[arm].seed_offset
-        return Config.from_dict(d, where=where)
+    @property
+    def default_preset(self) -> str:
+        return self.base.default_preset
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{at} ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def _check_keys(data: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+def _check_keys(data: dict[str, Any], known: tuple[str, ...], where: str, why: str = "") -> None:
     for key in data:
         if key not in known:
-            raise UserError(f"{where}: unknown key {key!r}{close_match(str(key), known)}; known: {', '.join(known)}")
+            raise UserError(f"{where}: unknown key {key!r}{close_match(str(key), known)}; known: {', '.join(known)}{why}")
 
 
-def _component(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        return {"name": value, "params": {}}
-    out = copy.deepcopy(value)
-    out.setdefault("params", {})
-    return out
-
-
-def load_base(directory: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
-    path = directory / "base.yaml"
-    data = _load_yaml(path)
-    _check_keys(data, ("recipe", "presets", "default_preset"), str(path))
-    recipe = data.get("recipe") or {}
-    Config.from_dict(recipe, where=f"{path}: recipe")  # validates every name and parameter
-    recipe = {k: (_component(v) if k in AXES else v) for k, v in recipe.items()}
-    presets = data.get("presets") or {}
-    if not isinstance(presets, dict) or not presets:
-        raise UserError(f"{path}: presets: expected a mapping of preset names (smoke, quick, full) to settings")
-    for name, p in presets.items():
-        at = f"{path}: presets.{name}"
-        if not isinstance(p, dict):
-            raise UserError(f"{at}: expected a mapping")
-        _check_keys(p, (*_PRESET_SCALARS, "component_params", "description"), at)
-        Config.from_dict({k: v for k, v in p.items() if k in _PRESET_SCALARS}, where=at)
-    default = data.get("default_preset", "quick")
-    if default not in presets:
-        raise UserError(f"{path}: default_preset {default!r} is not a preset; known: {', '.join(presets)}")
-    return recipe, presets, default
-
-
-def _range(value: Any, default: Any, where: str) -> Range:
+def _range(value: Any, entry: Any, param: str, where: str) -> Range:
+    default = entry.params[param]
     if isinstance(value, dict) and "choices" in value:
+        _check_keys(value, ("choices",), where)
         choices = value["choices"]
         if not isinstance(choices, list) or not choices:
-            raise UserError(f"{where}.choices: expected a non-empty list")
-        return Range(choices=tuple(choices))
+            raise UserError(f"{where}.choices: expected a non-empty list of values, got {choices!r}")
+        checked = tuple(param_value(entry, param, c, f"{where}.choices[{i}]") for i, c in enumerate(choices))
+        if any(isinstance(c, tuple) for c in checked):
+            raise UserError(f"{where}.choices: choices must be single values (Optuna stores plain values)")
+        if len(set(checked)) != len(checked):
+            raise UserError(f"{where}.choices: a value is listed twice")
+        return Range(choices=checked)
     if isinstance(value, list) and len(value) == 2:
         value = {"low": value[0], "high": value[1]}
     if not isinstance(value, dict) or not {"low", "high"} <= set(value):
-        raise UserError(f"{where}: expected [low, high], {{low, high, log}} or {{choices: [...]}}")
+        raise UserError(f"{where}: expected [low, high], {{low, high, log}} or {{choices: [...]}}, got {value!r}")
     _check_keys(value, ("low", "high", "log"), where)
-    low, high = value["low"], value["high"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise UserError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
-    if not low < high:
-        raise UserError(f"{where}: empty range: low {low} must be below high {high}")
-    log = bool(value.get("log", False))
-    if log and low <= 0:
-        raise UserError(f"{where}: a log range needs low > 0, got {low}")
-    integer = isinstance(default, int) and not isinstance(default, bool)
-    if integer and not (isinstance(low, int) and isinstance(high, int)):
-        raise UserError(f"{where}: parameter is an integer; expected integer bounds, got {low!r} and {high!r}")
     if not isinstance(default, (int, float)) or isinstance(default, bool):
         raise UserError(f"{where}: only numeric parameters take [low, high]; use {{choices: [...]}}")
-    return Range(float(low) if not integer else low, float(high) if not integer else high, log, integer)
+    integer = isinstance(default, int)
+    low = param_value(entry, param, value["low"], f"{where}.low")
+    high = param_value(entry, param, value["high"], f"{where}.high")
+    if not low < high:
+        raise UserError(f"{where}: empty range: low {low} must be below high {high}")
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise UserError(f"{where}.log: expected true or false, got {log!r}")
+    if log and low <= 0:
+        raise UserError(f"{where}: a log range needs low > 0, got {low}")
+    return Range(low, high, log, integer)
+
+
+def _arm(label: str, spec: Any, axis: str, mode: str, path: Path) -> Arm:
+    from ablate.components import REGISTRIES
+
+    at = f"{path}: arms.{label}"
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise UserError(f"{at}: expected a mapping ({', '.join(_AUG_ARM_KEYS if axis == 'augmentations' else _COMPONENT_ARM_KEYS)})")
+    if "." in label or not label.strip():
+        raise UserError(f"{at}: an arm label must be non-empty and without '.' (tuned parameters are named <arm>.<param>)")
+    if axis == "augmentations":
+        _check_keys(spec, _AUG_ARM_KEYS, at, " (on the augmentations axis)")
+        augs = spec.get("augmentations")
+        if not isinstance(augs, list):
+            raise UserError(f"{at}: expected 'augmentations: [...]' (a list) on the augmentations axis")
+        for i, a in enumerate(augs):
+            check_component(a, "augmentations", f"{at}.augmentations[{i}]")
+        overrides = {"augmentations": [a if isinstance(a, dict) else {"name": a} for a in augs]}
+        ranges: dict[str, Range] = {}
+    else:
+        why = f" (on the {axis} axis)" if "augmentations" in spec else \
+            " (ranges are for modes tune and both)" if "ranges" in spec and mode == "ablation" else ""
+        _check_keys(spec, _COMPONENT_ARM_KEYS if mode != "ablation" else _COMPONENT_ARM_KEYS[:2] + ("seed_offset",), at, why)
+        comp = {"name": spec.get("name", label), "params": spec.get("params", {})}
+        check_component(comp, AXES[axis], at)
+        overrides = {axis: {"name": comp["name"], "params": dict(comp["params"] or {})}}
+        entry = REGISTRIES[AXES[axis]].get(comp["name"])
+        raw = spec.get("ranges") or {}
+        if not isinstance(raw, dict):
+            raise UserError(f"{at}.ranges: expected a mapping of parameter names to ranges, got {raw!r}")
+        entry.check_params(raw, f"{at}.ranges")
+        ranges = {str(p): _range(r, entry, str(p), f"{at}.ranges.{p}") for p, r in raw.items()}
+    offset = spec.get("seed_offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise UserError(f"{at}.seed_offset: expected an integer >= 0, got {offset!r}")
+    return Arm(label, axis, overrides, ranges, offset, at)
 
 
 def load_space(name: str, directory: Path | None = None) -> Space:
     """Load and validate search_spaces/<name>.yaml against base.yaml and the registries."""
-    from ablate.components import REGISTRIES
-
     directory = directory or spaces_dir()
     path = directory / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
+        known = list_spaces(directory)
         raise UserError(f"unknown search space {name!r}{close_match(name, known)}; known: {', '.join(known)} (in {directory})")
-    recipe, presets, default_preset = load_base(directory)
-    data = _load_yaml(path)
+    base = load_base(directory)
+    data = load_yaml(path)
     _check_keys(data, _SPACE_KEYS, str(path))
-    axis = data.get("axis")
+    axis, mode = data.get("axis"), data.get("mode", "ablation")
     if axis not in AXIS_KEYS:
         raise UserError(f"{path}: axis: expected one of {', '.join(AXIS_KEYS)}, got {axis!r}")
-    mode = data.get("mode", "ablation")
     if mode not in MODES:
-        raise UserError(f"{path}: mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        raise UserError(f"{path}: mode: expected one of {', '.join(MODES)}, got {mode!r}{close_match(str(mode), MODES)}")
     raw_arms = data.get("arms")
     if not isinstance(raw_arms, dict) or not raw_arms:
         raise UserError(f"{path}: arms: expected a mapping of arm labels to settings, with at least one arm")
-    arms: dict[str, Arm] = {}
-    for label, spec in raw_arms.items():
-        at = f"{path}: arms.{label}"
-        spec = spec or {}
-        if not isinstance(spec, dict):
-            raise UserError(f"{at}: expected a mapping (name, params, ranges, augmentations, seed_offset)")
-        _check_keys(spec, _ARM_KEYS, at)
-        overrides: dict[str, Any] = {}
-        ranges: dict[str, Range] = {}
-        if axis == "augmentations":
-            if "augmentations" not in spec:
-                raise UserError(f"{at}: expected 'augmentations: [...]' on the augmentations axis")
-            overrides["augmentations"] = spec["augmentations"]
-        else:
-            comp = {"name": spec.get("name", label), "params": spec.get("params") or {}}
-            overrides[axis] = comp
-            try:
-                entry = REGISTRIES[AXES[axis]].get(comp["name"])
-            except UserError as e:
-                raise UserError(f"{at}: {e}") from None
-            for param, r in (spec.get("ranges") or {}).items():
-                entry.check_params({param: None}, f"{at}.ranges")
-                ranges[param] = _range(r, entry.params[param], f"{at}.ranges.{param}")
-        offset = spec.get("seed_offset", 0)
-        if not isinstance(offset, int) or isinstance(offset, bool):
-            raise UserError(f"{at}.seed_offset: expected an integer, got {offset!r}")
-        arms[str(label)] = Arm(str(label), overrides, ranges, offset)
+    arms = {str(label): _arm(str(label), spec, axis, mode, path) for label, spec in raw_arms.items()}
     baseline = data.get("baseline", next(iter(arms)))
     if baseline not in arms:
         raise UserError(f"{path}: baseline {baseline!r} is not an arm{close_match(str(baseline), arms)}; arms: {', '.join(arms)}")
-    tune = data.get("tune") or {}
-    _check_keys(tune, ("n_trials",), f"{path}: tune")
-    n_trials = tune.get("n_trials", 20)
-    if not isinstance(n_trials, int) or n_trials < 1:
-        raise UserError(f"{path}: tune.n_trials: expected a positive integer, got {n_trials!r}")
+    n_trials = _tune(data, mode, path)
     if mode != "ablation" and not any(a.ranges for a in arms.values()) and len(arms) < 2:
         raise UserError(f"{path}: mode {mode} needs ranges to tune or at least two arms")
-    space = Space(name, path, str(data.get("question", "")), axis, mode, baseline, arms, n_trials,
-                  recipe, presets, default_preset)
-    for label in arms:  # every arm must resolve to a valid config under every preset
-        for preset in presets:
-            space.config(label, preset)
+    space = Space(name, path, str(data.get("question", "")), axis, mode, str(baseline), arms, n_trials, base)
+    check_runnable(space)
     return space
+
+
+def _tune(data: dict[str, Any], mode: str, path: Path) -> int:
+    if "tune" in data and mode == "ablation":
+        raise UserError(f"{path}: tune: unused in mode ablation (every arm runs once); remove it or set mode: tune or both")
+    tune = data.get("tune") or {}
+    if not isinstance(tune, dict):
+        raise UserError(f"{path}: tune: expected a mapping with n_trials")
+    _check_keys(tune, ("n_trials",), f"{path}: tune")
+    n_trials = tune.get("n_trials", 20)
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise UserError(f"{path}: tune.n_trials: expected a positive integer, got {n_trials!r}")
+    return n_trials
+
+
+def check_runnable(space: Space) -> None:
+    """Every arm resolves and builds under every preset, at the ends of its ranges too."""
+    from ablate.parts import check_buildable
+
+    for label, arm in space.arms.items():
+        variants: list[dict[str, Any]] = [{}]
+        for param, r in arm.ranges.items():
+            variants += [{param: v} for v in r.ends()]
+        for preset in space.base.presets:
+            for tuned in variants:
+                config = resolve(space.base, preset, arm, tuned).config
+                at = "".join(f".ranges.{k}={v!r}" for k, v in tuned.items())
+                check_buildable(config, f"{arm.source}{at} (preset {preset})")
 
 
 def list_spaces(directory: Path | None = None) -> list[str]:
@@ -247,17 +229,10 @@ def list_spaces(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
 
 
-def recipe_config(preset: str, directory: Path | None = None) -> Config:
+def recipe_config(preset: str, directory: Path | None = None) -> Any:
     """The base recipe alone (no arm) under a preset: what `ablate finalize` starts from."""
-    directory = directory or spaces_dir()
-    recipe, presets, default_preset = load_base(directory)
-    if preset not in presets:
-        raise UserError(f"unknown preset {preset!r}{close_match(preset, presets)}; known: {', '.join(presets)} "
-                        f"(in {directory / 'base.yaml'})")
-    bare = Space("base", directory / "base.yaml", "", "features", "ablation", "recipe",
-                 {"recipe": Arm("recipe", {})}, 1, recipe, presets, default_preset)
-    return bare.config("recipe", preset)
+    return resolve(load_base(directory or spaces_dir()), preset).config
 
 
 def default_preset(directory: Path | None = None) -> str:
-    return load_base(directory or spaces_dir())[2]
+    return load_base(directory or spaces_dir()).default_preset

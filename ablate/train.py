@@ -25,7 +25,7 @@ from ablate.components import OPTIMIZERS, SCHEDULES
 from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.errors import UserError
-from ablate.pipeline import Parts, build_augmentations, build_parts
+from ablate.parts import Parts, build_augmentations, build_parts
 
 
 class TrainingDiverged(RuntimeError):
@@ -143,7 +143,7 @@ def train_fold(
     augs = build_augmentations(config)
     params = list(parts.model.parameters()) + list(parts.head.parameters())
     opt_entry = OPTIMIZERS.get(config.optimizer.name)
-    optimizer = OPTIMIZERS.build(config.optimizer.name, params, where="optimizer", **config.optimizer.params)
+    optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, where="optimizer", weights=params)
     two_pass = "two_pass" in opt_entry.tags
     if two_pass and amp is torch.float16:
         amp = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else None
@@ -172,8 +172,8 @@ def train_fold(
                             **(loader_args if val_data is val_set else {"collate_fn": pad_collate}))
     # SAM steps its base optimizer (they share param_groups); the schedule must follow that step
     stepped = optimizer.base_optimizer if two_pass else optimizer
-    scheduler = SCHEDULES.build(config.schedule.name, stepped, config.epochs, len(train_sampler),
-                                where="schedule", **config.schedule.params)
+    scheduler = SCHEDULES.build(config.schedule.name, config.schedule.params, where="schedule", optimizer=stepped,
+                                epochs=config.epochs, steps_per_epoch=len(train_sampler))
 
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
                         amp=str(amp).replace("torch.", "") if amp else "off")
@@ -243,11 +243,7 @@ class _Step:
         emb = emb.float()  # margins and softmax in fp32
         if y2 is None or lam is None:
             return self.parts.head(emb, y)
-        # mixup: each sample's loss is lam * L(its label) + (1 - lam) * L(its partner's label)
-        lam = lam.to(emb.device).float()
-        first = self.parts.head(emb, y, reduction="none")
-        second = self.parts.head(emb, y2, reduction="none")
-        return (lam * first + (1 - lam) * second).mean()
+        return self.parts.head.mixed(emb, y, y2, lam.to(emb.device).float())  # mixup
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> float:
         y2 = lam = None

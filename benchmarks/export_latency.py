@@ -28,7 +28,7 @@ from ablate.export import check, convert
 from ablate.export.build import output_map, torch_reference
 from ablate.export.ensemble import Ensemble
 from ablate.final.folds import load_folds
-from ablate.pipeline import build_parts
+from ablate.parts import build_parts
 from ablate.runner import resolve_data
 from ablate.spaces import recipe_config
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.csv as pacsv
 
-from ablate.data.cache import Cache, ingest
+from ablate.data.cache import Cache
+from ablate.data.ingest import ingest
 from ablate.data.kaggle import load_relevant_data_subset
 from ablate.data.synth import SynthConfig, generate
 

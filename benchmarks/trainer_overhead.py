@@ -22,7 +22,7 @@ from ablate.components import OPTIMIZERS, SCHEDULES
 from ablate.config import Component, Config
 from ablate.data.cache import Cache
 from ablate.data.default import default_cache
-from ablate.pipeline import build_parts
+from ablate.parts import build_parts
 from ablate.train import train_fold
 
 
@@ -35,8 +35,9 @@ def bare_loop(cfg: Config, data: Cache, fold: int, epochs: int) -> list[float]:
     items = [ds[(i, 0)] for i in range(len(ds))]
     sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed)
     params = list(parts.model.parameters()) + list(parts.head.parameters())
-    opt = OPTIMIZERS.build(cfg.optimizer.name, params, **cfg.optimizer.params)
-    sched = SCHEDULES.build(cfg.schedule.name, opt, epochs, len(sampler), **cfg.schedule.params)
+    opt = OPTIMIZERS.build(cfg.optimizer.name, cfg.optimizer.params, weights=params)
+    sched = SCHEDULES.build(cfg.schedule.name, cfg.schedule.params, optimizer=opt, epochs=epochs,
+                            steps_per_epoch=len(sampler))
     rates = []
     for epoch in range(epochs):
         sampler.epoch = epoch

@@ -63,7 +63,7 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic data set (6 signs x 5 participants x 4 reps), generated and ingested once."""
-    from ablate.data.cache import ingest
+    from ablate.data.ingest import ingest
     from ablate.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth")

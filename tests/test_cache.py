@@ -11,7 +11,8 @@ import pytest
 
 from ablate.data import cache as cache_mod
 from ablate.data import kaggle
-from ablate.data.cache import Cache, ingest
+from ablate.data.cache import Cache
+from ablate.data.ingest import ingest
 from ablate.errors import UserError
 from conftest import SAMPLE_FILE, random_frames
 

@@ -12,7 +12,7 @@ import torch
 import ablate.components
 from ablate.components import AUGMENTATIONS, FEATURES, LOSSES, MODELS, OPTIMIZERS, REGISTRIES, SCHEDULES
 from ablate.config import Component, Config
-from ablate.pipeline import SignModel, build_parts
+from ablate.parts import SignModel, build_parts
 from ablate.registry import Registry
 
 ALL = [(kind, e.name) for kind, reg in REGISTRIES.items() for e in reg]

@@ -158,7 +158,7 @@ def test_hflip_tta_averages_the_mirrored_sequence(exported: dict[str, Any]) -> N
 
 
 def _parts(ens: Ensemble) -> Any:
-    from ablate.pipeline import Parts
+    from ablate.parts import Parts
 
     for model, head in zip(ens.models, ens.heads):
         yield Parts(ens.features, model, head)
@@ -168,7 +168,7 @@ def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
     """At width 512 the head's weight normalisation is a constant subgraph too big for the exporter's
     own folding; onnx2tf failed on it until convert folds it (a smoke-size model never shows this)."""
     from ablate.export import convert
-    from ablate.pipeline import build_parts
+    from ablate.parts import build_parts
     from ablate.spaces import recipe_config
 
     torch.manual_seed(0)

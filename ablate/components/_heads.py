@@ -49,6 +49,14 @@ class Head(nn.Module):
     def forward(self, emb: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
         raise NotImplementedError
 
+    def mixed(self, emb: Tensor, labels: Tensor, partners: Tensor, lam: Tensor) -> Tensor:
+        """Mixup's loss: each sample's lam * L(its label) + (1 - lam) * L(its partner's), averaged.
+
+        One call per batch, so that a head with state (AdaCos) moves it once and never changes a
+        tensor that the first of the two losses still needs for its backward pass."""
+        first = self(emb, labels, reduction="none")
+        return (lam * first + (1 - lam) * self(emb, partners, reduction="none")).mean()
+
 
 class LinearHead(Head):
     """A Linear classifier trained with (optionally label-smoothed) softmax cross-entropy."""
@@ -244,4 +252,14 @@ class AdaCosHead(CosineHead):
         cos = self.cosine(emb)
         if self.training:
             self.update_scale(cos.detach(), labels)
-        return F.cross_entropy(self.scale * cos, labels, reduction=reduction)
+        # a copy in the graph: a later in-place update of the buffer cannot break this backward pass
+        return F.cross_entropy(self.scale.clone() * cos, labels, reduction=reduction)
+
+    def mixed(self, emb: Tensor, labels: Tensor, partners: Tensor, lam: Tensor) -> Tensor:
+        """The scale moves once per batch, from each sample's dominant label (lam >= 0.5: its own)."""
+        cos = self.cosine(emb)
+        if self.training:
+            self.update_scale(cos.detach(), torch.where(lam >= 0.5, labels, partners))
+        logits = self.scale.clone() * cos
+        first = F.cross_entropy(logits, labels, reduction="none")
+        return (lam * first + (1 - lam) * F.cross_entropy(logits, partners, reduction="none")).mean()

@@ -164,52 +164,53 @@ def _spatial_cutout(
 
 
 @AUGMENTATIONS.register("shift", tags=("sequence",))
-def shift(p: float = 0.5, shift: tuple[float, float] = (-0.1, 0.1)) -> SequenceAug:
+def shift(*, p: float = 0.5, shift: tuple[float, float] = (-0.1, 0.1)) -> SequenceAug:
     """Translate the whole clip: dx and dy drawn independently from `shift` (image fractions)."""
     return SequenceAug("shift", _prob("shift", "p", p), _shift, shift=_range("shift", "shift", shift))
 
 
 @AUGMENTATIONS.register("scale", tags=("sequence",))
-def scale(p: float = 0.5, scale: tuple[float, float] = (0.8, 1.2), per_axis: bool = False) -> SequenceAug:
+def scale(*, p: float = 0.5, scale: tuple[float, float] = (0.8, 1.2), per_axis: bool = False) -> SequenceAug:
     """Zoom about the clip's mean x, y; per_axis draws separate x and y factors."""
     s = _range("scale", "scale", scale, low=1e-3)
     return SequenceAug("scale", _prob("scale", "p", p), _scale, scale=s, per_axis=bool(per_axis))
 
 
 @AUGMENTATIONS.register("rotate", tags=("sequence",))
-def rotate(p: float = 0.5, degrees: tuple[float, float] = (-15.0, 15.0)) -> SequenceAug:
+def rotate(*, p: float = 0.5, degrees: tuple[float, float] = (-15.0, 15.0)) -> SequenceAug:
     """Rotate x, y about the clip's mean point by an angle from `degrees` (positive = clockwise)."""
     return SequenceAug("rotate", _prob("rotate", "p", p), _rotate, degrees=_range("rotate", "degrees", degrees))
 
 
 @AUGMENTATIONS.register("hflip", tags=("sequence",))
-def hflip(p: float = 0.5) -> SequenceAug:
+def hflip(*, p: float = 0.5) -> SequenceAug:
     """Mirror horizontally (x -> 1 - x) and swap left/right hands, eyes, lips and pose sides."""
     return SequenceAug("hflip", _prob("hflip", "p", p), _hflip)
 
 
 @AUGMENTATIONS.register("frame_drop", tags=("sequence",))
-def frame_drop(p: float = 0.3, rate: tuple[float, float] = (0.0, 0.2)) -> SequenceAug:
+def frame_drop(*, p: float = 0.3, rate: tuple[float, float] = (0.0, 0.2)) -> SequenceAug:
     """Drop each frame with a probability drawn from `rate`; at least one frame is kept."""
     r = _range("frame_drop", "rate", rate, low=0.0, high=1.0)
     return SequenceAug("frame_drop", _prob("frame_drop", "p", p), drop_frames, rate=r)
 
 
 @AUGMENTATIONS.register("speed", tags=("sequence",))
-def speed(p: float = 0.5, factor: tuple[float, float] = (0.8, 1.25)) -> SequenceAug:
+def speed(*, p: float = 0.5, factor: tuple[float, float] = (0.8, 1.25)) -> SequenceAug:
     """Resample in time by a speed factor (2 = twice as fast, half the frames), NaN-aware."""
     f = _range("speed", "factor", factor, low=1e-3)
     return SequenceAug("speed", _prob("speed", "p", p), resample, factor=f)
 
 
 @AUGMENTATIONS.register("noise", tags=("sequence",))
-def noise(p: float = 0.3, std: tuple[float, float] = (0.0, 0.005)) -> SequenceAug:
+def noise(*, p: float = 0.3, std: tuple[float, float] = (0.0, 0.005)) -> SequenceAug:
     """Add Gaussian noise to every x and y, sigma drawn from `std` (NaN stays NaN)."""
     return SequenceAug("noise", _prob("noise", "p", p), _noise, std=_range("noise", "std", std, low=0.0))
 
 
 @AUGMENTATIONS.register("local_affine", tags=("sequence",))
 def local_affine(
+    *,
     p: float = 0.3,
     scale: tuple[float, float] = (0.9, 1.1),
     degrees: tuple[float, float] = (-10.0, 10.0),
@@ -227,7 +228,7 @@ def local_affine(
 
 
 @AUGMENTATIONS.register("temporal_mask", tags=("sequence",))
-def temporal_mask(p: float = 0.3, span: tuple[float, float] = (0.1, 0.3)) -> SequenceAug:
+def temporal_mask(*, p: float = 0.3, span: tuple[float, float] = (0.1, 0.3)) -> SequenceAug:
     """Set a random run of frames (a fraction `span` of the clip) to NaN, as if undetected."""
     s = _range("temporal_mask", "span", span, low=0.0, high=1.0)
     return SequenceAug("temporal_mask", _prob("temporal_mask", "p", p), mask_span, span=s)
@@ -235,6 +236,7 @@ def temporal_mask(p: float = 0.3, span: tuple[float, float] = (0.1, 0.3)) -> Seq
 
 @AUGMENTATIONS.register("spatial_cutout", tags=("sequence",))
 def spatial_cutout(
+    *,
     p: float = 0.3,
     part_prob: float = 0.5,
     fraction: tuple[float, float] = (0.05, 0.2),
@@ -252,7 +254,7 @@ def spatial_cutout(
 
 
 @AUGMENTATIONS.register("mixup", tags=("batch",))
-def mixup(p: float = 0.5, alpha: float = 0.2) -> Mixup:
+def mixup(*, p: float = 0.5, alpha: float = 0.2) -> Mixup:
     """Batch-level: mix a sample's features and labels with a random partner, lam ~ Beta(alpha, alpha)."""
     if not float(alpha) > 0:
         raise UserError(f"augmentation 'mixup': alpha must be > 0, got {alpha!r}")
@@ -280,7 +282,7 @@ def compose(entries: Sequence[tuple[str, Mapping[str, Any] | None]], where: str 
     """Build the pipeline from (name, params) pairs in order; unknown names or params -> UserError."""
     pipeline = Pipeline()
     for name, params in entries:
-        aug = AUGMENTATIONS.build(name, where=where, **dict(params or {}))
+        aug = AUGMENTATIONS.build(name, params, where=where)
         tags = AUGMENTATIONS.get(name).tags
         (pipeline.sequence if "sequence" in tags else pipeline.batch).append(aug)
     if len(pipeline.batch) > 1:

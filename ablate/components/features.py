@@ -25,7 +25,7 @@ from ablate.data import landmarks as lm
 from ablate.errors import UserError
 from ablate.registry import Registry
 
-FEATURES = Registry("feature set")
+FEATURES = Registry("feature set")  # no context: a feature set is its own params
 
 HAND_POINTS = 21
 HANDS = lm.LEFT_HAND_IDX + lm.RIGHT_HAND_IDX
@@ -141,7 +141,7 @@ class LandmarkFeatures(nn.Module):
 
 
 @FEATURES.register("seed828")
-def seed828(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+def seed828(*, max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
     """Baseline (top-50 solution): 102 points xy, their motion, 2x210 hand distances = 828/frame.
 
     Points in order: left hand 21, right hand 21, pose 8 (shoulders 11/12, elbows 13/14, wrists
@@ -153,7 +153,7 @@ def seed828(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
 
 
 @FEATURES.register("lag118")
-def lag118(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+def lag118(*, max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
     """1st-place style: 118 points xy plus their lag-1 and lag-2 differences = 708/frame.
 
     Points in order: left hand 21, right hand 21, outer lips 20, inner lips 20, left eye 16,
@@ -164,6 +164,6 @@ def lag118(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
 
 
 @FEATURES.register("xy_min")
-def xy_min(max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+def xy_min(*, max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
     """Minimal: both hands and 9 upper-body pose points, normalised xy only = 102/frame."""
     return LandmarkFeatures(XY_MIN_POINTS, max_len, keep_z)

@@ -25,7 +25,7 @@ from ablate.components._heads import (
 from ablate.errors import UserError
 from ablate.registry import Registry
 
-LOSSES = Registry("loss")
+LOSSES = Registry("loss", context=("emb_dim", "num_classes"))
 
 __all__ = ["LOSSES", "Head"]
 
@@ -55,14 +55,14 @@ def _check_focal(gamma: float, alpha: float) -> None:
 
 
 @LOSSES.register("ce")
-def ce(emb_dim: int, num_classes: int) -> Head:
+def ce(*, emb_dim: int, num_classes: int) -> Head:
     """Softmax cross-entropy on a Linear classifier."""
     _check_sizes(emb_dim, num_classes)
     return LinearHead(emb_dim, num_classes)
 
 
 @LOSSES.register("ce_smooth")
-def ce_smooth(emb_dim: int, num_classes: int, *, label_smoothing: float = 0.1) -> Head:
+def ce_smooth(*, emb_dim: int, num_classes: int, label_smoothing: float = 0.1) -> Head:
     """Label-smoothed softmax cross-entropy on a Linear classifier."""
     _check_sizes(emb_dim, num_classes)
     _check_range("label_smoothing", label_smoothing, 0.0, 1.0)
@@ -70,7 +70,7 @@ def ce_smooth(emb_dim: int, num_classes: int, *, label_smoothing: float = 0.1) -
 
 
 @LOSSES.register("focal")
-def focal(emb_dim: int, num_classes: int, *, gamma: float = 2.0, alpha: float = 1.0) -> Head:
+def focal(*, emb_dim: int, num_classes: int, gamma: float = 2.0, alpha: float = 1.0) -> Head:
     """Softmax focal loss, -alpha (1 - p_t)^gamma log p_t, on a Linear classifier.
 
     alpha is one constant factor (with a softmax it only rescales the loss); gamma = 0 is CE.
@@ -82,9 +82,9 @@ def focal(emb_dim: int, num_classes: int, *, gamma: float = 2.0, alpha: float = 
 
 @LOSSES.register("arcface", tags=("cosine", "margin"))
 def arcface(
+    *,
     emb_dim: int,
     num_classes: int,
-    *,
     scale: float = 45.0,
     margin_rad: float = 0.4,
     label_smoothing: float = 0.0,
@@ -97,9 +97,9 @@ def arcface(
 
 @LOSSES.register("subcenter_arcface", tags=("cosine", "margin"))
 def subcenter_arcface(
+    *,
     emb_dim: int,
     num_classes: int,
-    *,
     sub_centers: int = 3,
     scale: float = 45.0,
     margin_rad: float = 0.4,
@@ -115,9 +115,9 @@ def subcenter_arcface(
 
 @LOSSES.register("cosface", tags=("cosine", "margin"))
 def cosface(
+    *,
     emb_dim: int,
     num_classes: int,
-    *,
     scale: float = 45.0,
     margin: float = 0.35,
     label_smoothing: float = 0.0,
@@ -132,7 +132,7 @@ def cosface(
 
 
 @LOSSES.register("adacos", tags=("cosine",))
-def adacos(emb_dim: int, num_classes: int) -> Head:
+def adacos(*, emb_dim: int, num_classes: int) -> Head:
     """AdaCos: cosine logits without margin, scale adapted per batch in training (needs >= 3 classes)."""
     # The initial scale sqrt(2) * ln(C - 1) is 0 for two classes.
     _check_sizes(emb_dim, num_classes, min_classes=3)
@@ -141,9 +141,9 @@ def adacos(emb_dim: int, num_classes: int) -> Head:
 
 @LOSSES.register("arcface_focal", tags=("cosine", "margin"))
 def arcface_focal(
+    *,
     emb_dim: int,
     num_classes: int,
-    *,
     scale: float = 45.0,
     margin_rad: float = 0.4,
     gamma: float = 2.0,
@@ -158,9 +158,9 @@ def arcface_focal(
 
 @LOSSES.register("arcface_ce", tags=("cosine", "margin"))
 def arcface_ce(
+    *,
     emb_dim: int,
     num_classes: int,
-    *,
     scale: float = 45.0,
     margin_rad: float = 0.4,
     label_smoothing: float = 0.0,

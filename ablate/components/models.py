@@ -26,7 +26,7 @@ from ablate.components._layers import activation as make_activation
 from ablate.errors import UserError
 from ablate.registry import Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model", context=("in_dim",))  # in_dim: the feature set's width
 
 
 def _check(**values: float) -> None:
@@ -82,8 +82,8 @@ class TransformerEncoder(nn.Module):
 
 @MODELS.register("transformer")
 def transformer(
-    in_dim: int,
     *,
+    in_dim: int,
     blocks: int = 1,
     heads: int = 16,
     width: int = 512,
@@ -136,8 +136,8 @@ class BiLSTMEncoder(nn.Module):
 
 @MODELS.register("lstm")
 def lstm(
-    in_dim: int,
     *,
+    in_dim: int,
     width: int = 256,
     hidden: int = 256,
     layers: int = 2,
@@ -188,8 +188,8 @@ class ConvTransformerEncoder(nn.Module):
 
 @MODELS.register("conv1d_transformer")
 def conv1d_transformer(
-    in_dim: int,
     *,
+    in_dim: int,
     width: int = 192,
     conv_blocks: int = 3,
     kernel: int = 17,

@@ -18,8 +18,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from ablate.errors import unknown
 from ablate.registry import Registry
 
-OPTIMIZERS = Registry("optimizer")
-SCHEDULES = Registry("schedule")
+OPTIMIZERS = Registry("optimizer", context=("weights",))  # weights: the parameters to optimise
+SCHEDULES = Registry("schedule", context=("optimizer", "epochs", "steps_per_epoch"))
 
 # pytorch-ranger 0.1.1 calls the deprecated addcmul_/add_(scalar, tensor) overloads on torch 2.x;
 # they still compute the right thing. Silence exactly that warning, nothing else.
@@ -29,40 +29,40 @@ Params = Iterable[torch.nn.Parameter]
 
 
 @OPTIMIZERS.register("ranger")
-def ranger(params: Params, lr: float = 1e-4, weight_decay: float = 0.0, k: int = 6, alpha: float = 0.5) -> Optimizer:
+def ranger(*, weights: Params, lr: float = 1e-4, weight_decay: float = 0.0, k: int = 6, alpha: float = 0.5) -> Optimizer:
     """Ranger (RAdam + Lookahead, pytorch-ranger): the baseline's optimizer."""
     from pytorch_ranger import Ranger
 
-    return Ranger(params, lr=lr, k=k, alpha=alpha, weight_decay=weight_decay)
+    return Ranger(weights, lr=lr, k=k, alpha=alpha, weight_decay=weight_decay)
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params: Params, lr: float = 1e-4, weight_decay: float = 0.01, beta1: float = 0.9, beta2: float = 0.999) -> Optimizer:
+def adamw(*, weights: Params, lr: float = 1e-4, weight_decay: float = 0.01, beta1: float = 0.9, beta2: float = 0.999) -> Optimizer:
     """AdamW (torch.optim), decoupled weight decay."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))
+    return torch.optim.AdamW(weights, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))
 
 
 @OPTIMIZERS.register("lion")
-def lion(params: Params, lr: float = 3e-5, weight_decay: float = 0.1, beta1: float = 0.9, beta2: float = 0.99) -> Optimizer:
+def lion(*, weights: Params, lr: float = 3e-5, weight_decay: float = 0.1, beta1: float = 0.9, beta2: float = 0.99) -> Optimizer:
     """Lion (pytorch-optimizer); sign updates, so a ~3-10x smaller lr and larger decay than AdamW."""
     from pytorch_optimizer import Lion
 
-    return Lion(params, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))
+    return Lion(weights, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))
 
 
 @OPTIMIZERS.register("madgrad")
-def madgrad(params: Params, lr: float = 1e-4, momentum: float = 0.9, weight_decay: float = 0.0) -> Optimizer:
+def madgrad(*, weights: Params, lr: float = 1e-4, momentum: float = 0.9, weight_decay: float = 0.0) -> Optimizer:
     """MADGRAD (pytorch-optimizer), dual-averaged adaptive momentum."""
     from pytorch_optimizer import MADGRAD
 
-    return MADGRAD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return MADGRAD(weights, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 _SAM_BASES = ("adamw", "ranger", "lion")
 
 
 @OPTIMIZERS.register("sam", tags=("two_pass",))
-def sam(params: Params, lr: float = 1e-4, rho: float = 0.05, adaptive: bool = False, base: str = "adamw",
+def sam(*, weights: Params, lr: float = 1e-4, rho: float = 0.05, adaptive: bool = False, base: str = "adamw",
         weight_decay: float = 0.01) -> Optimizer:
     """SAM (pytorch-optimizer) around a base optimizer: sharpness-aware, two passes per step."""
     from pytorch_optimizer import SAM, Lion
@@ -71,7 +71,7 @@ def sam(params: Params, lr: float = 1e-4, rho: float = 0.05, adaptive: bool = Fa
     classes: dict[str, type[Optimizer]] = {"adamw": torch.optim.AdamW, "ranger": Ranger, "lion": Lion}
     if base not in classes:
         raise unknown("SAM base optimizer", base, _SAM_BASES)
-    return SAM(params, base_optimizer=classes[base], rho=rho, adaptive=adaptive, lr=lr, weight_decay=weight_decay)
+    return SAM(weights, base_optimizer=classes[base], rho=rho, adaptive=adaptive, lr=lr, weight_decay=weight_decay)
 
 
 def _check_by(by: str) -> None:
@@ -80,7 +80,7 @@ def _check_by(by: str) -> None:
 
 
 @SCHEDULES.register("warmup_cosine")
-def warmup_cosine(optimizer: Optimizer, epochs: int, steps_per_epoch: int, warmup: float = 0.1,
+def warmup_cosine(*, optimizer: Optimizer, epochs: int, steps_per_epoch: int, warmup: float = 0.1,
                   start_factor: float = 0.01, end_factor: float = 0.001, by: str = "step") -> LambdaLR:
     """Linear warmup from lr*start_factor to lr, then cosine to lr*end_factor (baseline 1e-6 -> 1e-4 -> 1e-7).
 
@@ -103,6 +103,6 @@ def warmup_cosine(optimizer: Optimizer, epochs: int, steps_per_epoch: int, warmu
 
 
 @SCHEDULES.register("constant")
-def constant(optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> LambdaLR:
+def constant(*, optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> LambdaLR:
     """A constant learning rate (the optimizer's lr throughout)."""
     return LambdaLR(optimizer, lambda step: 1.0)

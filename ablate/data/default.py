@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ablate.data.cache import META, ablate_home, default_cache_dir, ingest
+from ablate.data.cache import META, ablate_home, default_cache_dir
+from ablate.data.ingest import ingest
 from ablate.data.kaggle import TRAIN_CSV
 
 
@@ -24,5 +25,5 @@ def default_cache() -> Path:
     cache = default_cache_dir(data)
     if not (cache / META).is_file():
         print(f"ingesting {data} ...", file=sys.stderr, flush=True)
-        ingest(data, cache)
+    ingest(data, cache)  # a no-op when the cache is current; repairs a damaged one
     return cache

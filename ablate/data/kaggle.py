@@ -142,11 +142,13 @@ def read_sign_map(data_dir: Path) -> dict[str, int]:
 def read_sign_map_file(path: Path) -> dict[str, int]:
     """A sign -> index JSON map (indices 0..n-1, each once); a UserError says what is wrong."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (expected the sign -> index JSON map)") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected the sign -> index JSON map)") from None
     if not isinstance(raw, dict) or not all(
         isinstance(k, str) and isinstance(v, int) for k, v in raw.items()
     ):
@@ -173,6 +175,8 @@ def read_train_csv(data_dir: Path) -> "pa.Table":
         )
     except pa.ArrowInvalid as e:
         raise UserError(f"{path}: cannot parse ({_first_line(e)})") from None
+    except OSError as e:  # pyarrow's errors name no file: say which
+        raise UserError(f"{path}: cannot read ({e.strerror or _first_line(e)})") from None
     missing = [c for c in CSV_COLUMNS if c not in table.column_names]
     if missing:
         raise UserError(

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ablate.data import landmarks as lm
-from ablate.pipeline import Parts
+from ablate.parts import Parts
 
 TTA_CHOICES = ("none", "hflip")
 

@@ -14,9 +14,11 @@ import optuna
 
 from ablate.config import Config
 from ablate.errors import UserError, close_match
-from ablate.objective import STAGE_COMPARE
-from ablate.spaces import Space, default_preset, list_spaces, load_space, recipe_config
-from ablate.study import mask_url, open_storage, study_name
+from ablate.resolve import load_base, resolve
+from ablate.spaces import Space, list_spaces, load_space, spaces_dir
+from ablate.study import records
+from ablate.study.modes import mode_of
+from ablate.study.storage import mask_url, open_storage
 
 _NOT_CHANGES = ("seed",)  # an arm's seed_offset is noise control, not a choice to carry over
 
@@ -65,22 +67,9 @@ def _params(params: dict[str, Any]) -> str:
 
 
 def _unfinished(study: optuna.Study, space: Space) -> str | None:
-    """Why the study cannot be used yet, or None."""
-    trials = study.get_trials(deepcopy=False)
-    open_ = [t for t in trials if not t.state.is_finished()]
-    if open_:
-        return f"{len(open_)} trial(s) still waiting or running"
-    done = [t for t in trials if t.state.is_finished()]
-    if space.mode == "tune" and len(done) < space.n_trials:
-        return f"{len(done)} of its {space.n_trials} tuning trials finished"
-    if space.mode == "both":  # the arms are compared by the compare stage's trials only
-        done = [t for t in done if t.user_attrs.get("stage") == STAGE_COMPARE]
-    seen = {t.user_attrs.get("arm") or t.params.get("arm") for t in done}
-    missing = [a for a in space.arms if a not in seen]
-    if missing and space.mode != "tune":  # tune mode samples arms: some may never be drawn
-        stage = " in the compare stage" if space.mode == "both" else ""
-        return f"no finished trial{stage} for arm(s) {', '.join(missing)}"
-    return None
+    """Why the study cannot be used yet (its mode decides), or None."""
+    meta = records.read_meta(study)
+    return mode_of(meta.mode).unfinished(records.trial_records(study, meta), space, meta)
 
 
 def _decide(rows: list[dict[str, Any]], baseline: str, prefer_mean: bool) -> tuple[str, str]:
@@ -107,14 +96,10 @@ def _row_words(r: dict[str, Any]) -> str:
     return f"mean {r['mean']:.4f}, diff {r['diff']:+.4f}{ci}, Holm p {'-' if p is None else f'{p:.3g}'}"
 
 
-def _tuned(study: optuna.Study, row: dict[str, Any], space: Space) -> dict[str, Any]:
+def _tuned(row: dict[str, Any], space: Space) -> dict[str, Any]:
     """The winning trial's values of the arm's tuned parameters (tune and both modes)."""
     ranges = space.arms[row["arm"]].ranges
-    if not ranges or row.get("trial") is None:
-        return {}
-    t = study.trials[row["trial"]]
-    params = t.user_attrs.get("config", {}).get(space.axis, {}).get("params", {})
-    return {k: params[k] for k in ranges if k in params}
+    return {k: v for k, v in (row.get("params") or {}).items() if k in ranges}
 
 
 def _diff(base: Config, chosen: Config) -> dict[str, Any]:
@@ -127,9 +112,10 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
     """Compose the final recipe from the named spaces' studies (default: every one that has a study)."""
     from ablate.report.analysis import analyze
 
-    study_preset = study_preset or preset or default_preset()
+    base_file = load_base(spaces_dir())
+    study_preset = study_preset or preset or base_file.default_preset
     preset = preset or study_preset
-    base = recipe_config(preset)
+    base = resolve(base_file, preset).config
     store = open_storage(storage)
     where = mask_url(storage) if storage else "the default journal"
     existing = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
@@ -145,7 +131,7 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
         if name not in known:
             raise UserError(f"--from: unknown search space {name!r}{close_match(name, known)}; known: {', '.join(known)}")
         space = load_space(name)
-        sname = study_name(space, study_preset)
+        sname = f"{space.name}-{study_preset}"
         if sname not in existing:
             others = sorted(s for s in existing if s.startswith(f"{name}-"))
             hint = f"; studies of this space there: {', '.join(others)} (choose with --study-preset)" if others else ""
@@ -162,13 +148,13 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
         except UserError as e:
             raise UserError(f"--from {name}: study {sname!r}: {e}") from None
         row = next(r for r in a["arms"] if r["arm"] == arm)
-        tuned = _tuned(study, row, space)
+        tuned = _tuned(row, space)
         if tuned and preset != study_preset:
             recipe.warnings.append(f"{sname}: {arm}'s values {tuned} were tuned under preset {study_preset!r} "
                                    f"and are used under {preset!r} (a learning rate tuned for a short schedule "
                                    "may not suit a long one)")
-        chosen = space.config(arm, preset, tuned)
-        changes = _diff(space.config(space.baseline, preset), chosen)
+        chosen = resolve(space.base, preset, space.arms[arm], tuned).config
+        changes = _diff(resolve(space.base, preset, space.arms[space.baseline]).config, chosen)
         if arm == space.baseline:  # a tuned baseline arm still brings its tuned values
             changes = _diff(base, chosen)
         for key in changes:
@@ -181,6 +167,6 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
                                            "p_corrected_holm", "p_wilcoxon_holm", "verdict", "state")}
                     for r in a["arms"]]
         recipe.choices.append(Choice(name, sname, space.mode, space.baseline, arm, reason, changes, evidence,
-                                     study.user_attrs.get("fingerprint")))
+                                     records.read_meta(study).fingerprint or None))
         recipe.warnings += [f"{sname}: {w}" for w in a["warnings"] if "Wilcoxon" not in w]
     return recipe

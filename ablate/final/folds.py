@@ -23,7 +23,7 @@ from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.errors import UserError
 from ablate.files import atomic_write
-from ablate.pipeline import Parts, build_parts
+from ablate.parts import Parts, build_parts
 from ablate.train import train_fold
 
 RECIPE = "recipe.json"

@@ -55,7 +55,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     from ablate.data.cache import Cache
     from ablate.final.compose import compose
     from ablate.final.folds import check_or_claim, out_of_fold, train_all, write_json
-    from ablate.runner import resolve_data
+    from ablate.study.runner import resolve_data
 
     t0 = time.perf_counter()
     if args.export:  # before hours of training, not after

@@ -1,5 +1,8 @@
 """A study's evidence as one JSON-ready dict: the single source of the HTML report, `ablate report
---format json` and the optuna-dashboard note, so all three show the same numbers.
+--format json`, the optuna-dashboard note and `ablate finalize`'s choice, so all show the same numbers.
+
+It reads the study through its typed records (ablate.study.records) and asks the study's mode
+which trial stands for each arm.
 """
 
 from __future__ import annotations
@@ -9,22 +12,22 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from ablate.report.stats import compare_arms
+from ablate.study import records
+from ablate.study.modes import mode_of
+from ablate.study.records import StudyMeta, TrialRecord
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-LEAKY_SUFFIX = "-leaky"  # `ablate run SPACE --leaky-folds` runs the study SPACE-PRESET-leaky
+LEAKY_SUFFIX = records.LEAKY_SUFFIX
 
 
 def _leakage(study: optuna.Study, arms: list[dict[str, Any]]) -> None:
     """Put each arm's grouped and ungrouped (leaky) fold scores side by side, when both studies exist."""
     name = study.study_name
     grouped_name = name[: -len(LEAKY_SUFFIX)] if name.endswith(LEAKY_SUFFIX) else name
-    try:
-        other = optuna.load_study(study_name=grouped_name + LEAKY_SUFFIX if name == grouped_name else grouped_name,
-                                  storage=study._storage)
-    except KeyError:
+    other = records.load_sibling(study, grouped_name + LEAKY_SUFFIX if name == grouped_name else grouped_name)
+    if other is None:
         return
     theirs = {r["arm"]: r["scores"] for r in analyze(other, with_leakage=False)["arms"]}
     for r in arms:
@@ -34,95 +37,88 @@ def _leakage(study: optuna.Study, arms: list[dict[str, Any]]) -> None:
             r["leakage"] = {"grouped": grouped, "ungrouped": ungrouped}
 
 
-def fold_vector(t: FrozenTrial, n_slots: int) -> list[float | None]:
+def fold_vector(rec: TrialRecord, n_slots: int) -> list[float | None]:
     """The trial's fold scores placed at their step (seed * K + fold); None where missing."""
     out: list[float | None] = [None] * n_slots
-    for f in t.user_attrs.get("folds", []):
-        if 0 <= f["step"] < n_slots:
-            out[f["step"]] = float(f["score"])
+    for f in rec.folds:
+        if 0 <= f.step < n_slots:
+            out[f.step] = float(f.score)
     return out
 
 
-def _representative(trials: list[FrozenTrial], mode: str) -> FrozenTrial | None:
-    """The trial whose folds stand for the arm: the compare-stage one ('both'), the best complete
-    one ('tune'), else the complete, then the pruned, then the failed trial with most folds."""
-    if mode == "both":
-        trials = [t for t in trials if t.user_attrs.get("stage") == "compare"] or []
-    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
-    usable = [t for t in trials if t.state in order and t.user_attrs.get("folds")]
-    if not usable:
-        return None
-    return min(usable, key=lambda t: (order[t.state], -(t.value or 0.0), -len(t.user_attrs["folds"]), t.number))
-
-
-def _arm(t: FrozenTrial) -> str | None:
-    return t.user_attrs.get("arm") or t.params.get("arm") or (t.system_attrs.get("fixed_params") or {}).get("arm")
+def _arm_info(rec: TrialRecord | None, recs: list[TrialRecord], baseline_sources: dict[str, str]) -> dict[str, Any]:
+    counts = {s: sum(r.state == s for r in recs) for s in STATES}
+    counts["FAIL"] -= sum(r.unfinished and r.state == "FAIL" for r in recs)  # retried copies are not failures
+    reasons = sorted({r.fail_reason for r in recs if r.fail_reason and not r.unfinished})
+    sources = rec.sources if rec else {}
+    return {
+        "trials": counts,
+        "trial": rec.number if rec else None,
+        "state": rec.state if rec else "no trial",
+        "train_seconds": float(sum(f.seconds for f in rec.folds)) if rec else 0.0,
+        "params": dict(rec.params) if rec else {},
+        "fail_reasons": reasons,
+        "curves": [{"fold": f.fold, "seed": f.seed, **f.curve} for f in rec.folds] if rec else [],
+        # where this arm's recipe differs from the baseline's, and why (resolve's provenance)
+        "sources": {k: v for k, v in sources.items() if baseline_sources.get(k) != v},
+    }
 
 
 def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] | None = None,
             with_leakage: bool = True) -> dict[str, Any]:
     """Everything a reader needs to judge the study: setup, per-arm statistics, trial counts, warnings."""
-    ua = study.user_attrs
-    arms: list[str] = list(ua.get("arms", []))
-    baseline = ua.get("baseline", arms[0] if arms else "")
-    mode = ua.get("mode", "ablation")
-    n_slots = int(ua.get("folds", 5)) * int(ua.get("seeds", 1))
-    trials = study.get_trials(deepcopy=False)
-    by_arm: dict[str, list[FrozenTrial]] = {a: [] for a in arms}
-    for t in trials:
-        a = _arm(t)
-        if a in by_arm:
-            by_arm[a].append(t)
-    reps = {a: _representative(ts, mode) for a, ts in by_arm.items()}
+    meta = records.read_meta(study)
+    mode = mode_of(meta.mode)
+    arms = list(meta.arms)
+    baseline = meta.baseline or (arms[0] if arms else "")
+    n_slots = int(meta.folds) * int(meta.seeds)
+    recs = records.trial_records(study, meta)
+    by_arm: dict[str, list[TrialRecord]] = {a: [r for r in recs if r.arm == a] for a in arms}
+    reps = {a: mode.representative(rs) for a, rs in by_arm.items()}
     scores = {a: (fold_vector(r, n_slots) if r else [None] * n_slots) for a, r in reps.items()}
-    folds = [f for r in reps.values() if r for f in r.user_attrs.get("folds", [])]
-    n_train = float(np.mean([f["n_train"] for f in folds])) if folds else math.nan
-    n_test = float(np.mean([f["n_val"] for f in folds])) if folds else math.nan
+    folds = [f for r in reps.values() if r for f in r.folds]
+    n_train = float(np.mean([f.n_train for f in folds])) if folds else math.nan
+    n_test = float(np.mean([f.n_val for f in folds])) if folds else math.nan
     rows = compare_arms(scores, baseline, n_train, n_test, alpha=alpha, rope=rope) if folds and baseline in scores else []
+    base_rep = reps.get(baseline)
+    base_sources = base_rep.sources if base_rep else {}
     out_arms = []
     for row in rows:
-        ts = by_arm[row.arm]
-        r = reps[row.arm]
-        counts = {s: sum(t.state.name == s for t in ts) for s in STATES}
-        stale = sum(bool(t.user_attrs.get("stale") or t.user_attrs.get("interrupted")) for t in ts)
-        counts["FAIL"] -= stale  # unfinished-and-retried trials are not failures of the arm
-        info = row.to_json() | {
-            "trials": counts,
-            "trial": r.number if r else None,
-            "state": r.state.name if r else "no trial",
-            "scores": scores[row.arm],
-            "train_seconds": float(sum(f["seconds"] for f in r.user_attrs.get("folds", []))) if r else 0.0,
-            "params": {k: v for k, v in r.params.items() if k != "arm"} if r else {},
-            "fail_reasons": sorted({t.user_attrs["fail_reason"] for t in ts if "fail_reason" in t.user_attrs}),
-            "curves": [{"fold": f["fold"], "seed": f["seed"], **f.get("curve", {})} for f in r.user_attrs.get("folds", [])] if r else [],
-        }
-        if r and r.state == TrialState.PRUNED:
+        info = row.to_json() | {"scores": scores[row.arm]} | _arm_info(reps[row.arm], by_arm[row.arm], base_sources)
+        if reps[row.arm] and reps[row.arm].state == "PRUNED":
             info["warnings"].append("pruned: only the folds it finished count, and it is no result on its own")
-        if counts["FAIL"]:
-            info["warnings"].append(f"{counts['FAIL']} failed trial(s): " + "; ".join(info["fail_reasons"])[:300])
+        if info["trials"]["FAIL"]:
+            info["warnings"].append(f"{info['trials']['FAIL']} failed trial(s): " + "; ".join(info["fail_reasons"])[:300])
         out_arms.append(info)
     if with_leakage:
         _leakage(study, out_arms)
-    warnings = []
-    if ua.get("fold_kind") == "ungrouped-leaky":
-        warnings.append("UNGROUPED (leaky) folds: the same participants are in training and validation; "
-                        "these scores only measure how much leakage flatters accuracy")
-    if mode == "tune":
-        warnings.append("tune mode: each arm's figure is its best trial out of several, which flatters it; "
-                        "use mode 'both' for a comparison with fresh seeds")
+    return _summary(study, meta, recs, out_arms, alpha, rope, n_train, n_test, base_sources) | {
+        "warnings": _warnings(meta, mode.warnings(), recs, n_slots)}
+
+
+def _warnings(meta: StudyMeta, mode_warnings: list[str], recs: list[TrialRecord], n_slots: int) -> list[str]:
+    out = []
+    if meta.fold_kind == "ungrouped-leaky":
+        out.append("UNGROUPED (leaky) folds: the same participants are in training and validation; "
+                   "these scores only measure how much leakage flatters accuracy")
+    out += mode_warnings
     if n_slots < 6:
-        warnings.append(f"{n_slots} paired scores per arm: the Wilcoxon test needs at least 6 (use --seeds 2)")
-    unfinished = sum(not t.state.is_finished() for t in trials)
+        out.append(f"{n_slots} paired scores per arm: the Wilcoxon test needs at least 6 (use --seeds 2)")
+    unfinished = sum(not r.finished for r in recs)
     if unfinished:
-        warnings.append(f"{unfinished} trial(s) still waiting or running: the study is not finished")
+        out.append(f"{unfinished} trial(s) still waiting or running: the study is not finished")
+    return out
+
+
+def _summary(study: optuna.Study, meta: StudyMeta, recs: list[TrialRecord], arms: list[dict[str, Any]], alpha: float,
+             rope: tuple[float, float] | None, n_train: float, n_test: float, sources: dict[str, str]) -> dict[str, Any]:
     return {
-        "study": study.study_name, "space": ua.get("space"), "question": ua.get("question", ""),
-        "axis": ua.get("axis"), "mode": mode, "baseline": baseline, "preset": ua.get("preset"),
-        "folds": ua.get("folds"), "seeds": ua.get("seeds"), "fold_seed": ua.get("fold_seed"),
-        "fingerprint": ua.get("fingerprint"), "data": ua.get("data", {}), "recipe": ua.get("recipe", {}),
-        "storage": ua.get("storage", ""), "alpha": alpha, "rope": list(rope) if rope else None,
-        "n_train": n_train, "n_test": n_test, "finished": unfinished == 0 and bool(trials),
-        "n_trials": len(trials), "arms": out_arms, "warnings": warnings,
+        "study": study.study_name, "space": meta.space, "question": meta.question, "axis": meta.axis,
+        "mode": meta.mode, "baseline": meta.baseline, "preset": meta.preset, "folds": meta.folds,
+        "seeds": meta.seeds, "fold_seed": meta.fold_seed, "fingerprint": meta.fingerprint, "data": meta.data,
+        "recipe": meta.recipe, "sources": sources, "storage": meta.storage, "alpha": alpha,
+        "rope": list(rope) if rope else None, "n_train": n_train, "n_test": n_test,
+        "finished": bool(recs) and all(r.finished for r in recs), "n_trials": len(recs), "arms": arms,
     }
 
 

@@ -1,16 +1,20 @@
-"""The optuna-dashboard view of a study: a Markdown note and a chart of fold scores per arm.
+"""The optuna-dashboard view of a study: a Markdown note and one chart of fold scores per arm,
+both replaced in place after every trial (the chart under a fixed id), and file artifacts (each
+trial's curves, the study's report).
 
 Built from `ablate.report.analysis.analyze`, so the note shows the report's numbers.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import optuna
 
 from ablate.report.analysis import analyze, md, verdict_table_markdown
+from ablate.study import records
+
+FOLD_CHART_ID = "ablate-fold-scores"  # save_plotly_graph_object overwrites the chart saved under this id
 
 
 def note_markdown(a: dict[str, Any]) -> str:
@@ -61,8 +65,8 @@ def refresh_note(study: optuna.Study) -> None:
         a = analyze(study)
         optuna_dashboard.save_note(study, note_markdown(a))
         if a["arms"]:
-            optuna_dashboard.save_plotly_graph_object(study, fold_chart(a))
-        study.set_user_attr("summary", json.loads(json.dumps([{k: r[k] for k in ("arm", "n", "mean", "diff", "verdict")} for r in a["arms"]])))
+            optuna_dashboard.save_plotly_graph_object(study, fold_chart(a), graph_object_id=FOLD_CHART_ID)
+        records.write_summary(study, [{k: r[k] for k in ("arm", "n", "mean", "diff", "verdict")} for r in a["arms"]])
     except Exception as e:  # noqa: BLE001 - the note is a convenience; the trials are the record
         import sys
 

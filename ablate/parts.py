@@ -1,0 +1,76 @@
+"""Building the parts of one configuration, and the whole model that inference and export run.
+
+The same feature-set module runs in the training data pipeline (one sequence at a time) and inside
+`SignModel`, so training and the exported graph compute the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ablate.components import FEATURES, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+from ablate.components.augmentations import Pipeline, compose
+from ablate.config import Config
+from ablate.errors import UserError
+
+CHECK_CLASSES = 250  # the competition's sign count: what a config is checked against before data is read
+
+
+@dataclass
+class Parts:
+    """The trainable pieces of one configuration."""
+
+    features: nn.Module  # raw [T, 543, 3] -> [T', F]; no parameters
+    model: nn.Module  # [B, T, F], mask [B, T] -> [B, D]
+    head: nn.Module  # logits(emb) -> [B, C]; forward(emb, labels) -> loss
+
+
+def build_parts(config: Config, num_classes: int) -> Parts:
+    feats = FEATURES.build(config.features.name, config.features.params, where="features")
+    model = MODELS.build(config.model.name, config.model.params, where="model", in_dim=feats.out_dim)
+    head = LOSSES.build(config.loss.name, config.loss.params, where="loss", emb_dim=model.out_dim,
+                        num_classes=num_classes)
+    return Parts(feats, model, head)
+
+
+def build_augmentations(config: Config) -> Pipeline:
+    """The sequence-level augmentations in order, and the batch-level one (mixup) if any."""
+    return compose([(c.name, c.params) for c in config.augmentations], where="augmentations")
+
+
+def check_buildable(config: Config, where: str) -> None:
+    """Build every part of `config` once on the meta device (shapes only: no memory, no arithmetic),
+    so that a value a component refuses (heads that do not divide the width, a dropout of 1.5)
+    stops a search space when it is loaded, not every trial of a study. `where` prefixes the error."""
+    try:
+        with torch.device("meta"):
+            parts = build_parts(config, CHECK_CLASSES)
+            weights = [*parts.model.parameters(), *parts.head.parameters()]
+            optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, weights=weights)
+            stepped = getattr(optimizer, "base_optimizer", optimizer)
+            SCHEDULES.build(config.schedule.name, config.schedule.params, optimizer=stepped, epochs=config.epochs,
+                            steps_per_epoch=1)
+        build_augmentations(config)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    except (ValueError, TypeError, RuntimeError) as e:  # a library's own check (e.g. torch's LSTM dropout)
+        raise UserError(f"{where}: cannot build ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+
+
+class SignModel(nn.Module):
+    """Raw landmarks [T, 543, 3] (NaNs allowed) -> class probabilities [C]: what is exported."""
+
+    def __init__(self, parts: Parts) -> None:
+        super().__init__()
+        self.features = parts.features
+        self.model = parts.model
+        self.head = parts.head
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.features(frames).unsqueeze(0)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        logits = self.head.logits(self.model(x, mask))
+        return torch.softmax(logits, dim=-1)[0]

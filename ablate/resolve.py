@@ -1,0 +1,212 @@
+"""The base recipe and its presets (search_spaces/base.yaml), and the one function that resolves a
+training configuration from its layers, recording where every value came from.
+
+The layers, folded in this order (a later one wins):
+    1. component defaults     the builder's own parameter defaults ("default of <component>")
+    2. base.yaml recipe       the baseline recipe: the only source of recipe defaults
+    3. preset                 scalars (epochs, batch size, ...) of the training budget
+    4. arm                    the space's arm: its component (fresh defaults if it differs from the
+                              recipe's), params, augmentation list and seed offset
+    5. preset sizes           component_params for whichever component is chosen; never over the
+                              arm's own params
+    6. tuned                  values an Optuna trial chose for the arm's ranges
+    7. stage, repeat, seed    the compare stage's fresh seeds, the repeat's fold seed, the seed index
+    8. settings               run-level settings (the leaky-folds study's fold kind)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ablate.config import AXES, Config, component, param_value
+from ablate.errors import UserError, close_match, unknown
+from ablate.yamlfile import load_yaml
+
+if TYPE_CHECKING:
+    from ablate.spaces import Arm
+
+STAGE_ABLATION, STAGE_TUNE, STAGE_COMPARE = "ablation", "tune", "compare"
+COMPARE_SEED_OFFSET = 500  # compare-stage trials train with fresh seeds: no selection bias
+PRESET_SCALARS = ("epochs", "batch_size", "max_train_batches", "early_stopping", "amp", "grad_clip")
+_BASE_KEYS = ("recipe", "presets", "default_preset")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    scalars: dict[str, Any]
+    component_params: dict[str, dict[str, Any]]  # component name -> sizes, applied whenever it is chosen
+
+
+@dataclass(frozen=True)
+class Base:
+    """search_spaces/base.yaml, checked."""
+
+    path: Path
+    recipe: dict[str, Any]  # as written; components as {"name", "params"}
+    presets: dict[str, Preset]
+    default_preset: str
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.presets:
+            raise UserError(f"unknown preset {name!r}{close_match(name, self.presets)}; known: "
+                            f"{', '.join(self.presets)} (in {self.path})")
+        return self.presets[name]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    config: Config
+    sources: dict[str, str]  # "loss.params.scale" -> "preset quick", "epochs" -> "base.yaml", ...
+
+
+def _as_component(value: Any) -> dict[str, Any]:
+    """'name' or {name, params} as {name, params}; anything else as it is (Config.from_dict says what is wrong)."""
+    if isinstance(value, str):
+        return {"name": value, "params": {}}
+    if isinstance(value, dict) and isinstance(value.get("name"), str) and isinstance(value.get("params") or {}, dict):
+        return {**value, "params": dict(value.get("params") or {})}
+    return value
+
+
+def _component_entry(name: str, where: str) -> Any:
+    from ablate.components import REGISTRIES
+
+    for kind in (*AXES.values(), "augmentations"):
+        if name in REGISTRIES[kind]:
+            return REGISTRIES[kind].get(name)
+    known = [e.name for kind in (*AXES.values(), "augmentations") for e in REGISTRIES[kind]]
+    raise UserError(f"{where}: {unknown('component', name, known)}")
+
+
+def _load_preset(name: str, raw: Any, where: str) -> Preset:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping (epochs, batch_size, ..., component_params)")
+    for key in raw:
+        if key not in (*PRESET_SCALARS, "component_params", "description"):
+            known = (*PRESET_SCALARS, "component_params", "description")
+            raise UserError(f"{where}: unknown key {key!r}{close_match(str(key), known)}; known: {', '.join(known)}")
+    sizes = raw.get("component_params") or {}
+    if not isinstance(sizes, dict):
+        raise UserError(f"{where}.component_params: expected a mapping of component names to parameters")
+    checked: dict[str, dict[str, Any]] = {}
+    for comp, params in sizes.items():
+        at = f"{where}.component_params.{comp}"
+        entry = _component_entry(str(comp), at)
+        if not isinstance(params, dict):
+            raise UserError(f"{at}: expected a mapping of parameter names to values, got {params!r}")
+        entry.check_params(params, at)
+        checked[str(comp)] = {k: param_value(entry, k, v, f"{at}.{k}") for k, v in params.items()}
+    return Preset(str(name), str(raw.get("description", "")), {k: raw[k] for k in PRESET_SCALARS if k in raw}, checked)
+
+
+def load_base(directory: Path) -> Base:
+    """Load and check search_spaces/base.yaml: the recipe must be complete, every preset valid."""
+    path = directory / "base.yaml"
+    data = load_yaml(path)
+    for key in data:
+        if key not in _BASE_KEYS:
+            raise UserError(f"{path}: unknown key {key!r}{close_match(str(key), _BASE_KEYS)}; known: {', '.join(_BASE_KEYS)}")
+    recipe = data.get("recipe")
+    if not isinstance(recipe, dict):
+        raise UserError(f"{path}: recipe: expected a mapping of the baseline recipe's keys")
+    missing = [k for k in AXES if k not in recipe]
+    if missing:
+        raise UserError(f"{path}: recipe: missing {', '.join(missing)} (the recipe sets every key)")
+    for key, kind in AXES.items():
+        check_component(recipe[key], kind, f"{path}: recipe.{key}")
+    recipe = {k: (_as_component(v) if k in AXES else v) for k, v in recipe.items()}
+    presets = data.get("presets")
+    if not isinstance(presets, dict) or not presets:
+        raise UserError(f"{path}: presets: expected a mapping of preset names (smoke, quick, full) to settings")
+    loaded = {str(n): _load_preset(str(n), p, f"{path}: presets.{n}") for n, p in presets.items()}
+    default = data.get("default_preset", "quick")
+    if default not in loaded:
+        raise UserError(f"{path}: default_preset {default!r} is not a preset; known: {', '.join(loaded)}")
+    base = Base(path, recipe, loaded, str(default))
+    for name in loaded:  # the bare recipe must be a complete, valid config under every preset
+        resolve(base, name)
+    return base
+
+
+def resolve(base: Base, preset: str, arm: Arm | None = None, tuned: Mapping[str, Any] | None = None,
+            stage: str = STAGE_ABLATION, repeat: int = 0, seed: int = 0,
+            settings: Mapping[str, Any] | None = None) -> Resolved:
+    """The configuration of `arm` (None: the bare recipe) under `preset`, and each value's source."""
+    p = base.preset(preset)
+    d: dict[str, Any] = copy.deepcopy(base.recipe)
+    src: dict[str, str] = {k: "base.yaml" for k in d}
+    for key in AXES:
+        src |= {f"{key}.params.{k}": "base.yaml" for k in d[key]["params"]}
+    for k, v in p.scalars.items():
+        d[k], src[k] = v, f"preset {preset}"
+    own = copy.deepcopy(arm.overrides) if arm else {}
+    for key, value in own.items():
+        if key in AXES:  # another component starts from its defaults, the same one from the recipe
+            same = d[key]["name"] == value["name"]
+            if not same:
+                src = {k: v for k, v in src.items() if not k.startswith(f"{key}.params.")}
+                src[key] = f"arm {arm.label}"  # type: ignore[union-attr]
+            d[key] = {"name": value["name"], "params": dict(d[key]["params"]) if same else {}}
+        else:
+            d[key], src[key] = value, f"arm {arm.label}"  # type: ignore[union-attr]
+    for key in AXES:
+        comp = d[key]
+        mine = own[key].get("params", {}) if key in own else {}
+        for k, v in p.component_params.get(comp["name"], {}).items():
+            if k not in mine:
+                comp["params"][k], src[f"{key}.params.{k}"] = v, f"preset {preset}"
+        for k, v in mine.items():
+            comp["params"][k], src[f"{key}.params.{k}"] = v, f"arm {arm.label}"  # type: ignore[union-attr]
+    if tuned and arm:
+        comp = d[arm.axis]
+        for k, v in tuned.items():
+            comp["params"][k], src[f"{arm.axis}.params.{k}"] = v, "tuned"
+    _seeds(d, src, arm, stage, repeat, seed)
+    for k, v in (settings or {}).items():
+        d[k], src[k] = v, "run setting"
+    where = f"{arm.source or arm.label} (preset {preset})" if arm else f"{base.path}: recipe (preset {preset})"
+    config = Config.from_dict(d, where=where)
+    return Resolved(config, _with_defaults(config, src))
+
+
+def _seeds(d: dict[str, Any], src: dict[str, str], arm: Arm | None, stage: str, repeat: int, seed: int) -> None:
+    parts = [src.get("seed", "base.yaml")]
+    offset = (arm.seed_offset if arm else 0) + (COMPARE_SEED_OFFSET if stage == STAGE_COMPARE else 0) + seed
+    if arm and arm.seed_offset:
+        parts.append(f"arm {arm.label} offset {arm.seed_offset}")
+    if stage == STAGE_COMPARE:
+        parts.append(f"compare stage +{COMPARE_SEED_OFFSET}")
+    if seed:
+        parts.append(f"seed index {seed}")
+    if isinstance(d.get("seed"), int) and not isinstance(d.get("seed"), bool):
+        d["seed"] += offset
+    src["seed"] = " + ".join(parts)
+    if repeat:
+        if isinstance(d.get("fold_seed"), int) and not isinstance(d.get("fold_seed"), bool):
+            d["fold_seed"] += repeat
+        src["fold_seed"] = f"{src.get('fold_seed', 'base.yaml')} + repeat {repeat}"
+
+
+def _with_defaults(config: Config, src: dict[str, str]) -> dict[str, str]:
+    """Sources for component params nobody set: the component's own default."""
+    from ablate.components import REGISTRIES
+
+    out = dict(src)
+    for key, kind in AXES.items():
+        comp = getattr(config, key)
+        for k in REGISTRIES[kind].get(comp.name).params:
+            out.setdefault(f"{key}.params.{k}", f"default of {comp.name}")
+    return dict(sorted(out.items()))
+
+
+def check_component(value: Any, kind: str, where: str) -> None:
+    """A component as written in a space file, checked against its registry (name, params, types)."""
+    from ablate.components import REGISTRIES
+
+    component(value, REGISTRIES[kind], where)

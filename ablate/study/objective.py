@@ -1,0 +1,92 @@
+"""One Optuna trial: its arm (and tuned values) -> config -> every fold x seed -> mean accuracy.
+
+Every trial uses the same fold ids and the same seeds, so the fold scores of two arms are paired.
+Each fold's score is reported as an intermediate value (step = seed * K + fold) and stored, with its
+curve and time, in the trial's record as soon as it is known, so a pruned or failed trial keeps
+the folds it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+
+from ablate import checkpoints
+from ablate.data.cache import Cache
+from ablate.resolve import STAGE_COMPARE, resolve
+from ablate.spaces import Space
+from ablate.study import records
+from ablate.study.modes import Mode
+from ablate.study.records import FoldScore, StudyMeta
+from ablate.train import EpochStats, FoldResult, train_fold
+
+
+class Objective:
+    """Callable objective; `log(line, transient)` receives progress (transient: per-epoch lines)."""
+
+    def __init__(self, space: Space, meta: StudyMeta, mode: Mode, data: Cache, pruning: bool,
+                 log: Callable[[str, bool], None]) -> None:
+        self.space, self.meta, self.mode, self.data = space, meta, mode, data
+        self.pruning, self.log = pruning, log
+        self.started = time.monotonic()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        arm, tuned = self.mode.suggest(trial, self.space, self.meta, records.enqueued_arm(trial))
+        stage = records.trial_stage(trial, self.mode.stage)
+        settings = {"fold_kind": self.meta.fold_kind} if self.meta.fold_kind != "grouped" else None
+        first = resolve(self.space.base, self.meta.preset, self.space.arms[arm], tuned, stage, settings=settings)
+        records.start(trial, arm, stage, first.config.to_dict(), first.sources, self.data.fingerprint)
+        k = first.config.folds
+        folds: list[FoldScore] = []
+        for s in range(self.meta.seeds):
+            cfg = resolve(self.space.base, self.meta.preset, self.space.arms[arm], tuned, stage, seed=s,
+                          settings=settings).config
+            for fold in range(k):
+                where = f"trial {trial.number} [{arm}] seed {s} fold {fold + 1}/{k}"
+                result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs),
+                                    progress=False)
+                folds.append(_fold_score(s * k + fold, cfg.seed, fold, result))
+                trial.report(result.last_acc, s * k + fold)  # the last epoch: the best one on val would flatter
+                records.add_folds(trial, folds)
+                self.log(f"{where}: acc {result.last_acc:.4f} ({result.seconds:.0f}s) | elapsed {self._elapsed()}", False)
+                checkpoints.reached("trial:fold-stored")
+                if self.pruning and stage != STAGE_COMPARE and trial.should_prune():
+                    mean = np.mean([f.score for f in folds])
+                    raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s): mean {mean:.4f}")
+        _attach_curves(trial, folds)
+        return float(np.mean([f.score for f in folds]))
+
+    def _elapsed(self) -> str:
+        s = int(time.monotonic() - self.started)
+        return f"{s // 60}m{s % 60:02d}s"
+
+    def _epoch_logger(self, where: str, epochs: int) -> Callable[[EpochStats], None]:
+        def show(e: EpochStats) -> None:
+            self.log(f"{where} epoch {e.epoch + 1}/{epochs}: loss {e.train_loss:.3f} val acc {e.val_acc:.4f}", True)
+
+        return show
+
+
+def _fold_score(step: int, seed: int, fold: int, r: FoldResult) -> FoldScore:
+    return FoldScore(step, seed, fold, r.last_acc, r.best_acc, round(r.seconds, 2), round(r.samples_per_sec, 1),
+                     r.n_train, r.n_val, {"val_acc": [round(e.val_acc, 5) for e in r.epochs],
+                                          "val_loss": [round(e.val_loss, 5) for e in r.epochs],
+                                          "train_loss": [round(e.train_loss, 5) for e in r.epochs]})
+
+
+def _attach_curves(trial: optuna.Trial, folds: list[FoldScore]) -> None:
+    """Per-fold curves as a JSON artifact of the trial (shown by optuna-dashboard)."""
+    from ablate.study.dashboard import attach
+
+    rows: list[dict[str, Any]] = [{"fold": f.fold, "seed": f.seed, "score": f.score, "curve": f.curve} for f in folds]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/trial-{trial.number}-curves.json"
+        with open(path, "w") as fh:
+            json.dump(rows, fh)
+        attach(trial, path, "application/json")

@@ -1,0 +1,219 @@
+"""The trial queue on Optuna's storage: enqueue, claim, run with a heartbeat, recover, retry.
+
+- Arms are enqueued as WAITING trials that carry their arm (and stage) as attributes; workers
+  claim them with the storage's atomic WAITING -> RUNNING transition, so no arm runs twice, on
+  one machine or many.
+- A trial left RUNNING by a dead worker is failed and queued again, once, by whichever process
+  won the RUNNING -> FAIL transition (heartbeats on RDB storages; on this host also a check that
+  the worker's process is gone). Finished trials are never trained again.
+- A trial that failed because of the device (CUDA out of memory, a fatal CUDA error) is not a
+  result: it is queued again, up to MAX_DEVICE_RETRIES times, and after a fatal error the worker
+  stops instead of failing every remaining arm in seconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ablate.study import records
+
+HEARTBEAT_S = 10  # RDB heartbeat interval; a trial silent for GRACE_S is stale
+GRACE_S = 40
+MAX_DEVICE_RETRIES = 2
+_FATAL_CUDA = ("device-side assert", "illegal memory access", "unspecified launch failure", "CUDA error: an illegal",
+               "misaligned address", "CUBLAS_STATUS_EXECUTION_FAILED", "cudaErrorLaunchFailure")
+
+
+class DeviceBroken(RuntimeError):
+    """The worker's GPU hit a fatal error: this process cannot use it any more."""
+
+
+def worker_id() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _proc_start(os.getpid())}
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks (Linux), to tell a live worker from a reused PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _dead_here(t: FrozenTrial) -> bool:
+    """A RUNNING trial whose worker ran on this host and whose process is gone."""
+    w = t.user_attrs.get("worker")
+    if not isinstance(w, dict) or w.get("host") != socket.gethostname():
+        return False
+    return _proc_start(int(w["pid"])) != w.get("start") or not os.path.exists(f"/proc/{w['pid']}")
+
+
+def enqueue(study: optuna.Study, arm: str, stage: str, params: dict[str, Any] | None = None, **extra: Any) -> None:
+    """Queue one trial of `arm`: its fixed parameters (if any) and attributes travel with it."""
+    study.enqueue_trial(params or {}, user_attrs={"arm": arm, "stage": stage, **extra}, skip_if_exists=False)
+
+
+def requeue(study: optuna.Study, t: FrozenTrial, **extra: Any) -> None:
+    """Queue a fresh copy of a trial that did not finish (same arm, stage and fixed parameters)."""
+    rec = records.trial_record(t)
+    keep = {k: t.user_attrs[k] for k in ("tuned_in",) if k in t.user_attrs}
+    params = {k: v for k, v in {**(t.system_attrs.get("fixed_params") or {}), **t.params}.items() if "." in k}
+    if rec.arm is None:  # a sampled trial killed before it chose its arm: let the sampler choose again
+        return
+    enqueue(study, rec.arm, rec.stage, params, retry_of=t.number, **keep, **extra)
+
+
+def recover_stale(study: optuna.Study) -> int:
+    """Fail and queue again the trials left RUNNING by dead workers; returns how many."""
+    storage = study._storage
+    recovered = 0
+    if isinstance(storage, RDBStorage):  # heartbeats: fails silent trials, requeues via the callback
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _dead_here(t):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "stale", True)  # a finished trial takes no attrs
+            won = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another process got there first and queued it again
+        if won:
+            requeue(study, t)
+            recovered += 1
+    return recovered
+
+
+def heartbeat_failed(study: optuna.Study, t: FrozenTrial) -> None:
+    """RDBStorage's stale-trial callback: mark the trial unfinished and queue it again."""
+    try:
+        study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+    except UpdateFinishedTrialError:
+        pass
+    requeue(study, t)
+
+
+def claim_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (WAITING -> RUNNING); None when there is none left."""
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def discard_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Close a claimed trial that duplicates one holding its arm's place (not a result, not queued again)."""
+    study._storage.set_trial_user_attr(trial._trial_id, "duplicate", True)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    arm: str
+    state: str
+    value: float | None
+    reason: str = ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def device_failure(e: BaseException) -> str | None:
+    """'oom' or 'fatal' for a failure of the device rather than of the configuration."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return "oom"
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in _FATAL_CUDA):
+        return "fatal"
+    return None
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> TrialOutcome:
+    """Run one claimed trial with a heartbeat and tell the storage how it ended. Raises DeviceBroken
+    after a fatal device error (the trial is queued again first)."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+    stop = threading.Event()
+    beat = None
+    if isinstance(storage, RDBStorage):
+        def pump() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                storage.record_heartbeat(trial._trial_id)
+
+        storage.record_heartbeat(trial._trial_id)
+        beat = threading.Thread(target=pump, daemon=True)
+        beat.start()
+    arm = lambda: records.trial_record(storage.get_trial(trial._trial_id)).arm or "?"  # noqa: E731
+    try:
+        value = objective(trial)
+        study.tell(trial, value)
+        return TrialOutcome(trial.number, arm(), "COMPLETE", value)
+    except optuna.TrialPruned as e:
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialOutcome(trial.number, arm(), "PRUNED", None, str(e))
+    except KeyboardInterrupt:  # unfinished, not a result: failed without a reason, queued again
+        _unfinished(study, trial, "interrupted")
+        raise
+    except Exception as e:  # NaN loss, a component error: recorded, the study goes on
+        return _failed(study, trial, e, arm)
+    finally:
+        stop.set()
+        if beat:
+            beat.join(timeout=1)
+
+
+def _unfinished(study: optuna.Study, trial: optuna.Trial, why: str, **extra: Any) -> None:
+    study._storage.set_trial_user_attr(trial._trial_id, why, True)
+    study.tell(trial, state=TrialState.FAIL)
+    requeue(study, study._storage.get_trial(trial._trial_id), **extra)
+
+
+def _failed(study: optuna.Study, trial: optuna.Trial, e: Exception, arm: Callable[[], str]) -> TrialOutcome:
+    storage = study._storage
+    reason = _first_line(e)
+    kind = device_failure(e)
+    retries = records.trial_retries(trial)
+    if kind and retries < MAX_DEVICE_RETRIES:  # the device's fault: not a result of the arm
+        storage.set_trial_user_attr(trial._trial_id, "device_error", reason)
+        _free_device_memory()
+        _unfinished(study, trial, "requeued", retries=retries + 1)
+        if kind == "fatal":
+            raise DeviceBroken(f"trial {trial.number}: {reason}") from e
+        return TrialOutcome(trial.number, arm(), "FAIL", None, f"{reason} (queued again)")
+    if kind:
+        reason += f" (after {retries} retries)"
+    storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    study.tell(trial, state=TrialState.FAIL)
+    if kind == "fatal":
+        raise DeviceBroken(f"trial {trial.number}: {reason}") from e
+    return TrialOutcome(trial.number, arm(), "FAIL", None, reason)

@@ -1,0 +1,221 @@
+"""Typed study and trial records: the only code that reads or writes Optuna attributes.
+
+A study's metadata (`StudyMeta`) is one user attribute; a trial's record (`TrialRecord`, with its
+`FoldScore`s) is a handful of user attributes whose names live here and nowhere else. Everything
+else (the report, finalize, the dashboard note) takes these objects. Optuna's private fields
+(`_storage`, `_trial_id`) are used only here and in ablate.study.queue, which changes trial states.
+
+Studies written before these records existed (flat attributes, arms as enqueued parameters) are
+read as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+META = "ablate"  # the study attribute holding StudyMeta
+LEAKY_SUFFIX = "-leaky"  # `ablate run SPACE --leaky-folds` runs the study SPACE-PRESET-leaky
+ENQUEUED = "enqueued"  # set once the creating process has enqueued the arms
+SUMMARY = "summary"  # the verdict rows, for a glance in optuna-dashboard's attribute view
+_LEGACY_STUDY_KEYS = ("space", "question", "axis", "mode", "baseline", "preset", "seeds", "folds", "fold_seed",
+                      "fingerprint", "fold_kind", "data", "recipe", "n_trials", "space_file", "storage")
+
+
+@dataclass
+class StudyMeta:
+    """What a study asks and how: written by the process that creates it, checked on every resume."""
+
+    space: str
+    question: str
+    axis: str
+    mode: str
+    baseline: str
+    arms: dict[str, dict[str, Any] | None]  # label -> the arm's own spec (None: a study older than specs)
+    preset: str
+    seeds: int
+    folds: int
+    fold_seed: int
+    fold_kind: str
+    fingerprint: str
+    data: dict[str, Any]
+    recipe: dict[str, Any]  # the baseline arm's resolved config
+    base_written: dict[str, Any] = field(default_factory=dict)  # base.yaml's recipe and preset as written
+    n_trials: int = 20
+    extra_trials: int = 0  # tune mode: one trial for each arm added after the study began
+    arm_param: str = "arm"  # tune mode: the Optuna parameter that samples the arm
+    space_file: str = ""
+    storage: str = ""  # masked: never a password
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass
+class FoldScore:
+    """One fold (of one seed) of a trial: the paired unit every comparison is built from."""
+
+    step: int  # seed index * K + fold
+    seed: int
+    fold: int
+    score: float  # last-epoch validation accuracy
+    best_acc: float = 0.0
+    seconds: float = 0.0
+    samples_per_sec: float = 0.0
+    n_train: int = 0
+    n_val: int = 0
+    curve: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    value: float | None
+    arm: str | None
+    stage: str
+    params: dict[str, Any]  # the tuned values, by parameter name
+    config: dict[str, Any]
+    sources: dict[str, str]  # config key -> where its value came from
+    fingerprint: str | None
+    folds: list[FoldScore]
+    fail_reason: str | None  # set: a final failure of the configuration
+    unfinished: bool  # stale, interrupted, retried or a duplicate: not a result (a copy was queued again)
+    retries: int  # how often this configuration was retried after a device failure
+    tuned_in: int | None
+    worker: dict[str, Any] | None
+    completed: datetime | None
+
+    @property
+    def holds_place(self) -> bool:
+        """Whether the trial holds its arm's place (anything but an unfinished-and-requeued one)."""
+        return self.state != "FAIL" or (self.fail_reason is not None and not self.unfinished)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("COMPLETE", "PRUNED", "FAIL")
+
+
+def _fixed(t: FrozenTrial) -> dict[str, Any]:
+    return t.system_attrs.get("fixed_params") or {}
+
+
+def trial_record(t: FrozenTrial, arm_params: tuple[str, ...] = ("arm",)) -> TrialRecord:
+    ua = t.user_attrs
+    fixed = _fixed(t)
+    arm = ua.get("arm") or next((t.params.get(p) or fixed.get(p) for p in arm_params
+                                 if t.params.get(p) or fixed.get(p)), None)
+    prefix = f"{arm}."
+    params = {k[len(prefix):]: v for k, v in {**fixed, **t.params}.items() if k.startswith(prefix)}
+    folds = [FoldScore(**{k: f[k] for k in f if k in _FOLD_FIELDS}) for f in ua.get("folds", [])]
+    unfinished = bool(ua.get("stale") or ua.get("interrupted") or ua.get("requeued") or ua.get("duplicate"))
+    return TrialRecord(t.number, t.state.name, t.value, arm, ua.get("stage", "ablation"), params,
+                       ua.get("config", {}), ua.get("sources", {}), ua.get("fingerprint"), folds,
+                       ua.get("fail_reason"), unfinished, int(ua.get("retries", 0)), ua.get("tuned_in"),
+                       ua.get("worker"), t.datetime_complete)
+
+
+_FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldScore)}
+
+
+def read_meta(study: optuna.Study) -> StudyMeta:
+    ua = study.user_attrs
+    if META in ua:
+        return StudyMeta(**{k: v for k, v in ua[META].items() if k in _META_FIELDS})
+    legacy = {k: ua[k] for k in _LEGACY_STUDY_KEYS if k in ua}
+    return StudyMeta(**{"space": study.study_name, "question": "", "axis": "", "mode": "ablation", "baseline": "",
+                        "preset": "", "seeds": 1, "folds": 5, "fold_seed": 0, "fold_kind": "grouped",
+                        "fingerprint": "", "data": {}, "recipe": {}, **legacy,
+                        "arms": {a: None for a in ua.get("arms", [])}})
+
+
+_META_FIELDS = {f.name for f in dataclasses.fields(StudyMeta)}
+
+
+def write_meta(study: optuna.Study, meta: StudyMeta) -> None:
+    study.set_user_attr(META, meta.to_json())
+
+
+def has_meta(study: optuna.Study) -> bool:
+    return META in study.user_attrs or "space" in study.user_attrs
+
+
+def is_enqueued(study: optuna.Study) -> bool:
+    return bool(study.user_attrs.get(ENQUEUED))
+
+
+def mark_enqueued(study: optuna.Study) -> None:
+    study.set_user_attr(ENQUEUED, True)
+
+
+def write_summary(study: optuna.Study, rows: list[dict[str, Any]]) -> None:
+    study.set_user_attr(SUMMARY, json.loads(json.dumps(rows)))
+
+
+def trial_records(study: optuna.Study, meta: StudyMeta | None = None) -> list[TrialRecord]:
+    meta = meta or read_meta(study)
+    names = tuple(dict.fromkeys(("arm", meta.arm_param)))
+    params = tuple(p for p in _arm_params(study) if p not in names)
+    return [trial_record(t, names + params) for t in study.get_trials(deepcopy=False)]
+
+
+def _arm_params(study: optuna.Study) -> list[str]:
+    """Every parameter that ever sampled an arm (a tune study's arm set may have grown)."""
+    return sorted({k for t in study.get_trials(deepcopy=False) for k in t.params if k.startswith("arm@")})
+
+
+def study_metas(storage: BaseStorage) -> list[tuple[str, StudyMeta]]:
+    """(name, meta) of every ablate study in a storage, by name."""
+    out = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if META in s.user_attrs or "space" in s.user_attrs:
+            out.append((s.study_name, read_meta(optuna.load_study(study_name=s.study_name, storage=storage))))
+    return sorted(out, key=lambda x: x[0])
+
+
+def load_sibling(study: optuna.Study, name: str) -> optuna.Study | None:
+    """Another study in the same storage (the leaky-folds twin of a study), or None."""
+    try:
+        return optuna.load_study(study_name=name, storage=study._storage)
+    except KeyError:
+        return None
+
+
+# ---- a running trial -----------------------------------------------------------------------------
+
+
+def start(trial: optuna.Trial, arm: str, stage: str, config: dict[str, Any], sources: dict[str, str],
+          fingerprint: str) -> None:
+    for k, v in (("arm", arm), ("stage", stage), ("config", config), ("sources", sources),
+                 ("fingerprint", fingerprint)):
+        trial.set_user_attr(k, v)
+
+
+def add_folds(trial: optuna.Trial, folds: list[FoldScore]) -> None:
+    """Store the folds so far (a pruned or failed trial keeps what it finished)."""
+    trial.set_user_attr("folds", [dataclasses.asdict(f) for f in folds])
+    trial.set_user_attr("fold_scores", [f.score for f in folds])  # readable at a glance in the dashboard
+    trial.set_user_attr("seconds", round(sum(f.seconds for f in folds), 2))
+
+
+def enqueued_arm(trial: optuna.Trial) -> str | None:
+    """The arm an enqueued trial was queued for (None: the sampler chooses)."""
+    arm = trial.user_attrs.get("arm")
+    if arm is None:  # legacy: arms were enqueued as a fixed 'arm' parameter
+        arm = (trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}).get("arm")
+    return arm
+
+
+def trial_stage(trial: optuna.Trial, default: str) -> str:
+    return str(trial.user_attrs.get("stage", default))
+
+
+def trial_retries(trial: optuna.Trial) -> int:
+    return int(trial.user_attrs.get("retries", 0))

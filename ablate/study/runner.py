@@ -1,0 +1,222 @@
+"""`ablate run SPACE`: prepare the study, run N workers on it, print progress, refresh the note.
+
+The main process prepares (data, study, queued arms); workers (this process when N = 1, else N
+spawned processes) claim trials until none is left, the budget is spent or the time is up. Spawned
+workers stop with the main process, however it ends: on Linux the kernel sends them SIGTERM when
+it dies (PR_SET_PDEATHSIG), elsewhere they check between trials; a trial cut short is queued again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import optuna
+
+from ablate.data.cache import META, Cache, resolve_cache_dir
+from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
+from ablate.data.ingest import ingest
+from ablate.spaces import Space, load_space
+from ablate.study import queue, records
+from ablate.study.dashboard import refresh_note
+from ablate.study.modes import Mode, mode_of
+from ablate.study.objective import Objective
+from ablate.study.setup import new_meta, prepare, pruner, sampler
+from ablate.study.storage import open_storage, storage_label
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    space: str
+    preset: str | None = None
+    data: str | None = None  # a Kaggle-layout directory or a cache; None = the embedded synthetic set
+    storage: str | None = None
+    study: str | None = None  # study name override
+    workers: int = 1
+    seeds: int = 1
+    n_trials: int | None = None
+    timeout: float | None = None
+    pruning: str = "auto"  # auto | on | off
+    leaky_folds: bool = False  # ungrouped folds, in a study of its own, to measure the leakage
+
+
+def resolve_data(data: str | None) -> Path:
+    """The cache directory to train on: ingest a data directory (incremental), or the default set."""
+    from ablate.data.default import default_cache
+
+    if data is None:
+        return default_cache()
+    path = Path(data)
+    if (path / "train.csv").is_file():
+        return ingest(path).cache_dir
+    if (path / META).is_file():
+        return path
+    return resolve_cache_dir(path)  # Cache() will say what is missing
+
+
+def study_name(space: Space, preset: str, leaky: bool = False) -> str:
+    return f"{space.name}-{preset}" + (records.LEAKY_SUFFIX if leaky else "")
+
+
+def _pruning_on(mode: str, folds: int, seeds: int) -> bool:
+    """WilcoxonPruner needs >= 6 paired fold scores before it can ever reach p < 0.05."""
+    return mode == "on" or (mode == "auto" and folds * seeds >= 6)
+
+
+class _Printer:
+    """Progress lines: per-fold lines always; per-epoch lines only on a terminal, overwritten."""
+
+    def __init__(self, prefix: str = "", live: bool = True) -> None:
+        self.prefix = prefix
+        self.live = live and sys.stderr.isatty()
+
+    def __call__(self, line: str, transient: bool = False) -> None:
+        if transient:
+            if self.live:
+                print(f"\r\033[K{self.prefix}{line}", end="", file=sys.stderr, flush=True)
+            return
+        end = "\r\033[K" if self.live else ""
+        print(f"{end}{self.prefix}{line}", file=sys.stderr, flush=True)
+
+
+def _next_trial(study: optuna.Study, meta: records.StudyMeta, mode: Mode, n_trials: int | None) -> optuna.Trial | None:
+    """A queued trial (skipping duplicates that two processes queued at once), else a sampled one."""
+    while True:
+        trial = queue.claim_waiting(study)
+        if trial is None:
+            break
+        recs = records.trial_records(study, meta)
+        mine = next(r for r in recs if r.number == trial.number)
+        if not mode.is_duplicate(mine, recs, meta):
+            return trial
+        queue.discard_duplicate(study, trial)
+    if mode.may_sample(records.trial_records(study, meta), meta, n_trials):
+        return study.ask()
+    return None
+
+
+def work(args: RunArgs, cache_dir: str, name: str, worker: int = 0, deadline: float | None = None,
+         parent: int | None = None) -> list[queue.TrialOutcome]:
+    """One worker: claim or sample trials and run them until nothing is left."""
+    space = load_space(args.space)
+    data = Cache(Path(cache_dir))
+    study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(worker),
+                              pruner=pruner())
+    meta = records.read_meta(study)
+    mode = mode_of(meta.mode)
+    log = _Printer(f"[w{worker}] " if args.workers > 1 else "", live=args.workers == 1)
+    objective = Objective(space, meta, mode, data, _pruning_on(args.pruning, meta.folds, meta.seeds), log)
+    limit = args.n_trials if meta.mode != "tune" else None  # ablation: at most this many trials in this run
+    outcomes: list[queue.TrialOutcome] = []
+    while (deadline is None or time.time() < deadline) and (limit is None or len(outcomes) < limit):
+        if parent is not None and os.getppid() != parent:
+            break  # the main process is gone (where PR_SET_PDEATHSIG is not available)
+        queue.recover_stale(study)
+        trial = _next_trial(study, meta, mode, args.n_trials)
+        if trial is None:
+            break
+        try:
+            out = queue.run_trial(study, trial, objective)
+        except queue.DeviceBroken as e:
+            print(f"ablate: worker {worker}: the device failed ({e}); the trial is queued again and this worker "
+                  "stops", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
+        outcomes.append(out)
+        log(_outcome_line(study, out))
+        refresh_note(study)
+    return outcomes
+
+
+def _outcome_line(study: optuna.Study, out: queue.TrialOutcome) -> str:
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = study.get_trials(deepcopy=False)
+    best = max(done, key=lambda t: t.value or 0.0) if done else None
+    line = f"trial {out.number} [{out.arm}] {out.state}"
+    line += f": mean acc {out.value:.4f}" if out.value is not None else f" ({out.reason})" if out.reason else ""
+    if best is not None:
+        line += f" | best so far {best.value or 0.0:.4f} [{records.trial_record(best).arm}]"
+    return line + f" | {sum(t.state.is_finished() for t in trials)}/{len(trials)} trials finished"
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the parent dies (Linux), and stop now if it already has."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a trial cut short is queued again, not lost
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def _spawned(args: RunArgs, cache_dir: str, name: str, worker: int, deadline: float | None, parent: int) -> None:
+    _die_with_parent(parent)
+    try:
+        work(args, cache_dir, name, worker, deadline, parent)
+    except KeyboardInterrupt:
+        pass
+
+
+def _run_workers(args: RunArgs, cache_dir: str, name: str, deadline: float | None) -> None:
+    if args.workers <= 1:
+        work(args, cache_dir, name, 0, deadline)
+        return
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_spawned, args=(args, cache_dir, name, i, deadline, os.getpid()))
+             for i in range(args.workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    failed = [i for i, p in enumerate(procs) if p.exitcode]
+    if failed:
+        print(f"ablate: warning: worker(s) {failed} exited with an error; their trials are re-run "
+              "on the next `ablate run`", file=sys.stderr)
+
+
+def run(args: RunArgs) -> optuna.Study:
+    """Prepare and run a study; returns it when the workers are done."""
+    space = load_space(args.space)
+    preset = args.preset or space.default_preset
+    space.base.preset(preset)  # an unknown preset is refused before any data is read
+    cache_dir = resolve_data(args.data)
+    data = Cache(cache_dir)
+    where = storage_label(args.storage)
+    name = args.study or study_name(space, preset, args.leaky_folds)
+    meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where)
+    p = prepare(open_storage(args.storage), name, space, meta)
+    study, meta = p.study, p.meta
+    for note in p.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not p.created:
+        grown = f", {len(p.added_arms)} new arm(s) ({', '.join(p.added_arms)})" if p.added_arms else ""
+        trials = study.get_trials(deepcopy=False)
+        print(f"resuming study {name!r}: {sum(t.state.is_finished() for t in trials)}/{len(trials)} trials finished, "
+              f"{p.recovered} stale recovered, {p.queued} queued{grown}", file=sys.stderr)
+    refresh_note(study)
+    print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, preset {preset}, {meta.folds} folds x "
+          f"{meta.seeds} seed(s)) on {data.fingerprint} in {where}", file=sys.stderr, flush=True)
+    deadline = time.time() + args.timeout if args.timeout else None
+    _run_workers(args, str(cache_dir), name, deadline)
+    mode = mode_of(meta.mode)
+    while (deadline is None or time.time() < deadline) and mode.next_stage(study, space, records.trial_records(study, meta)):
+        print("tuning done for some arm(s); comparing their best parameters with fresh seeds", file=sys.stderr)
+        _run_workers(args, str(cache_dir), name, deadline)
+    refresh_note(study)
+    return study

@@ -1,0 +1,163 @@
+"""Creating a study, or resuming one: the same question on the same data, and arms that can grow.
+
+A resumed study must ask the same question: the same data, folds, seeds, axis, mode, baseline,
+preset, and the same base recipe on every key both versions have (a key added to base.yaml by
+later work does not lock older studies). Its arms are compared as the space file defines them
+(not as resolved configs): an arm whose definition changed, or that was removed, is refused with
+what changed; an arm added to the file is queued, on the same folds and seeds, and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import DuplicatedStudyError
+from optuna.storages import BaseStorage
+
+from ablate.data.cache import Cache
+from ablate.errors import UserError
+from ablate.resolve import STAGE_TUNE, resolve
+from ablate.spaces import Space
+from ablate.study import queue, records
+from ablate.study.modes import mode_of
+from ablate.study.records import StudyMeta
+
+_SAME = ("fingerprint", "folds", "seeds", "fold_seed", "fold_kind", "axis", "mode", "baseline", "preset")
+
+
+def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+
+
+def pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+
+
+def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str, storage: str) -> StudyMeta:
+    base = resolve(space.base, preset, space.arms[space.baseline]).config
+    written = {"recipe": space.base.recipe, "preset": {"scalars": space.base.presets[preset].scalars,
+                                                       "component_params": space.base.presets[preset].component_params}}
+    return StudyMeta(
+        space=space.name, question=space.question, axis=space.axis, mode=space.mode, baseline=space.baseline,
+        arms={label: arm.spec() for label, arm in space.arms.items()}, preset=preset, seeds=seeds,
+        folds=base.folds, fold_seed=base.fold_seed, fold_kind=fold_kind, fingerprint=data.fingerprint,
+        data={"source": data.meta["source"], "sequences": len(data), "signs": data.num_classes,
+              "participants": int(len(set(data.participants.tolist())))},
+        recipe=base.to_dict(), base_written=json.loads(json.dumps(written)), n_trials=space.n_trials,
+        space_file=str(space.path), storage=storage)
+
+
+@dataclass
+class Prepared:
+    study: optuna.Study
+    meta: StudyMeta
+    created: bool
+    added_arms: list[str] = field(default_factory=list)
+    queued: int = 0
+    recovered: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(storage: BaseStorage, name: str, space: Space, meta: StudyMeta) -> Prepared:
+    """Create the study (and queue its arms) or resume it (checked, grown, queue refilled)."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler(),
+                                    pruner=pruner())
+    except DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler(), pruner=pruner())
+        return _resume(study, space, meta)
+    records.write_meta(study, meta)
+    queued = mode_of(meta.mode).queue_missing(study, space, [], meta)
+    records.mark_enqueued(study)
+    return Prepared(study, meta, True, queued=queued)
+
+
+def _resume(study: optuna.Study, space: Space, meta: StudyMeta) -> Prepared:
+    _wait_until_enqueued(study)
+    if not records.has_meta(study):
+        raise UserError(f"study {study.study_name!r} in {meta.storage} was not made by ablate; use --study NAME")
+    old = records.read_meta(study)
+    _check_same_question(study.study_name, old, meta)
+    merged, added, notes = _grow(study.study_name, old, meta, space)
+    records.write_meta(study, merged)
+    recovered = queue.recover_stale(study)
+    mode = mode_of(merged.mode)
+    if added and merged.mode == "tune":  # one queued trial each, so that a new arm is compared at all
+        for arm in added:
+            queue.enqueue(study, arm, STAGE_TUNE)
+    queued = mode.queue_missing(study, space, records.trial_records(study, merged), merged) + \
+        (len(added) if merged.mode == "tune" else 0)
+    return Prepared(study, merged, False, added, queued, recovered, notes)
+
+
+def _wait_until_enqueued(study: optuna.Study, timeout: float = 120.0) -> None:
+    """Another process is creating this study: wait (a while) until it has queued the arms."""
+    end = time.monotonic() + timeout
+    while not records.is_enqueued(study) and time.monotonic() < end:
+        time.sleep(0.5)
+
+
+def _check_same_question(name: str, old: StudyMeta, new: StudyMeta) -> None:
+    hint = "; use --study NAME to start a new study"
+    for key in _SAME:
+        have, want = getattr(old, key), getattr(new, key)
+        if have not in ("", None) and have != want:
+            raise UserError(f"study {name!r} in {new.storage} was started with {key}={have!r}, this run has "
+                            f"{key}={want!r}{hint}")
+    if old.base_written:
+        changed = _differences(old.base_written, new.base_written, shared_only=True)
+        if changed:
+            raise UserError(f"study {name!r}: base.yaml changed since the study began ({'; '.join(changed[:4])}); "
+                            f"its arms would train on different recipes{hint}")
+
+
+def _grow(name: str, old: StudyMeta, new: StudyMeta, space: Space) -> tuple[StudyMeta, list[str], list[str]]:
+    """The stored arms, checked against the file's, plus any new ones (in file order)."""
+    notes: list[str] = []
+    arms = dict(old.arms)
+    for label, spec in old.arms.items():
+        if label not in new.arms:
+            raise UserError(f"study {name!r}: arm {label!r} was removed from {space.path}; put it back, or use "
+                            "--study NAME to start a new study without it")
+        if spec is None:  # a study from before arm specs were stored: adopt the file's
+            arms[label] = new.arms[label]
+            notes.append(f"arm {label}: its definition was not recorded by the version that began the study; "
+                         "recorded now")
+            continue
+        changed = _differences(spec, new.arms[label])
+        if changed:
+            raise UserError(f"study {name!r}: arm {label!r} changed in {space.path} since the study began "
+                            f"({'; '.join(changed[:4])}); restore it, or use --study NAME to start a new study "
+                            "(or add the new definition as an arm with a new label)")
+    added = [a for a in new.arms if a not in arms]
+    for a in added:
+        arms[a] = new.arms[a]
+    merged = StudyMeta(**{**old.to_json(), "arms": arms, "storage": new.storage, "space_file": new.space_file,
+                          "question": new.question or old.question, "base_written": old.base_written or new.base_written,
+                          "recipe": old.recipe or new.recipe})
+    if added and old.mode == "tune":  # Optuna fixes a categorical's choices: sample the grown set under a new name
+        merged.arm_param = f"arm@{len(arms)}"
+        merged.extra_trials += len(added)
+    return merged, added, notes
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves by dotted path (an empty mapping has none: `params: {}` equals no params)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: value}
+
+
+def _differences(old: Any, new: Any, shared_only: bool = False) -> list[str]:
+    """'path: old -> new' for every leaf that differs (JSON forms: tuples and lists compare equal)."""
+    a, b = _flat(json.loads(json.dumps(old))), _flat(json.loads(json.dumps(new)))
+    keys = [k for k in a if k in b] if shared_only else list(dict.fromkeys([*a, *b]))
+    return [f"{k.removeprefix('overrides.')}: {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}"
+            for k in keys if a.get(k) != b.get(k)]

@@ -1,0 +1,115 @@
+"""Where studies live: one Optuna journal file (default) or a database URL, and how to name it
+without its password.
+
+- Default: `$ABLATE_HOME/studies.journal`, file-locked, safe for several local worker processes.
+- `postgresql://user:pass@host/db` (the `postgres` extra installs psycopg 3, SQLAlchemy's default
+  PostgreSQL driver) runs one study from many machines; heartbeats detect dead workers.
+A storage URL is shown only through `mask_url` (password, and secret-looking query values such as
+`?password=`, as ***); error messages from drivers are scrubbed of the password too.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+
+from ablate.data.cache import ablate_home
+from ablate.errors import UserError
+
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# WilcoxonPruner, TPE's `group` and heartbeats are marked experimental; versions are pinned.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def default_storage_url() -> str:
+    return str(ablate_home() / "studies.journal")
+
+
+def _secrets(url: str) -> list[str]:
+    """The password and secret query values in a URL, raw and decoded (to scrub them from text)."""
+    if "://" not in url:
+        return []
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""] + [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_KEY.search(k)]
+    except ValueError:
+        return [url.split("://", 1)[1]]  # unparseable: hide everything after the scheme
+    raw = [s for s in found if s]
+    return sorted({*raw, *(quote(s, safe="") for s in raw), *(unquote(s) for s in raw)}, key=len, reverse=True)
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with its password and secret query values replaced by ***."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            cred, host = netloc.rsplit("@", 1)
+            user = cred.split(":", 1)[0]
+            netloc = f"{user}:***@{host}" if ":" in cred else f"{user}@{host}"
+        query = "&".join(f"{k}=***" if _SECRET_KEY.search(k) else f"{quote(k)}={quote(v)}"
+                         for k, v in parse_qsl(parts.query, keep_blank_values=True))
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
+
+
+def scrub(text: str, url: str | None) -> str:
+    """`text` with every secret of `url` replaced by *** (driver messages may quote the URL)."""
+    for s in _secrets(url or ""):
+        text = text.replace(s, "***")
+    return text
+
+
+def open_storage(url: str | None) -> BaseStorage:
+    """An Optuna storage from a URL (postgresql://, mysql://, sqlite:///) or a journal file path."""
+    url = url or default_storage_url()
+    if "://" in url:
+        return _open_rdb(url)
+    return _open_journal(Path(url))
+
+
+def _open_rdb(url: str) -> BaseStorage:
+    from ablate.study.queue import GRACE_S, HEARTBEAT_S, heartbeat_failed
+
+    where = f"storage {mask_url(url)}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=heartbeat_failed, engine_kwargs={"pool_pre_ping": True})
+    except ModuleNotFoundError as e:
+        extra = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgres") else ""
+        raise UserError(f"{where}: its database driver is not installed: no module named {e.name!r}{extra}") from None
+    except Exception as e:  # connection refused, unknown driver, bad URL, wrong password: the user's to fix
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{where}: cannot open ({scrub(text, url)})") from None
+
+
+def _open_journal(path: Path) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    if path.is_dir():
+        raise UserError(f"storage {path}: is a directory; expected a journal file (e.g. {path / 'studies.journal'}) "
+                        "or a database URL")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError:
+        raise  # permissions, a full disk: the boundary names the file
+    except Exception as e:  # a line that is not a journal record
+        raise UserError(f"storage {path}: not an Optuna journal, or a damaged one ({type(e).__name__}: "
+                        f"{str(e)[:120]}); use another --storage, or move this file away") from None
+
+
+def storage_label(url: str | None) -> str:
+    """How a storage is named in messages, reports and study attributes: never with a password."""
+    return mask_url(url or default_storage_url())
