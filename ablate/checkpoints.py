@@ -24,11 +24,13 @@ def reached(point: str) -> None:
     spec = os.environ.get("ABLATE_STOP_AT")
     if not spec:
         return
-    name, _, nth = spec.partition(":")
+    name, sep, nth = spec.rpartition(":")
+    if not (sep and nth.isdigit()):  # no count given: the first time
+        name, nth = spec, "1"
     if name != point:
         return
     _counts[point] = _counts.get(point, 0) + 1
-    if _counts[point] != int(nth or 1):
+    if _counts[point] != int(nth):
         return
     with open(os.environ["ABLATE_STOP_FILE"], "a", encoding="utf-8") as f:
         f.write(f"{point} {os.getpid()}\n")

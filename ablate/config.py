@@ -108,6 +108,12 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def check_value(cls, key: str, value: Any, where: str) -> Any:
+        """One scalar field's value, checked as from_dict checks it (a preset sets a few of them)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        return _field_value(value, typing.get_type_hints(cls)[key], fields[key].metadata, where)
+
 
 def _field_value(value: Any, hint: Any, meta: Any, where: str) -> Any:
     if typing.get_origin(hint) is Literal:

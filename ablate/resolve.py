@@ -102,7 +102,8 @@ def _load_preset(name: str, raw: Any, where: str) -> Preset:
             raise UserError(f"{at}: expected a mapping of parameter names to values, got {params!r}")
         entry.check_params(params, at)
         checked[str(comp)] = {k: param_value(entry, k, v, f"{at}.{k}") for k, v in params.items()}
-    return Preset(str(name), str(raw.get("description", "")), {k: raw[k] for k in PRESET_SCALARS if k in raw}, checked)
+    scalars = {k: Config.check_value(k, raw[k], f"{where}.{k}") for k in PRESET_SCALARS if k in raw}
+    return Preset(str(name), str(raw.get("description", "")), scalars, checked)
 
 
 def load_base(directory: Path) -> Base:

@@ -29,7 +29,7 @@ from ablate.export.build import output_map, torch_reference
 from ablate.export.ensemble import Ensemble
 from ablate.final.folds import load_folds
 from ablate.parts import build_parts
-from ablate.runner import resolve_data
+from ablate.study.runner import resolve_data
 from ablate.spaces import recipe_config
 
 OUT = Path(__file__).parent / "out" / "export"

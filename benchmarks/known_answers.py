@@ -27,7 +27,7 @@ import yaml
 from ablate.data.synth import SynthConfig, generate
 from ablate.report.analysis import LEAKY_SUFFIX, analyze
 from ablate.report.writer import write_index, write_report
-from ablate.runner import RunArgs, run
+from ablate.study.runner import RunArgs, run
 
 # arm -> what the planted effects predict, compared with the baseline arm
 EXPECTED = {
@@ -71,7 +71,7 @@ def left_handers_by_fold(data: Path, seed: int) -> str:
     from ablate.data.cache import Cache
     from ablate.data.synth import participant_ids
     from ablate.data.synth_motion import participant
-    from ablate.runner import resolve_data
+    from ablate.study.runner import resolve_data
 
     cfg = SynthConfig(seed=seed)
     pids = participant_ids(cfg)

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import yaml
-from optuna.trial import TrialState
 
-from ablate.runner import RunArgs, run
+from ablate.study import records
+from ablate.study.runner import RunArgs, run
 
 SPACE = {
     "question": "benchmark: which loss, tuned?",
@@ -57,11 +57,11 @@ def main() -> None:
             study = run(RunArgs("bench", preset="bench", storage=str(tmp / "s.journal"), study=f"bench-{pruning}",
                                 seeds=a.seeds, pruning=pruning))
             seconds = time.perf_counter() - t
-            trials = study.get_trials()
-            folds = sum(len(tr.user_attrs.get("folds", [])) for tr in trials)
-            pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
-            best = study.best_trial
-            rows.append((pruning, len(trials), pruned, folds, seconds, best.user_attrs["arm"], best.value))
+            recs = records.trial_records(study)
+            folds = sum(len(r.folds) for r in recs)
+            pruned = sum(r.state == "PRUNED" for r in recs)
+            best = max((r for r in recs if r.state == "COMPLETE"), key=lambda r: r.value or 0.0)
+            rows.append((pruning, len(recs), pruned, folds, seconds, best.arm, best.value))
         print(f"{'pruning':8} {'trials':>6} {'pruned':>6} {'folds':>6} {'seconds':>8}  best arm (mean acc)")
         for p, n, pr, f, s, arm, v in rows:
             print(f"{p:8} {n:6d} {pr:6d} {f:6d} {s:8.0f}  {arm} ({v:.4f})")

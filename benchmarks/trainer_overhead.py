@@ -20,6 +20,7 @@ import torch
 from ablate.batching import BucketBatchSampler, SequenceDataset, pad_collate
 from ablate.components import OPTIMIZERS, SCHEDULES
 from ablate.config import Component, Config
+from ablate.spaces import recipe_config
 from ablate.data.cache import Cache
 from ablate.data.default import default_cache
 from ablate.parts import build_parts
@@ -63,8 +64,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     a = ap.parse_args()
     data = Cache(default_cache())
-    cfg = Config(model=Component("transformer", {"width": a.width, "heads": a.heads}), augmentations=(),
-                 epochs=a.epochs, workers=0, amp="off", batch_size=64)
+    cfg = recipe_config("full").replace(model=Component("transformer", {"width": a.width, "heads": a.heads}),
+                                        augmentations=(), epochs=a.epochs, workers=0, amp="off", batch_size=64)
     bare = bare_loop(cfg, data, 0, a.epochs)
     per_epoch = []
     r = train_fold(cfg, data, 0, on_epoch=lambda e: per_epoch.append(e))

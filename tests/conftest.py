@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,50 @@ def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(root / "data", SynthConfig(n_signs=6, n_participants=5, reps=4, seed=11))
     ingest(root / "data", root / "cache")
     return root / "cache"
+
+
+def drop_file_capabilities() -> None:
+    """A subprocess preexec_fn: as root (CI), give up the capabilities that bypass file modes
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so that chmod 000 and read-only folders mean for the
+    command what they mean for a user. A no-op for other users."""
+    import ctypes
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # linux/capability.h
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone from the bounding set, so after exec
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def ablate_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, unprivileged: bool = False,
+               file_limit: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m ablate ARGS` in a process of its own: for exit codes, permissions and limits."""
+    import resource
+    import sys
+
+    def setup() -> None:
+        if unprivileged:
+            drop_file_capabilities()
+        if file_limit is not None:  # writes past it fail with EFBIG: a full disk, for one process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    return subprocess.run([sys.executable, "-m", "ablate", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or REPO, timeout=timeout, preexec_fn=setup)
+
+
+def tree_state(*roots: Path) -> dict[str, tuple[int, str]]:
+    """Every file under the roots with its size and digest (lock files aside): 'nothing was written or lost'."""
+    import hashlib
+
+    out = {}
+    for root in roots:
+        if root.is_file():
+            files = [root]
+        else:
+            files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+        for p in files:
+            if p.name.endswith(".lock"):
+                continue
+            out[str(p)] = (p.stat().st_size, hashlib.blake2b(p.read_bytes(), digest_size=8).hexdigest())
+    return out

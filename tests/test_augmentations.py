@@ -34,7 +34,7 @@ def nan_clip(t: int) -> np.ndarray:
 
 
 def apply(name: str, x: np.ndarray, seed: int = 0, **params: object) -> np.ndarray:
-    return AUGMENTATIONS.build(name, **{"p": 1.0, **params})(x, np.random.default_rng(seed))
+    return AUGMENTATIONS.build(name, {"p": 1.0, **params})(x, np.random.default_rng(seed))
 
 
 @pytest.mark.parametrize("t", [1, 2, 30])
@@ -60,7 +60,7 @@ def test_contract(name: str, t: int) -> None:
 @pytest.mark.parametrize("name", SEQUENCE)
 def test_p0_is_identity_p1_changes(name: str) -> None:
     x = clip(30)
-    aug = AUGMENTATIONS.build(name, p=0.0)
+    aug = AUGMENTATIONS.build(name, {"p": 0.0})
     out = aug(x, np.random.default_rng(0))
     assert out is not x
     np.testing.assert_array_equal(out, x)
@@ -71,7 +71,7 @@ def test_p0_is_identity_p1_changes(name: str) -> None:
 @pytest.mark.parametrize("name", SEQUENCE)
 def test_deterministic_for_a_seed(name: str) -> None:
     x = clip(30)
-    aug = AUGMENTATIONS.build(name, p=0.7)
+    aug = AUGMENTATIONS.build(name, {"p": 0.7})
     outs = [[aug(x, rng) for _ in range(4)] for rng in (np.random.default_rng(5), np.random.default_rng(5))]
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
@@ -184,7 +184,7 @@ def test_mixup() -> None:
     x = torch.randn(b, t, f)
     mask = torch.rand(b, t) < 0.7
     y = torch.arange(b)
-    mix = AUGMENTATIONS.build("mixup", p=1.0, alpha=0.4)
+    mix = AUGMENTATIONS.build("mixup", {"p": 1.0, "alpha": 0.4})
     xo, mo, y2, lam = mix(x, mask, y, torch.Generator().manual_seed(0))
     assert xo.shape == x.shape and mo.shape == mask.shape and mo.dtype == torch.bool
     assert y2.shape == (b,) and lam.shape == (b,) and lam.dtype == torch.float32
@@ -193,9 +193,9 @@ def test_mixup() -> None:
     assert torch.equal(mo, mask | mask[y2])
     again = mix(x, mask, y, torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip((xo, mo, y2, lam), again))
-    xo, mo, _, lam = AUGMENTATIONS.build("mixup", p=0.0)(x, mask, y, torch.Generator().manual_seed(0))
+    xo, mo, _, lam = AUGMENTATIONS.build("mixup", {"p": 0.0})(x, mask, y, torch.Generator().manual_seed(0))
     assert torch.equal(xo, x) and torch.equal(mo, mask) and (lam == 1).all()
-    _, _, _, lam = AUGMENTATIONS.build("mixup", p=1.0, alpha=1000.0)(x, mask, y, torch.Generator().manual_seed(0))
+    _, _, _, lam = AUGMENTATIONS.build("mixup", {"p": 1.0, "alpha": 1000.0})(x, mask, y, torch.Generator().manual_seed(0))
     assert ((lam - 0.5).abs() < 0.1).all()
 
 

@@ -1,24 +1,39 @@
-"""The landmark cache: exact contents, incremental re-runs, bad files, interruption, folds."""
+"""The landmark cache: exact contents, incremental re-runs, bad files, crash safety, verify, folds."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ablate.data import cache as cache_mod
 from ablate.data import kaggle
-from ablate.data.cache import Cache
+from ablate.data.cache import META, Cache
 from ablate.data.ingest import ingest
+from ablate.data.verify import verify
 from ablate.errors import UserError
-from conftest import SAMPLE_FILE, random_frames
+from conftest import REPO, SAMPLE_FILE, ablate_cli, random_frames, tree_state
 
 
 def _csv_rows(data: Path) -> list[list[str]]:
     return [line.split(",") for line in (data / "train.csv").read_text().splitlines()[1:]]
+
+
+def _matches_files(cache_dir: Path, data: Path) -> None:
+    """Every sequence of the cache equals its file, read by the competition's reference loader."""
+    c = Cache(cache_dir)
+    rows = {r[0]: r for r in _csv_rows(data)}
+    for i, rel in enumerate(c.index.column("path").to_pylist()):
+        np.testing.assert_array_equal(c.sequence(i), kaggle.load_relevant_data_subset(data / rel))
+        assert int(c.sequence_ids[i]) == int(rows[rel][2])
+    assert not verify(cache_dir).mismatches
 
 
 def test_ingest_matches_the_reference_loader(dataset: Path, tmp_path: Path) -> None:
@@ -27,8 +42,7 @@ def test_ingest_matches_the_reference_loader(dataset: Path, tmp_path: Path) -> N
     c = Cache(tmp_path / "c")
     assert len(c) == 30 and c.num_classes == 3
     for i, (rel, pid, sid, sign) in enumerate(_csv_rows(dataset)):
-        ref = kaggle.load_relevant_data_subset(dataset / rel)
-        np.testing.assert_array_equal(c.sequence(i), ref)
+        np.testing.assert_array_equal(c.sequence(i), kaggle.load_relevant_data_subset(dataset / rel))
         assert (c.sequence_ids[i], c.participants[i], c.labels[i]) == (int(sid), int(pid), int(sign[-1]))
 
 
@@ -44,10 +58,10 @@ def test_real_sample_ingests(sample: Path, tmp_path: Path) -> None:
 
 def test_rerun_is_a_noop_and_new_rows_are_incremental(dataset: Path, tmp_path: Path) -> None:
     ingest(dataset, tmp_path / "c")
-    before = (tmp_path / "c" / "index.parquet").stat().st_mtime_ns
+    before = tree_state(tmp_path / "c")
     again = ingest(dataset, tmp_path / "c")
     assert not again.changed and again.read == 0 and again.reused == 30
-    assert (tmp_path / "c" / "index.parquet").stat().st_mtime_ns == before
+    assert tree_state(tmp_path / "c") == before  # nothing written
     fp = again.fingerprint
     rel = "train_landmark_files/29999/555.parquet"
     kaggle.write_landmarks(dataset / rel, random_frames(np.random.default_rng(9), 4))
@@ -55,9 +69,7 @@ def test_rerun_is_a_noop_and_new_rows_are_incremental(dataset: Path, tmp_path: P
         f.write(f"{rel},29999,555,sign1\n")
     third = ingest(dataset, tmp_path / "c")
     assert third.changed and third.read == 1 and third.reused == 30 and third.fingerprint != fp
-    c = Cache(tmp_path / "c")
-    np.testing.assert_array_equal(c.sequence(30), kaggle.read_landmarks(dataset / rel))
-    np.testing.assert_array_equal(c.sequence(0), kaggle.read_landmarks(dataset / _csv_rows(dataset)[0][0]))
+    _matches_files(tmp_path / "c", dataset)
 
 
 def test_bad_files_are_skipped_counted_and_reported(dataset: Path, tmp_path: Path) -> None:
@@ -75,41 +87,118 @@ def test_bad_files_are_skipped_counted_and_reported(dataset: Path, tmp_path: Pat
     assert "not a readable parquet" in reasons[rows[1][0]]
     assert "nosuchsign" in reasons[rows[3][0]]
     assert len(Cache(tmp_path / "c")) == 28
-    again = ingest(dataset, tmp_path / "c")  # the bad files are not read again
+    again = ingest(dataset, tmp_path / "c")  # tried again, failing for the same reasons: nothing changes
     assert not again.changed and again.read == 0 and len(again.skipped) == 4
 
 
-def test_interrupted_ingest_leaves_the_previous_cache_intact(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cdir = tmp_path / "c"
-    ingest(dataset, cdir)
-    first = Cache(cdir).sequence(5).copy()
-    rel = "train_landmark_files/29999/556.parquet"
-    kaggle.write_landmarks(dataset / rel, random_frames(np.random.default_rng(3), 6))
-    with open(dataset / "train.csv", "a") as f:
-        f.write(f"{rel},29999,556,sign2\n")
+def test_a_skipped_file_is_read_once_it_is_readable(dataset: Path, tmp_path: Path) -> None:
+    """chmod 000 skips a file with its reason; once readable again, the next ingest reads it."""
+    cache = tmp_path / "c"
+    rel = _csv_rows(dataset)[4][0]
+    (dataset / rel).chmod(0)
+    try:
+        r = ablate_cli("data", "ingest", str(dataset), "--cache", str(cache), unprivileged=True)
+        assert r.returncode == 0 and f"skipped {rel}: cannot read (Permission denied)" in r.stderr, r.stderr
+        assert "29 read" in r.stdout
+    finally:
+        (dataset / rel).chmod(0o644)
+    r = ablate_cli("data", "ingest", str(dataset), "--cache", str(cache), unprivileged=True)
+    assert r.returncode == 0 and "1 read" in r.stdout and "0 skipped" in r.stdout, r.stdout + r.stderr
+    _matches_files(cache, dataset)
 
-    def boom(*a: object, **k: object) -> None:
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_mod, "_write_index", boom)
-    with pytest.raises(KeyboardInterrupt):
-        ingest(dataset, cdir)  # frames appended, index not yet replaced
-    monkeypatch.undo()
-    c = Cache(cdir)
-    assert len(c) == 30
-    np.testing.assert_array_equal(c.sequence(5), first)
-    r = ingest(dataset, cdir)  # continues: reads only the new file, drops the stray tail
-    assert r.read == 1 and r.reused == 30
-    c = Cache(cdir)
-    assert c._frames.shape[0] == int((c.offsets + c.lengths).max())
-    np.testing.assert_array_equal(c.sequence(30), kaggle.read_landmarks(dataset / rel))
+def _changed_one_file(dataset: Path) -> str:
+    """Rewrite one landmark file with other numbers of the same shape."""
+    rel = _csv_rows(dataset)[7][0]
+    frames = kaggle.read_landmarks(dataset / rel)
+    kaggle.write_landmarks(dataset / rel, frames + 0.25)
+    return rel
+
+
+@pytest.mark.parametrize("rebuild", [True, False], ids=["rebuild", "update"])
+@pytest.mark.parametrize("point", ["ingest:chunk-written", "ingest:frames-written", "ingest:index-written"])
+def test_an_ingest_killed_anywhere_leaves_the_old_cache_whole(dataset: Path, tmp_path: Path, point: str,
+                                                             rebuild: bool) -> None:
+    """SIGKILL at a checkpoint of `ingest [--rebuild]` after a file changed: the old cache opens and
+    holds exactly what it held; the next plain ingest brings it up to date, and verify agrees."""
+    cache = tmp_path / "c"
+    ingest(dataset, cache)
+    old = Cache(cache)
+    held = [old.sequence(i).copy() for i in range(len(old))]
+    fingerprint = old.fingerprint
+    rel = _changed_one_file(dataset)
+    stop = tmp_path / "stop"
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "data", "ingest", str(dataset), "--cache", str(cache),
+                             "--workers", "1", *(["--rebuild"] if rebuild else [])], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "ABLATE_STOP_AT": point, "ABLATE_STOP_FILE": str(stop)}, text=True)
+    while not stop.exists():
+        assert proc.poll() is None, f"ingest ended before {point}: {proc.stdout.read() if proc.stdout else ''}"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = Cache(cache)
+    assert after.fingerprint == fingerprint and len(after) == len(held)
+    for i, frames in enumerate(held):
+        np.testing.assert_array_equal(after.sequence(i), frames)
+    report = verify(cache)  # the cache is whole; only the changed source file differs from it
+    assert [m for m in report.mismatches if m.startswith("cache")] == []
+    assert [m for m in report.mismatches if m.startswith("source")] == [
+        f"source: {rel} changed since it was ingested (run `ablate data ingest`)"]
+    r = ingest(dataset, cache)
+    assert r.read == 1 and r.fingerprint != fingerprint
+    _matches_files(cache, dataset)
+
+
+def test_disk_full_during_a_rebuild_keeps_the_old_cache(dataset: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    ingest(dataset, cache)
+    before = tree_state(cache)
+    r = ablate_cli("data", "ingest", str(dataset), "--cache", str(cache), "--rebuild", file_limit=100_000)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "File too large" in r.stderr and "landmarks-" in r.stderr and "Traceback" not in r.stderr
+    assert tree_state(cache) == before  # the new frames file is removed, the old cache untouched
+    _matches_files(cache, dataset)
+
+
+def test_verify_names_every_mismatch(dataset: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    ingest(dataset, cache)
+    rows = _csv_rows(dataset)
+    rel = _changed_one_file(dataset)
+    (dataset / rows[9][0]).unlink()
+    c = Cache(cache)
+    with open(c.frames_file, "r+b") as f:  # damage the cache itself: one float of sequence 0
+        f.seek(int(c.offsets[0]) * 543 * 12 + 8)
+        f.write(np.float32(7.0).tobytes())
+    r = ablate_cli("data", "verify", str(cache))
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert any(f"cache: sequence {rows[0][2]} ({rows[0][0]})" in line for line in lines)
+    assert f"mismatch: source: {rel} changed since it was ingested (run `ablate data ingest`)" in lines
+    assert f"mismatch: source: {rows[9][0]}: cannot read (No such file or directory)" in lines or \
+        f"mismatch: source: {rows[9][0]}: file not found" in lines
+    assert len(lines) == 3 and "3 mismatch(es)" in r.stdout
 
 
 def test_no_usable_sequences_writes_nothing(dataset: Path, tmp_path: Path) -> None:
     shutil.rmtree(dataset / "train_landmark_files")
     with pytest.raises(UserError, match="no usable sequences"):
         ingest(dataset, tmp_path / "c")
-    assert not (tmp_path / "c" / "meta.json").exists()
+    assert not (tmp_path / "c" / META).exists() and not list((tmp_path / "c").glob("landmarks*"))
+
+
+def test_a_damaged_cache_is_named_and_a_rebuild_repairs_it(dataset: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    ingest(dataset, cache)
+    meta = json.loads((cache / META).read_text())
+    (cache / META).write_text((cache / META).read_text()[:40])
+    with pytest.raises(UserError, match=r"meta.json: not valid JSON .*the cache is damaged, rebuild it"):
+        Cache(cache)
+    r = ingest(dataset, cache)  # a damaged cache is not built on: a fresh one replaces it
+    assert r.read == 30 and r.fingerprint == meta["fingerprint"]
+    _matches_files(cache, dataset)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == sorted(
+        [META, json.loads((cache / META).read_text())["frames"], json.loads((cache / META).read_text())["index"]])
 
 
 def test_missing_cache_is_a_clear_error(tmp_path: Path) -> None:

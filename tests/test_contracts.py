@@ -11,8 +11,9 @@ import torch
 
 import ablate.components
 from ablate.components import AUGMENTATIONS, FEATURES, LOSSES, MODELS, OPTIMIZERS, REGISTRIES, SCHEDULES
-from ablate.config import Component, Config
+from ablate.config import Component
 from ablate.parts import SignModel, build_parts
+from ablate.spaces import recipe_config
 from ablate.registry import Registry
 
 ALL = [(kind, e.name) for kind, reg in REGISTRIES.items() for e in reg]
@@ -60,7 +61,7 @@ def test_feature_sets(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS.names())
 def test_models(name: str) -> None:
     torch.manual_seed(0)
-    m = MODELS.build(name, 20, **SMALL_MODEL.get(name, {}))
+    m = MODELS.build(name, SMALL_MODEL.get(name, {}), in_dim=20)
     x = torch.randn(3, 9, 20)
     mask = torch.ones(3, 9, dtype=torch.bool)
     mask[1, 5:] = False
@@ -72,7 +73,7 @@ def test_models(name: str) -> None:
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_losses_step_reduces_the_loss(name: str) -> None:
     torch.manual_seed(0)
-    head = LOSSES.build(name, 8, 4)
+    head = LOSSES.build(name, emb_dim=8, num_classes=4)
     emb = torch.nn.Parameter(torch.randn(12, 8))
     y = torch.arange(12) % 4
     opt = torch.optim.SGD([emb, *head.parameters()], lr=0.05)
@@ -91,7 +92,7 @@ def test_losses_step_reduces_the_loss(name: str) -> None:
 def test_optimizers_step_reduces_the_loss(name: str) -> None:
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(6))
-    opt = OPTIMIZERS.build(name, [w], lr=1e-2)
+    opt = OPTIMIZERS.build(name, {"lr": 1e-2}, weights=[w])
     loss = lambda: ((w - 1.0) ** 2).sum()  # noqa: E731
     before = float(loss())
     for _ in range(3):
@@ -110,7 +111,7 @@ def test_optimizers_step_reduces_the_loss(name: str) -> None:
 def test_schedules_keep_the_rate_positive_and_bounded(name: str) -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1e-3)
-    sched = SCHEDULES.build(name, opt, 3, 4)
+    sched = SCHEDULES.build(name, optimizer=opt, epochs=3, steps_per_epoch=4)
     for _ in range(12):
         assert 0 < opt.param_groups[0]["lr"] <= 1e-3 + 1e-12
         opt.step()
@@ -119,7 +120,7 @@ def test_schedules_keep_the_rate_positive_and_bounded(name: str) -> None:
 
 @pytest.mark.parametrize("name", AUGMENTATIONS.names(tag="sequence"))
 def test_sequence_augmentations(name: str) -> None:
-    aug = AUGMENTATIONS.build(name, **({"p": 1.0} if "p" in AUGMENTATIONS.get(name).params else {}))
+    aug = AUGMENTATIONS.build(name, {"p": 1.0} if "p" in AUGMENTATIONS.get(name).params else {})
     x = _raw(30).numpy()
     keep = x.copy()
     out = aug(x, np.random.default_rng(0))
@@ -130,7 +131,7 @@ def test_sequence_augmentations(name: str) -> None:
 
 @pytest.mark.parametrize("name", FEATURES.names())
 def test_whole_model_on_all_nan_input(name: str) -> None:
-    cfg = Config(features=Component(name), model=Component("transformer", {"width": 32, "heads": 4}))
+    cfg = recipe_config("smoke").replace(features=Component(name))
     model = SignModel(build_parts(cfg, 7)).eval()
     for t in (1, 3):
         p = model(torch.full((t, 543, 3), float("nan")))
@@ -140,3 +141,25 @@ def test_whole_model_on_all_nan_input(name: str) -> None:
 def test_registries_list_their_kinds() -> None:
     assert {"features", "augmentations", "models", "losses", "optimizers", "schedules"} == set(REGISTRIES)
     assert inspect.isfunction(FEATURES.get("seed828").builder)
+
+
+@pytest.mark.parametrize("aug", AUGMENTATIONS.names(tag="batch"))
+@pytest.mark.parametrize("loss", LOSSES.names())
+def test_every_loss_trains_with_every_batch_augmentation(loss: str, aug: str) -> None:
+    """Two real training steps, as the trainer takes them (a head with state, AdaCos, included)."""
+    from ablate.train import _Step
+
+    torch.manual_seed(0)
+    cfg = recipe_config("smoke").replace(loss=Component(loss), augmentations=(Component(aug, {"p": 1.0}),))
+    parts = build_parts(cfg, 5)
+    weights = [*parts.model.parameters(), *parts.head.parameters()]
+    opt = OPTIMIZERS.build("adamw", {"lr": 1e-2}, weights=weights)
+    sched = SCHEDULES.build("constant", optimizer=opt, epochs=1, steps_per_epoch=2)
+    from ablate.parts import build_augmentations
+
+    step = _Step(parts, opt, sched, None, None, torch.device("cpu"), 1.0, False, build_augmentations(cfg).batch,
+                 torch.Generator().manual_seed(0))
+    x, mask, y = torch.randn(8, 6, parts.features.out_dim), torch.ones(8, 6, dtype=torch.bool), torch.arange(8) % 5
+    before = [w.detach().clone() for w in weights]
+    assert all(np.isfinite(step(x, mask, y)) for _ in range(2))
+    assert any(not torch.equal(b, w) for b, w in zip(before, weights)), "the step changed no weight"

@@ -39,7 +39,7 @@ def empty_clip(t: int) -> torch.Tensor:
 @pytest.mark.parametrize("keep_z", [False, True])
 @pytest.mark.parametrize("name", FEATURES.names())
 def test_out_dim_matches_output_and_no_params(name: str, keep_z: bool) -> None:
-    m = FEATURES.build(name, keep_z=keep_z)
+    m = FEATURES.build(name, {"keep_z": keep_z})
     out = m(random_clip(7))
     assert out.shape == (7, m.out_dim) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -48,7 +48,7 @@ def test_out_dim_matches_output_and_no_params(name: str, keep_z: bool) -> None:
 
 def test_seed828_widths_and_point_sets() -> None:
     assert FEATURES.build("seed828").out_dim == 828
-    assert FEATURES.build("seed828", keep_z=True).out_dim == 3 * 102 * 2 + 420
+    assert FEATURES.build("seed828", {"keep_z": True}).out_dim == 3 * 102 * 2 + 420
     assert len(SEED828_POINTS) == len(set(SEED828_POINTS)) == 102
     assert len(LAG118_POINTS) == len(set(LAG118_POINTS)) == 118
     assert FEATURES.build("lag118").out_dim == 118 * 2 * 3
@@ -73,7 +73,7 @@ def test_seed828_hand_computed() -> None:
 def test_keep_z_normalises_z_on_its_own() -> None:
     x = empty_clip(1)
     x[0, LH : LH + 3] = torch.tensor([[1.0, 3.0, 0.0], [3.0, 1.0, 2.0], [1.0, 3.0, 4.0]])
-    out = FEATURES.build("xy_min", keep_z=True)(x)
+    out = FEATURES.build("xy_min", {"keep_z": True})(x)
     # xy: 1,3,3,1,1,3 -> mean 2, std 1; z: 0,2,4 -> mean 2, std sqrt(8/3)
     s = math.sqrt(8.0 / 3.0)
     want = torch.tensor([-1.0, 1.0, -2 / s, 1.0, -1.0, 0.0, -1.0, 1.0, 2 / s])
@@ -105,9 +105,9 @@ def test_centre_crop(name: str) -> None:
     assert not torch.allclose(out, m(x[57:441]))
     short = x[:385]
     torch.testing.assert_close(m(short), m(short[:384]), rtol=0, atol=0)  # (385 - 384) // 2 = 0
-    assert FEATURES.build(name, max_len=10)(x).shape == (10, m.out_dim)
+    assert FEATURES.build(name, {"max_len": 10})(x).shape == (10, m.out_dim)
     with pytest.raises(UserError, match="max_len"):
-        FEATURES.build(name, max_len=0)
+        FEATURES.build(name, {"max_len": 0})
 
 
 def test_all_nan_hand_gives_zero_columns() -> None:
@@ -153,7 +153,7 @@ def onnx_session(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, boo
 
     def get(name: str, keep_z: bool) -> Any:
         if (name, keep_z) not in sessions:
-            m = FEATURES.build(name, keep_z=keep_z).eval()
+            m = FEATURES.build(name, {"keep_z": keep_z}).eval()
             t_dim = torch.export.Dim("T", min=1, max=100_000)
             program = torch.onnx.export(m, (random_clip(37),), dynamo=True, dynamic_shapes=({0: t_dim},))
             path = tmp_path_factory.mktemp("onnx") / f"{name}_{keep_z}.onnx"
@@ -173,7 +173,7 @@ def run_onnx(session: Any, x: torch.Tensor | np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("keep_z", [False, True])
 @pytest.mark.parametrize("name", FEATURES.names())
 def test_onnx_export_parity(name: str, keep_z: bool, onnx_session: Callable[[str, bool], Any]) -> None:
-    m = FEATURES.build(name, keep_z=keep_z)
+    m = FEATURES.build(name, {"keep_z": keep_z})
     session = onnx_session(name, keep_z)
     for t in (1, 2, 37, 500):
         x = random_clip(t, seed=t)

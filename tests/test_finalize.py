@@ -6,45 +6,35 @@ import json
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 
 from ablate.cli import main
 from ablate.errors import UserError
 from ablate.final.compose import compose
 from ablate.spaces import load_space
-from ablate.study import open_storage
+from ablate.study import queue
+from ablate.study.storage import open_storage
+from studies import add, meta, new_study
 
 K = 5
 BASE = [0.50, 0.55, 0.48, 0.52, 0.60]
 
 
-def _folds(scores: list[float]) -> list[dict[str, Any]]:
-    return [{"fold": i, "seed": 0, "step": i, "score": s, "n_train": 96, "n_val": 24, "seconds": 1.0}
-            for i, s in enumerate(scores)]
-
-
 def make_study(storage: str, space: str, preset: str, scores: dict[str, list[float]],
-               waiting: tuple[str, ...] = (), configs: dict[str, dict[str, Any]] | None = None,
+               waiting: tuple[str, ...] = (), tuned: dict[str, dict[str, float]] | None = None,
                compared: bool = True) -> None:
     """A study as `ablate run SPACE --preset PRESET` leaves it, with the given fold scores per arm."""
     sp = load_space(space)
-    study = optuna.create_study(study_name=f"{space}-{preset}", storage=open_storage(storage), direction="maximize")
-    attrs = {"space": space, "axis": sp.axis, "mode": sp.mode, "baseline": sp.baseline, "arms": list(sp.arms),
-             "preset": preset, "seeds": 1, "folds": K, "fold_seed": 0, "fingerprint": "f00"}
-    for k, v in attrs.items():
-        study.set_user_attr(k, v)
-    dist = {"arm": CategoricalDistribution(list(sp.arms))}
+    study = new_study(f"{space}-{preset}", meta(space, list(sp.arms), axis=sp.axis, mode=sp.mode, baseline=sp.baseline,
+                                                preset=preset), open_storage(storage))
     for arm, s in scores.items():
-        user = {"arm": arm, "folds": _folds(s), "config": (configs or {}).get(arm, {})}
-        if sp.mode == "both":  # the compare stage's trials stand for the arms
-            user["stage"] = "compare" if compared else "tune"
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=sum(s) / len(s), params={"arm": arm},
-                                     distributions=dist, user_attrs=user))
+        values = {k: (v, FloatDistribution(1e-6, 1.0, log=True)) for k, v in (tuned or {}).get(arm, {}).items()}
+        stage = ("compare" if compared else "tune") if sp.mode == "both" else sp.mode  # compare trials stand for arms
+        add(study, TrialState.COMPLETE, arm, s, stage=stage, tuned=values)
     for arm in waiting:
-        study.enqueue_trial({"arm": arm}, user_attrs={"arm": arm})
+        queue.enqueue(study, arm, "ablation")
 
 
 SMALL_NOISE = [0.004, -0.003, 0.002, -0.001, 0.003]
@@ -95,8 +85,7 @@ def test_choices_from_two_studies_compose(storage: str) -> None:
 
 
 def test_tuned_parameters_of_the_winner_are_carried(storage: str) -> None:
-    cfg = {"optimizer": {"name": "adamw", "params": {"lr": 0.00042, "weight_decay": 0.01}}}
-    make_study(storage, "optimizers", "smoke", all_arms("optimizers", {"adamw": 0.2}), configs={"adamw": cfg})
+    make_study(storage, "optimizers", "smoke", all_arms("optimizers", {"adamw": 0.2}), tuned={"adamw": {"lr": 0.00042}})
     r = compose(["optimizers"], "smoke", storage=storage)
     assert r.config.optimizer.name == "adamw"
     assert r.config.optimizer.params["lr"] == pytest.approx(0.00042)

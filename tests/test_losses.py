@@ -19,7 +19,7 @@ D, C = 16, 5
 
 def build(name: str, emb_dim: int = D, num_classes: int = C, **params: object) -> Head:
     torch.manual_seed(0)
-    return LOSSES.build(name, emb_dim, num_classes, **params)
+    return LOSSES.build(name, params, emb_dim=emb_dim, num_classes=num_classes)
 
 
 def batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +72,7 @@ def arcface_logits_by_hand(i: int) -> list[float]:
 
 
 def margin_head(name: str, **params: object) -> Head:
-    head = LOSSES.build(name, 2, 3, **params).double()
+    head = LOSSES.build(name, params, emb_dim=2, num_classes=3).double()
     set_centres(head, CENTRES)
     return head
 
@@ -101,7 +101,7 @@ def test_cosface_with_label_smoothing_hand_value() -> None:
 
 def test_subcenter_arcface_hand_value() -> None:
     """Two sub-centres per class: the closer one decides, then the margin and smoothing apply."""
-    head = LOSSES.build("subcenter_arcface", 2, 3, sub_centers=2, scale=S, margin_rad=M, label_smoothing=0.1)
+    head = build("subcenter_arcface", 2, 3, sub_centers=2, scale=S, margin_rad=M, label_smoothing=0.1)
     head = head.double()
     far = [a + 1.0 for a in CENTRES]  # the other sub-centre of each class, 1 rad further round
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_arcface_ce_hand_value() -> None:
 
 def test_focal_hand_value() -> None:
     gamma, alpha = 2.0, 0.5
-    head = LOSSES.build("focal", 3, 3, gamma=gamma, alpha=alpha).double()
+    head = build("focal", 3, 3, gamma=gamma, alpha=alpha).double()
     bias = [0.1, -0.2, 0.3]
     with torch.no_grad():
         head.fc.weight.copy_(torch.eye(3, dtype=torch.float64))
@@ -173,7 +173,7 @@ def adacos_by_hand(s_old: float, angles: list[float], centres: list[float], labe
 
 def test_adacos_hand_values() -> None:
     centres = [0.0, 2 * math.pi / 3, 4 * math.pi / 3]
-    head = LOSSES.build("adacos", 2, 3).double()
+    head = build("adacos", 2, 3).double()
     set_centres(head, centres)
     s0 = math.sqrt(2) * math.log(3 - 1)  # fixed AdaCos scale for C = 3
     assert abs(head.scale.item() - s0) < 1e-6
@@ -194,7 +194,7 @@ def test_adacos_hand_values() -> None:
 
 def test_adacos_needs_three_classes() -> None:
     with pytest.raises(UserError, match="at least 3 classes"):
-        LOSSES.build("adacos", D, 2)
+        build("adacos", D, 2)
 
 
 PML = {

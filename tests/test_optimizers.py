@@ -15,7 +15,7 @@ from ablate.errors import UserError
 def _lrs(by: str, epochs: int = 10, steps: int = 10) -> list[float]:
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1e-4)
-    sched = SCHEDULES.build("warmup_cosine", opt, epochs, steps, by=by)
+    sched = SCHEDULES.build("warmup_cosine", {"by": by}, optimizer=opt, epochs=epochs, steps_per_epoch=steps)
     out = []
     for _ in range(epochs * steps):
         out.append(opt.param_groups[0]["lr"])
@@ -44,14 +44,14 @@ def test_warmup_cosine_by_epoch_is_constant_within_an_epoch() -> None:
 def test_bad_granularity_is_a_user_error() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     with pytest.raises(UserError, match="unknown schedule granularity"):
-        SCHEDULES.build("warmup_cosine", torch.optim.SGD([p], lr=1.0), 1, 1, by="week")
+        SCHEDULES.build("warmup_cosine", {"by": "week"}, optimizer=torch.optim.SGD([p], lr=1.0), epochs=1, steps_per_epoch=1)
 
 
 def test_sam_takes_two_passes_and_descends() -> None:
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(4))
     target = torch.tensor([1.0, -2.0, 3.0, 0.5])
-    opt = OPTIMIZERS.build("sam", [w], lr=0.05)
+    opt = OPTIMIZERS.build("sam", {"lr": 0.05}, weights=[w])
     assert "two_pass" in OPTIMIZERS.get("sam").tags
     loss0 = float(((w - target) ** 2).sum())
     ((w - target) ** 2).sum().backward()
@@ -65,12 +65,12 @@ def test_sam_takes_two_passes_and_descends() -> None:
 
 def test_sam_unknown_base_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown SAM base optimizer 'sgdd'"):
-        OPTIMIZERS.build("sam", [torch.nn.Parameter(torch.zeros(1))], base="sgdd")
+        OPTIMIZERS.build("sam", {"base": "sgdd"}, weights=[torch.nn.Parameter(torch.zeros(1))])
 
 
 def test_ranger_runs_on_this_torch_without_deprecation_errors() -> None:
     w = torch.nn.Parameter(torch.ones(3))
-    opt = OPTIMIZERS.build("ranger", [w], lr=1e-2)
+    opt = OPTIMIZERS.build("ranger", {"lr": 1e-2}, weights=[w])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any other warning would fail here
         warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)

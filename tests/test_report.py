@@ -16,12 +16,13 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 
 from ablate.report.html import render_report, verdict_summary
 from ablate.report.writer import git_commit, report_json, write_index, write_report
 from conftest import REPO
+from studies import add, meta, new_study
 
 K, S, E = 5, 2, 6  # folds, seeds, epochs of the hand-made studies
 EVIL = "<script>alert(1)</script>"
@@ -29,40 +30,26 @@ BASE = [0.50, 0.55, 0.60, 0.52, 0.58, 0.51, 0.56, 0.61, 0.50, 0.57]
 NOISE = [0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.015, -0.015, 0.0]
 
 
-def _folds(scores: list[float | None]) -> list[dict[str, Any]]:
-    return [{"step": i, "fold": i % K, "seed": i // K, "score": v, "n_train": 96, "n_val": 24, "seconds": 2.5,
-             "curve": {"val_acc": [v * (e + 1) / E for e in range(E)], "val_loss": [1.0] * E, "train_loss": [1.0] * E}}
-            for i, v in enumerate(scores) if v is not None]
-
-
 def fake_study(name: str, arms: dict[str, tuple[TrialState, list[float | None]]], question: str = "q?",
                mode: str = "ablation", tuned: int = 0) -> optuna.Study:
     """A finished study as the runner leaves it; `tuned` > 0 adds that many tune trials per arm."""
-    study = optuna.create_study(study_name=name, direction="maximize")
-    attrs = {"space": name, "question": question, "axis": "loss", "mode": mode, "baseline": next(iter(arms)),
-             "arms": list(arms), "preset": "quick", "seeds": S, "folds": K, "fold_seed": 0, "fingerprint": "abc123",
-             "data": {"source": "/data", "sequences": 120, "signs": 6, "participants": 5}, "storage": "mem",
-             "recipe": {"features": {"name": "seed828", "params": {"max_len": 384, "keep_z": False}},
-                        "loss": {"name": "ce", "params": {}}, "augmentations": [{"name": "hflip", "params": {}}],
-                        "epochs": E, "batch_size": 64}}
-    for k, v in attrs.items():
-        study.set_user_attr(k, v)
+    recipe = {"features": {"name": "seed828", "params": {"max_len": 384, "keep_z": False}},
+              "loss": {"name": "ce", "params": {}}, "augmentations": [{"name": "hflip", "params": {}}],
+              "epochs": E, "batch_size": 64}
+    study = new_study(name, meta(name, list(arms), question=question, mode=mode, preset="quick", seeds=S, folds=K,
+                                 fingerprint="abc123", recipe=recipe,
+                                 data={"source": "/data", "sequences": 120, "signs": 6, "participants": 5}))
     for arm, (state, scores) in arms.items():
         n = max(tuned, 1)
         for j in range(n):
-            params: dict[str, Any] = {"arm": arm}
-            dists: dict[str, Any] = {"arm": CategoricalDistribution(list(arms))}
-            if tuned:
-                params[f"{arm}.gamma"] = 0.5 + j
-                dists[f"{arm}.gamma"] = FloatDistribution(0.1, 10.0)
+            params = {"gamma": (0.5 + j, FloatDistribution(0.1, 10.0))} if tuned else {}
             # each tune trial 0.05 better than the one before; the last has `scores` and stands for the arm
             mine = [None if v is None else v + 0.05 * (j - n + 1) for v in scores]
-            present = [v for v in mine if v is not None]
-            user: dict[str, Any] = {"arm": arm, "folds": _folds(mine)}
+            stage = "tune" if mode != "ablation" else "ablation"
             if state == TrialState.FAIL:
-                user = {"arm": arm, "fail_reason": f"RuntimeError: {EVIL} boom"}
-            value = sum(present) / len(present) if state == TrialState.COMPLETE else None
-            study.add_trial(create_trial(state=state, value=value, params=params, distributions=dists, user_attrs=user))
+                add(study, state, arm, [], stage=stage, tuned=params, fail_reason=f"RuntimeError: {EVIL} boom")
+            else:
+                add(study, state, arm, mine, stage=stage, tuned=params, epochs=E)
     return study
 
 
@@ -270,7 +257,7 @@ def test_tune_mode_adds_history_and_importance(tmp_path: Path) -> None:
     assert {"folds", "forest", "curves", "time", "history", "importance"} <= set(figs)
     names = json.dumps(figs["importance"]["data"])
     assert "x&lt;b&gt;.gamma" in names and "x<b>" not in names
-    assert "Tuned parameters" in text and "x&lt;b&gt;.gamma = 2.5" in text
+    assert "Tuned parameters" in text and "<td>x&lt;b&gt;</td><td class=\"num\">5</td><td>gamma = 2.5" in text
 
 
 def test_tune_mode_with_one_trial_explains_the_missing_importance(tmp_path: Path) -> None:
@@ -313,7 +300,7 @@ arms:
 
 @pytest.fixture(scope="module")
 def real_study(tmp_path_factory: pytest.TempPathFactory, synth_cache: Path) -> optuna.Study:
-    from ablate.runner import RunArgs, run
+    from ablate.study.runner import RunArgs, run
 
     d = tmp_path_factory.mktemp("spaces")
     shutil.copy(REPO / "search_spaces" / "base.yaml", d / "base.yaml")

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from ablate import train as train_mod
-from ablate.config import Component, Config
+from ablate.config import Component
 from ablate.data.cache import Cache
+from ablate.spaces import recipe_config
 from ablate.train import TrainingDiverged, train_fold
 
-TINY = Config(
+TINY = recipe_config("full").replace(  # the baseline recipe, made small
     model=Component("transformer", {"width": 32, "heads": 4, "dropout": 0.1}),
     loss=Component("subcenter_arcface"),
     optimizer=Component("adamw", {"lr": 3e-3}),

@@ -134,14 +134,11 @@ def ingest(
         old = None if rebuild else _existing(cache_dir, data_dir)
         report = IngestReport(cache_dir=cache_dir, total=len(csv["path"]))
         rows, to_read = _plan(data_dir, csv, sign_map, old, report)
-        if old is not None and not to_read and _same(old, rows, report):
-            report.fingerprint = old["meta"]["fingerprint"]
-            report.changed = False
-            report.seconds = time.perf_counter() - t0
-            return report
         target = (_Target(old["frames"], old["end"], False) if old is not None
                   else _Target(cache_dir / f"landmarks-{secrets.token_hex(4)}.f32", 0, True))
-        _commit(cache_dir, data_dir, sign_map, rows, to_read, target, report, workers, progress)
+        report.changed = _commit(cache_dir, data_dir, sign_map, rows, to_read, target, report, old, workers, progress)
+        if not report.changed:
+            report.fingerprint = old["meta"]["fingerprint"]  # type: ignore[index]
         report.seconds = time.perf_counter() - t0
         _remove_unreferenced(cache_dir)
         return report
@@ -189,12 +186,15 @@ def _same(old: dict[str, Any], rows: list[dict[str, Any]], report: IngestReport)
 
 def _commit(cache_dir: Path, data_dir: Path, sign_map: dict[str, int], rows: list[dict[str, Any]],
             to_read: list[tuple[int, dict[str, Any], Path]], target: _Target, report: IngestReport,
-            workers: int | None, progress: Callable[[int, int], None] | None) -> None:
-    """Write the frames, then a new index, then meta.json; undo the first two if anything fails."""
+            old: dict[str, Any] | None, workers: int | None, progress: Callable[[int, int], None] | None) -> bool:
+    """Write the frames, then a new index, then meta.json; undo the first two if anything fails.
+    Returns False, having written nothing, when the result equals the committed cache."""
     index_path = cache_dir / f"index-{secrets.token_hex(4)}.parquet"
     try:
-        bad = _append_frames(target, to_read, rows, report, workers, progress)
+        bad = _append_frames(target, to_read, rows, report, workers, progress) if to_read else set()
         rows[:] = [r for i, r in enumerate(rows) if i not in bad]
+        if old is not None and report.read == 0 and _same(old, rows, report):
+            return False  # skipped files failed again, for the same reasons: nothing to commit
         if not rows:
             raise UserError(f"{data_dir}: no usable sequences ({len(report.skipped)} skipped); cache not written")
         checkpoints.reached("ingest:frames-written")
@@ -208,7 +208,7 @@ def _commit(cache_dir: Path, data_dir: Path, sign_map: dict[str, int], rows: lis
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         atomic_write(cache_dir / META, json.dumps(meta, indent=1).encode())
-    except BaseException:
+    except BaseException:  # the committed files are untouched; drop what this run added
         index_path.unlink(missing_ok=True)
         if target.new_file:
             target.path.unlink(missing_ok=True)
@@ -216,6 +216,7 @@ def _commit(cache_dir: Path, data_dir: Path, sign_map: dict[str, int], rows: lis
             os.truncate(target.path, target.start * FRAME_BYTES)
         raise
     checkpoints.reached("ingest:committed")
+    return True
 
 
 def _append_frames(target: _Target, to_read: list[tuple[int, dict[str, Any], Path]], rows: list[dict[str, Any]],

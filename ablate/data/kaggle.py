@@ -75,6 +75,10 @@ def read_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
         pf = pq.ParquetFile(path)
     except FileNotFoundError:
         raise BadFile("file not found") from None
+    except PermissionError:
+        raise BadFile("cannot read (Permission denied)") from None
+    except IsADirectoryError:
+        raise BadFile("is a directory, not a landmark file") from None
     except (pa.ArrowException, OSError) as e:
         raise BadFile(f"not a readable parquet file ({_first_line(e)})") from None
     check_schema(pf.schema_arrow)

@@ -9,3 +9,11 @@
     storage    journal file or database URL, and naming it without its password
     dashboard  the optuna-dashboard note, chart and artifacts
 """
+
+import warnings
+
+import optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# WilcoxonPruner, TPE's `group` and heartbeats are marked experimental; the versions are pinned.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

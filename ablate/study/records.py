@@ -205,6 +205,23 @@ def add_folds(trial: optuna.Trial, folds: list[FoldScore]) -> None:
     trial.set_user_attr("seconds", round(sum(f.seconds for f in folds), 2))
 
 
+def made_trial(state: TrialState, arm: str, folds: list[FoldScore], stage: str = "ablation",
+               tuned: dict[str, tuple[Any, Any]] | None = None, config: dict[str, Any] | None = None,
+               fail_reason: str | None = None) -> FrozenTrial:
+    """A finished trial with its record, made outside a study run (tests, imports from elsewhere).
+    `tuned` maps a parameter to (value, Optuna distribution)."""
+    tuned = tuned or {}
+    user: dict[str, Any] = {"arm": arm, "stage": stage, "config": config or {},
+                            "folds": [dataclasses.asdict(f) for f in folds], "fold_scores": [f.score for f in folds]}
+    if fail_reason is not None:
+        user["fail_reason"] = fail_reason
+    scores = [f.score for f in folds]
+    value = sum(scores) / len(scores) if state == TrialState.COMPLETE and scores else None
+    return optuna.trial.create_trial(state=state, value=value, user_attrs=user,
+                                     params={f"{arm}.{k}": v for k, (v, _) in tuned.items()},
+                                     distributions={f"{arm}.{k}": d for k, (_, d) in tuned.items()})
+
+
 def enqueued_arm(trial: optuna.Trial) -> str | None:
     """The arm an enqueued trial was queued for (None: the sampler chooses)."""
     arm = trial.user_attrs.get("arm")

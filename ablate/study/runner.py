@@ -148,6 +148,9 @@ def _outcome_line(study: optuna.Study, out: queue.TrialOutcome) -> str:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # once: a worker re-parented to a multi-threaded subreaper can receive the parent-death signal
+    # again, which must not cut short the clean-up (queueing its trial again) that this one starts
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

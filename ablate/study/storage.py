@@ -22,9 +22,6 @@ from ablate.data.cache import ablate_home
 from ablate.errors import UserError
 
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-# WilcoxonPruner, TPE's `group` and heartbeats are marked experimental; versions are pinned.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def default_storage_url() -> str:
