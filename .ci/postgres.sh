@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server on loopback for the distributed-study test.
-#   .ci/postgres.sh start   -> prints the storage URL on stdout
+#   .ci/postgres.sh start   -> prints the storage URL on stdout, in the README's form
+#                              postgresql://user:password@host:port/db (a password checked by the server)
 #   .ci/postgres.sh stop
 # Installs Debian's postgresql when it is missing (CI runs as root).
 set -euo pipefail
@@ -25,8 +26,12 @@ chown postgres "$DIR"
 mkdir -p "$STATE"
 echo "$DIR" > "$STATE/dir"
 echo "$BIN" > "$STATE/bin"
-runuser -u postgres -- "$BIN/initdb" -D "$DIR/data" -A trust -U postgres >/dev/null
+PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# the socket (local) trusts the postgres user for setup; TCP connections must give the password
+runuser -u postgres -- "$BIN/initdb" -D "$DIR/data" --auth-local=trust --auth-host=scram-sha-256 -U postgres >/dev/null
 runuser -u postgres -- "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR" start >/dev/null
-runuser -u postgres -- "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ablate_ci
-echo "postgresql+psycopg2://postgres@127.0.0.1:$PORT/ablate_ci"
+runuser -u postgres -- "$BIN/psql" -q -h "$DIR" -p "$PORT" -U postgres \
+  -c "CREATE ROLE ablate LOGIN PASSWORD '$PASSWORD'" >/dev/null
+runuser -u postgres -- "$BIN/createdb" -h "$DIR" -p "$PORT" -U postgres -O ablate ablate_ci
+echo "postgresql://ablate:$PASSWORD@127.0.0.1:$PORT/ablate_ci"

@@ -101,7 +101,7 @@ def _studies(storage_url: str | None, spaces: list[str]) -> list:  # list[optuna
     from ablate.study.records import study_metas
     from ablate.study.storage import open_storage
 
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)
     metas = study_metas(storage)
     chosen = [name for name, m in metas if not spaces or m.space in spaces or name in spaces]
     missing = [x for x in spaces if not any(m.space == x or name == x for name, m in metas)]
@@ -148,7 +148,7 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
     from ablate.study.dashboard import artifact_store
     from ablate.study.storage import open_storage, storage_label
 
-    storage = open_storage(a.storage)
+    storage = open_storage(a.storage, create=False)
     _say(f"optuna-dashboard on http://{a.host}:{a.port} for {storage_label(a.storage)} (Ctrl-C stops it)")
     optuna_dashboard.run_server(storage, host=a.host, port=a.port, artifact_store=artifact_store())
     return 0

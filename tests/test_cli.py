@@ -49,7 +49,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     _one_line_error(ablate("list", "modles"), "unknown component kind 'modles'", "did you mean 'models'")
     _one_line_error(ablate("run", "loses", "--storage", str(tmp_path / "s.journal")), "unknown search space 'loses'", "did you mean 'losses'")
     _one_line_error(ablate("run", "losses", "--preset", "quik", "--storage", str(tmp_path / "s.journal")), "unknown preset 'quik'")
-    _one_line_error(ablate("report", "losses", "--storage", str(tmp_path / "s.journal")), "no study of it in this storage")
+    _one_line_error(ablate("report", "losses", "--storage", str(tmp_path / "s.journal")), "s.journal: no such journal file")
     _one_line_error(ablate("run", "losses", "--workers", "0"), "argument --workers: expected a positive integer, got '0'")
 
 

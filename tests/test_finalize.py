@@ -92,7 +92,8 @@ def test_tuned_parameters_of_the_winner_are_carried(storage: str) -> None:
 
 
 @pytest.mark.parametrize(("setup", "args", "message"), [
-    (lambda s: None, ["losses"], "no study 'losses-smoke'"),
+    (lambda s: None, ["losses"], "no such journal file"),
+    (lambda s: make_study(s, "optimizers", "smoke", all_arms("optimizers", {})), ["losses"], "no study 'losses-smoke'"),
     (lambda s: make_study(s, "losses", "smoke", {"subcenter_arcface": BASE}, waiting=("ce",)), ["losses"],
      "unfinished: 1 trial(s) still waiting"),
     (lambda s: make_study(s, "losses", "smoke", {"subcenter_arcface": BASE, "ce": BASE}), ["losses"],

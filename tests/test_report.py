@@ -322,3 +322,12 @@ def test_a_real_study_reports_end_to_end(real_study: optuna.Study, tmp_path: Pat
     assert {"folds", "forest", "curves", "time"} <= set(_figures(text))
     index = (tmp_path / "index.html").read_text()
     assert f'href="{path.name}"' in index and "Does label smoothing help?" in index
+
+
+def test_study_names_that_share_a_file_name_get_files_of_their_own(tmp_path: Path) -> None:
+    paths = [write_report(fake_study(name, {"ce": (TrialState.COMPLETE, BASE)}), tmp_path) for name in ("exp 1", "exp_1", "exp/1")]
+    assert len({p.name for p in paths}) == 3 and paths[1].name == "exp_1.html"
+    write_index(tmp_path)
+    index = (tmp_path / "index.html").read_text()
+    assert all(f'href="{p.name.replace(" ", "%20")}"' in index for p in paths)
+    assert {json.loads(p.with_suffix(".json").read_text())["study"] for p in paths} == {"exp 1", "exp_1", "exp/1"}

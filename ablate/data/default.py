@@ -20,6 +20,7 @@ def default_cache() -> Path:
 
     data = default_data_dir()
     if not (data / TRAIN_CSV).is_file():
+        data.mkdir(parents=True, exist_ok=True)  # a read-only $ABLATE_HOME fails here, before any message
         print(f"generating the default synthetic data set in {data} ...", file=sys.stderr, flush=True)
         generate(data, SynthConfig())
     cache = default_cache_dir(data)

@@ -67,6 +67,7 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     check_files: competition landmark files (or folders of them) added to the parity checks."""
     log = log or sys.stderr
     real = cs.file_cases(check_files)  # read first: a bad file is reported before any conversion
+    folds = load_folds(config, data.num_classes, out)  # and bad weights before an earlier deliverable is touched
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
     for old in (DELIVERABLE, "model_fp32.tflite", "sign_to_prediction_index_map.json"):
@@ -74,7 +75,6 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     conv_log = exp / "convert.log"
     conv_log.write_text("")
     sign_map, out_index, map_warning = output_map(data)
-    folds = load_folds(config, data.num_classes, out)
     ensemble = Ensemble(folds, tta=tta, out_index=out_index).eval()
     times: dict[str, float] = {}
 

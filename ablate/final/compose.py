@@ -116,7 +116,7 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
     study_preset = study_preset or preset or base_file.default_preset
     preset = preset or study_preset
     base = resolve(base_file, preset).config
-    store = open_storage(storage)
+    store = open_storage(storage, create=False)
     where = mask_url(storage) if storage else "the default journal"
     existing = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
     known = list_spaces()

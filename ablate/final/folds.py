@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,10 @@ class FoldRecord:
 
 
 def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]) -> None:
-    """Write recipe.json, or check that the folder's earlier run had the same config and data."""
+    """Write recipe.json, or check that the folder's earlier run had the same config and data (then
+    it stays as it is: the provenance of the folds is that of the run that trained them)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, expected a folder for the final model")
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECIPE
     # through JSON, as the stored copy went: tuples become lists, so equal configs compare equal
@@ -64,6 +68,7 @@ def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]
         if diff or theirs.get("data", {}).get("fingerprint") != data.fingerprint:
             what = f"config differs in {', '.join(diff)}" if diff else "trained on other data"
             raise UserError(f"{out}: holds folds of another run ({what}); pass another --out, or delete {out}")
+        return
     write_json(path, {**mine, **extra})
 
 
@@ -106,21 +111,38 @@ def _bytes(write: Any) -> bytes:
     return buf.getvalue()
 
 
-def load_folds(config: Config, num_classes: int, out: Path) -> list[Parts]:
-    """Each fold's trained parts, in eval mode, on the CPU."""
-    parts = []
-    for k in range(config.folds):
-        weights = _fold_paths(out, k)[0]
-        if not weights.is_file():
-            raise UserError(f"{weights}: missing; run `ablate finalize` to train fold {k}")
+def _load_fold(config: Config, num_classes: int, out: Path, k: int) -> Parts:
+    weights = _fold_paths(out, k)[0]
+    if not weights.is_file():
+        raise UserError(f"{weights}: missing; run `ablate finalize` to train fold {k}")
+    p = build_parts(config, num_classes)
+    try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        p = build_parts(config, num_classes)
         p.model.load_state_dict(state["model"])
         p.head.load_state_dict(state["head"])
-        p.model.eval()
-        p.head.eval()
-        parts.append(p)
-    return parts
+    except OSError:
+        raise
+    except Exception as e:  # not a weights file, another recipe's, or damaged: never unpickled unsafely
+        what = "not a PyTorch weights file" if isinstance(e, pickle.UnpicklingError) else \
+            f"weights that do not fit this recipe ({type(e).__name__})"
+        raise UserError(f"{weights}: {what}; delete it to train fold {k} again") from None
+    p.model.eval()
+    p.head.eval()
+    return p
+
+
+def load_folds(config: Config, num_classes: int, out: Path) -> list[Parts]:
+    """Each fold's trained parts, in eval mode, on the CPU."""
+    return [_load_fold(config, num_classes, out, k) for k in range(config.folds)]
+
+
+def check_done_folds(config: Config, num_classes: int, out: Path) -> None:
+    """The folds a rerun will not train again must load: a damaged file is named before any training."""
+    for k in range(config.folds):
+        weights, summary, oof = _fold_paths(out, k)
+        if weights.is_file() and summary.is_file() and oof.is_file():
+            read_json(summary)
+            _load_fold(config, num_classes, out, k)
 
 
 def out_of_fold(config: Config, data: Cache, out: Path) -> dict[str, Any]:

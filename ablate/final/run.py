@@ -54,7 +54,7 @@ class FinalizeArgs:
 def finalize(args: FinalizeArgs) -> dict[str, Any]:
     from ablate.data.cache import Cache
     from ablate.final.compose import compose
-    from ablate.final.folds import check_or_claim, out_of_fold, train_all, write_json
+    from ablate.final.folds import check_done_folds, check_or_claim, out_of_fold, train_all, write_json
     from ablate.study.runner import resolve_data
 
     t0 = time.perf_counter()
@@ -64,7 +64,6 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
 
         file_cases([Path(f) for f in args.check_files])
     recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean)
-    print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
     data = Cache(resolve_data(args.data))
     for ch in recipe.choices:
         if ch.fingerprint and ch.fingerprint != data.fingerprint:
@@ -78,6 +77,8 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
                  "signs": data.num_classes},
     }
     check_or_claim(out, recipe.config, data, {"provenance": summary})
+    check_done_folds(recipe.config, data.num_classes, out)
+    print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
     folds = train_all(recipe.config, data, out)
     summary["training"] = {"folds": [asdict(f) for f in folds], "oof": out_of_fold(recipe.config, data, out)}
     oof = summary["training"]["oof"]

@@ -5,6 +5,7 @@ The folder works offline and can be copied as a whole: pages load plotly.min.js 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -74,8 +75,13 @@ def report_json(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, flo
 
 
 def report_stem(study_name: str) -> str:
-    """The file name (without suffix) of a study's report: the study name with odd characters as '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    """The file name (without suffix) of a study's report: the study name itself when it is a safe
+    file name, else with odd characters as '_' plus a digest of the real name, so that two names
+    ("exp 1", "exp_1") never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    if safe == study_name:
+        return safe
+    return f"{safe}-{hashlib.blake2b(study_name.encode(), digest_size=3).hexdigest()}"
 
 
 def write_plotly_js(out_dir: Path) -> Path:

@@ -63,11 +63,15 @@ class Prepared:
 
 
 def prepare(storage: BaseStorage, name: str, space: Space, meta: StudyMeta) -> Prepared:
-    """Create the study (and queue its arms) or resume it (checked, grown, queue refilled)."""
+    """Create the study (and queue its arms) or resume it (checked, grown, queue refilled).
+    A resume that is refused writes nothing: the study is looked up before any create is tried."""
+    if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        return _resume(optuna.load_study(study_name=name, storage=storage, sampler=sampler(), pruner=pruner()),
+                       space, meta)
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler(),
                                     pruner=pruner())
-    except DuplicatedStudyError:
+    except DuplicatedStudyError:  # another process created it a moment ago
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler(), pruner=pruner())
         return _resume(study, space, meta)
     records.write_meta(study, meta)

@@ -10,7 +10,9 @@ A storage URL is shown only through `mask_url` (password, and secret-looking que
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -22,6 +24,7 @@ from ablate.data.cache import ablate_home
 from ablate.errors import UserError
 
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_SCHEMA_TRIES = 5  # PostgreSQL's CREATE TABLE races between processes on a fresh database: try again
 
 
 def default_storage_url() -> str:
@@ -66,29 +69,39 @@ def scrub(text: str, url: str | None) -> str:
     return text
 
 
-def open_storage(url: str | None) -> BaseStorage:
-    """An Optuna storage from a URL (postgresql://, mysql://, sqlite:///) or a journal file path."""
+def open_storage(url: str | None, create: bool = True) -> BaseStorage:
+    """An Optuna storage from a URL (postgresql://, mysql://, sqlite:///) or a journal file path.
+    With create=False (commands that only read) a journal file that does not exist is refused,
+    not created."""
     url = url or default_storage_url()
     if "://" in url:
         return _open_rdb(url)
-    return _open_journal(Path(url))
+    path = Path(url)
+    if not create and not path.exists():
+        raise UserError(f"storage {path}: no such journal file (no study has run there yet: `ablate run SPACE`)")
+    return _open_journal(path)
 
 
 def _open_rdb(url: str) -> BaseStorage:
     from ablate.study.queue import GRACE_S, HEARTBEAT_S, heartbeat_failed
 
     where = f"storage {mask_url(url)}"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                              heartbeat_stale_trial_callback=heartbeat_failed, engine_kwargs={"pool_pre_ping": True})
-    except ModuleNotFoundError as e:
-        extra = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgres") else ""
-        raise UserError(f"{where}: its database driver is not installed: no module named {e.name!r}{extra}") from None
-    except Exception as e:  # connection refused, unknown driver, bad URL, wrong password: the user's to fix
-        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{where}: cannot open ({scrub(text, url)})") from None
+    for attempt in range(_SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  heartbeat_stale_trial_callback=heartbeat_failed, engine_kwargs={"pool_pre_ping": True})
+        except ModuleNotFoundError as e:
+            extra = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgres") else ""
+            raise UserError(f"{where}: its database driver is not installed: no module named {e.name!r}{extra}") from None
+        except Exception as e:  # connection refused, unknown driver, bad URL, wrong password: the user's to fix
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if attempt + 1 < _SCHEMA_TRIES and any(s in text for s in ("already exists", "duplicate key")):
+                time.sleep(0.5 * (attempt + 1))  # machines creating Optuna's tables at once: theirs won
+                continue
+            raise UserError(f"{where}: cannot open ({scrub(text, url)})") from None
+    raise AssertionError("unreachable")
 
 
 def _open_journal(path: Path) -> BaseStorage:
@@ -98,13 +111,26 @@ def _open_journal(path: Path) -> BaseStorage:
         raise UserError(f"storage {path}: is a directory; expected a journal file (e.g. {path / 'studies.journal'}) "
                         "or a database URL")
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return JournalStorage(JournalFileBackend(str(path)))
-    except OSError:
-        raise  # permissions, a full disk: the boundary names the file
-    except Exception as e:  # a line that is not a journal record
-        raise UserError(f"storage {path}: not an Optuna journal, or a damaged one ({type(e).__name__}: "
-                        f"{str(e)[:120]}); use another --storage, or move this file away") from None
+    _check_journal(path)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _check_journal(path: Path) -> None:
+    """Every complete line of a journal file must be an Optuna log record. (Optuna skips a bad last
+    line, as a write in progress, and would then append after it: the file would be lost for good.)"""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                break  # a record being written by another process
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or "op_code" not in record:
+                raise UserError(f"storage {path}: line {number} is not an Optuna journal record: not a journal, or "
+                                "a damaged one; use another --storage, or move this file away")
 
 
 def storage_label(url: str | None) -> str:
