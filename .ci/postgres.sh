@@ -6,7 +6,6 @@
 # Installs Debian's postgresql when it is missing (CI runs as root).
 set -euo pipefail
 STATE=/tmp/ablate-ci-postgres
-PORT=${ABLATE_PG_PORT:-54329}
 
 if [ "${1:-start}" = stop ]; then
   [ -f "$STATE/dir" ] || exit 0
@@ -21,7 +20,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
 fi
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+# a free port (another server, or a leftover one, may hold any fixed port)
+PORT=${ABLATE_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 DIR=$(mktemp -d /tmp/ablate-pg.XXXXXX)
+cleanup() { runuser -u postgres -- "$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$DIR" "$STATE"; }
+trap cleanup ERR
 chown postgres "$DIR"
 mkdir -p "$STATE"
 echo "$DIR" > "$STATE/dir"

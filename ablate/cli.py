@@ -17,9 +17,7 @@ from pathlib import Path
 from ablate.cli_args import finite_float, positive_float, positive_int, probability
 from ablate.cli_data import add_commands as add_data_commands
 from ablate.cli_final import add_commands as add_final_commands
-from ablate.errors import UserError, os_error_line
-
-EXIT_USER_ERROR = 2
+from ablate.errors import EXIT_DEVICE, EXIT_USER_ERROR, UserError, os_error_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,10 +72,10 @@ def _text_table(result: dict) -> str:
 def cmd_run(a: argparse.Namespace) -> int:
     from ablate.report.analysis import analyze
     from ablate.study.dashboard import attach
-    from ablate.study.runner import RunArgs, run
+    from ablate.study.runner import RunArgs, run_with_status
     from ablate.study.storage import mask_url
 
-    study = run(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
+    study, broken = run_with_status(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
                         workers=a.workers, seeds=a.seeds, n_trials=a.n_trials, timeout=a.timeout,
                         pruning=a.pruning, leaky_folds=a.leaky_folds))
     result = analyze(study)
@@ -85,11 +83,15 @@ def cmd_run(a: argparse.Namespace) -> int:
     _say(_text_table(result))
     for w in result["warnings"]:
         _say(f"warning: {w}")
-    paths = write_reports(_studies(a.storage, [study.study_name]), Path("reports"))
+    paths = write_reports([study], Path("reports"))
     attach(study, str(paths[0]), "text/html")
     _say(f"report: {paths[0]} (all studies: reports/index.html)")
     storage = f" --storage {mask_url(a.storage)}" if a.storage else ""
     _say(f"watch it: ablate dashboard{storage}" + (" (password hidden)" if a.storage and mask_url(a.storage) != a.storage else ""))
+    if broken:
+        print("ablate: a worker's device failed; its trial is queued again: run the same command on a healthy "
+              "device to finish the study", file=sys.stderr)
+        return EXIT_DEVICE
     return 0
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate.cli_args import non_negative_int, positive_int
+from ablate.errors import EXIT_USER_ERROR
 
-EXIT_USER_ERROR = 2
 EXIT_MISMATCH = 1
 
 
@@ -71,7 +71,8 @@ def cmd_verify(a: argparse.Namespace) -> int:
     where = "the cache and its source files" if r.source_checked else \
         f"the cache only (source {r.source} has no train.csv any more)"
     verdict = f"{len(r.mismatches)} mismatch(es)" if r.mismatches else "all match"
-    _say(f"verified {r.checked} sequences of {r.cache_dir} against {where}: {verdict}")
+    skipped = f" ({r.skipped} file(s) skipped at ingest, see `ablate data info`)" if r.skipped else ""
+    _say(f"verified {r.checked} sequences of {r.cache_dir} against {where}: {verdict}{skipped}")
     return EXIT_MISMATCH if r.mismatches else 0
 
 

@@ -6,6 +6,10 @@ import difflib
 from collections.abc import Iterable
 
 
+EXIT_USER_ERROR = 2  # a user error: one line on stderr
+EXIT_DEVICE = 3  # `ablate run`: a worker's device broke; its trial is queued again
+
+
 class UserError(Exception):
     """A problem with the user's input (a file, a field, a value). Printed as one line, exit 2."""
 
@@ -32,3 +36,9 @@ def os_error_line(e: OSError) -> str:
         return f"{what} ({type(e).__name__})"
     where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
     return f"{where}: {what}"
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), shortened."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

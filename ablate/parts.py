@@ -14,7 +14,7 @@ from torch import nn
 from ablate.components import FEATURES, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
 from ablate.components.augmentations import Pipeline, compose
 from ablate.config import Config
-from ablate.errors import UserError
+from ablate.errors import UserError, first_line
 
 CHECK_CLASSES = 250  # the competition's sign count: what a config is checked against before data is read
 
@@ -57,7 +57,7 @@ def check_buildable(config: Config, where: str) -> None:
     except UserError as e:
         raise UserError(f"{where}: {e}") from None
     except (ValueError, TypeError, RuntimeError) as e:  # a library's own check (e.g. torch's LSTM dropout)
-        raise UserError(f"{where}: cannot build ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+        raise UserError(f"{where}: cannot build ({type(e).__name__}: {first_line(e)})") from None
 
 
 class SignModel(nn.Module):

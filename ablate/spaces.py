@@ -184,6 +184,10 @@ def load_space(name: str, directory: Path | None = None) -> Space:
     raw_arms = data.get("arms")
     if not isinstance(raw_arms, dict) or not raw_arms:
         raise UserError(f"{path}: arms: expected a mapping of arm labels to settings, with at least one arm")
+    labels = [str(label) for label in raw_arms]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # `1:` and `'1':` are two YAML keys but one label
+        raise UserError(f"{path}: arms: the label {twice[0]!r} is written twice (as text and as a number)")
     arms = {str(label): _arm(str(label), spec, axis, mode, path) for label, spec in raw_arms.items()}
     baseline = data.get("baseline", next(iter(arms)))
     if baseline not in arms:

@@ -116,7 +116,8 @@ def _changed_one_file(dataset: Path) -> str:
 
 
 @pytest.mark.parametrize("rebuild", [True, False], ids=["rebuild", "update"])
-@pytest.mark.parametrize("point", ["ingest:chunk-written", "ingest:frames-written", "ingest:index-written"])
+@pytest.mark.parametrize("point", ["ingest:chunk-written", "ingest:frames-written", "ingest:index-written",
+                                   "ingest:committed"])
 def test_an_ingest_killed_anywhere_leaves_the_old_cache_whole(dataset: Path, tmp_path: Path, point: str,
                                                              rebuild: bool) -> None:
     """SIGKILL at a checkpoint of `ingest [--rebuild]` after a file changed: the old cache opens and
@@ -136,6 +137,10 @@ def test_an_ingest_killed_anywhere_leaves_the_old_cache_whole(dataset: Path, tmp
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if point == "ingest:committed":  # killed after the commit, before the clean-up: the new cache, whole
+        _matches_files(cache, dataset)
+        assert ingest(dataset, cache).changed is False
+        return
     after = Cache(cache)
     assert after.fingerprint == fingerprint and len(after) == len(held)
     for i, frames in enumerate(held):
@@ -147,6 +152,7 @@ def test_an_ingest_killed_anywhere_leaves_the_old_cache_whole(dataset: Path, tmp
     r = ingest(dataset, cache)
     assert r.read == 1 and r.fingerprint != fingerprint
     _matches_files(cache, dataset)
+    assert r.fingerprint == ingest(dataset, tmp_path / "clean").fingerprint  # what a clean ingest of these files gives
 
 
 def test_disk_full_during_a_rebuild_keeps_the_old_cache(dataset: Path, tmp_path: Path) -> None:
@@ -178,6 +184,20 @@ def test_verify_names_every_mismatch(dataset: Path, tmp_path: Path) -> None:
     assert f"mismatch: source: {rows[9][0]}: cannot read (No such file or directory)" in lines or \
         f"mismatch: source: {rows[9][0]}: file not found" in lines
     assert len(lines) == 3 and "3 mismatch(es)" in r.stdout
+
+
+def test_verify_tells_skipped_files_from_mismatches(dataset: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    rows = _csv_rows(dataset)
+    (dataset / rows[3][0]).write_bytes(b"not parquet")
+    ingest(dataset, cache)
+    assert verify(cache).mismatches == [] and verify(cache).skipped == 1  # skipped at ingest, with its reason
+    text = (dataset / "train.csv").read_text().replace(f"{rows[5][0]},{rows[5][1]},{rows[5][2]},{rows[5][3]}",
+                                                      f"{rows[5][0]},{rows[5][1]},{rows[5][2]},sign0")
+    (dataset / "train.csv").write_text(text)
+    assert rows[5][3] == "sign2"
+    (mismatch,) = verify(cache).mismatches  # a relabelled row: the cache holds the old label
+    assert f"{rows[5][0]}: train.csv now says sequence {rows[5][2]}, participant {rows[5][1]}, sign 'sign0'" in mismatch
 
 
 def test_no_usable_sequences_writes_nothing(dataset: Path, tmp_path: Path) -> None:

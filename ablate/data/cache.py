@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ablate.data import kaggle
 from ablate.data.folds import GROUPED, fold_key, make_folds
 from ablate.data.landmarks import N_LANDMARKS
-from ablate.errors import UserError
+from ablate.errors import UserError, first_line
 from ablate.files import atomic_write
 
 CACHE_VERSION = 2
@@ -95,6 +95,10 @@ def read_committed(cache_dir: Path) -> tuple[dict[str, Any], pa.Table, Path]:
         raise _damaged(path, f"not valid JSON ({e})") from None
     if not isinstance(meta, dict) or not {"version", "fingerprint", "sign_map", "source"} <= set(meta):
         raise _damaged(path, "missing fields (expected version, source, fingerprint, sign_map)")
+    names = [meta.get(k) for k in ("frames", "index") if k in meta]
+    if not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names) \
+            or not isinstance(meta["sign_map"], dict) or not isinstance(meta["fingerprint"], str):
+        raise _damaged(path, "fields of the wrong type (frames and index must name files of the cache)", meta)
     if meta["version"] not in READABLE_VERSIONS:
         raise UserError(f"{path}: cache version {meta['version']!r}, this ablate reads {READABLE_VERSIONS}; "
                         "re-run ingest with --rebuild")
@@ -106,7 +110,7 @@ def read_committed(cache_dir: Path) -> tuple[dict[str, Any], pa.Table, Path]:
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise
-        raise _damaged(index_path, f"not a readable parquet index ({str(e).splitlines()[0][:120]})", meta) from None
+        raise _damaged(index_path, f"not a readable parquet index ({first_line(e, 120)})", meta) from None
     needed = {"sequence_id", "participant_id", "label", "offset", "length", "digest", "path"}
     if not needed <= set(index.column_names) or index.num_rows == 0:
         raise _damaged(index_path, "missing columns or rows", meta)
@@ -175,8 +179,8 @@ class Cache:
         stored[key] = {"fingerprint": self.fingerprint, "kind": kind, "k": k, "seed": seed, "fold": fold.tolist()}
         try:
             atomic_write(path, json.dumps(stored).encode())
-        except PermissionError:
-            pass  # a read-only cache (shared data): the folds are recomputed, identically, next time
+        except OSError:
+            pass  # a read-only cache (shared data, a read-only mount): recomputed, identically, next time
         return fold
 
     def info(self) -> dict[str, Any]:

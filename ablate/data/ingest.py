@@ -1,8 +1,9 @@
 """`ablate data ingest`: build or update the landmark cache of a Kaggle-layout directory.
 
-Crash safety, the rule: nothing the committed meta.json points to is ever written.
-- An update appends the frames of new or changed files past the last frame the committed index
-  uses, to the committed frames file, and writes a new index file beside the old one.
+Crash safety, the rule: no byte an index ever pointed to is written again.
+- An update appends the frames of new or changed files at the end of the committed frames file
+  (past every frame of this and of earlier indexes, which a running study may still be reading),
+  and writes a new index file beside the old one. Only --rebuild compacts, into a new file.
 - A rebuild (or a first ingest) writes a new frames file of its own.
 - meta.json, replaced atomically, commits the new state; only then are the files it no longer
   names deleted. Killed anywhere before that, the previous cache opens exactly as it was.
@@ -103,7 +104,12 @@ def _existing(cache_dir: Path, data_dir: Path) -> dict[str, Any] | None:
     if meta.get("source") != str(data_dir.resolve()):
         return None
     rows = index.to_pylist()
-    return {"meta": meta, "rows": rows, "frames": frames, "end": max(r["offset"] + r["length"] for r in rows)}
+    return {"meta": meta, "rows": rows, "frames": frames}
+
+
+def _frames_in(path: Path) -> int:
+    """Whole frames in a frames file: new frames go after all of them (a partial one is overwritten)."""
+    return path.stat().st_size // FRAME_BYTES
 
 
 def _check_cache_dir(cache_dir: Path) -> None:
@@ -134,7 +140,7 @@ def ingest(
         old = None if rebuild else _existing(cache_dir, data_dir)
         report = IngestReport(cache_dir=cache_dir, total=len(csv["path"]))
         rows, to_read = _plan(data_dir, csv, sign_map, old, report)
-        target = (_Target(old["frames"], old["end"], False) if old is not None
+        target = (_Target(old["frames"], _frames_in(old["frames"]), False) if old is not None
                   else _Target(cache_dir / f"landmarks-{secrets.token_hex(4)}.f32", 0, True))
         report.changed = _commit(cache_dir, data_dir, sign_map, rows, to_read, target, report, old, workers, progress)
         if not report.changed:
@@ -227,7 +233,7 @@ def _append_frames(target: _Target, to_read: list[tuple[int, dict[str, Any], Pat
     end, bad = target.start, set()
     try:
         with open(target.path, "r+b" if target.path.exists() else "w+b") as out, ThreadPoolExecutor(workers) as pool:
-            out.truncate(end * FRAME_BYTES)  # a tail left by an interrupted run: no index uses it
+            out.truncate(end * FRAME_BYTES)  # drops only a partial frame that an interrupted run left
             out.seek(end * FRAME_BYTES)
             chunk = 256 * workers  # map() keeps order; chunks bound the results held in memory
             for start in range(0, len(to_read), chunk):

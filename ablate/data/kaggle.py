@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ablate.data.landmarks import N_LANDMARKS, PARTS
-from ablate.errors import UserError
+from ablate.errors import UserError, first_line
 
 TRAIN_CSV = "train.csv"
 SIGN_MAP = "sign_to_prediction_index_map.json"
@@ -80,7 +80,7 @@ def read_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
     except IsADirectoryError:
         raise BadFile("is a directory, not a landmark file") from None
     except (pa.ArrowException, OSError) as e:
-        raise BadFile(f"not a readable parquet file ({_first_line(e)})") from None
+        raise BadFile(f"not a readable parquet file ({first_line(e)})") from None
     check_schema(pf.schema_arrow)
     n_rows = pf.metadata.num_rows
     if n_rows == 0:
@@ -90,13 +90,9 @@ def read_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         table = pf.read(columns=XYZ, use_threads=False)
     except (pa.ArrowException, OSError) as e:
-        raise BadFile(f"truncated or corrupt data ({_first_line(e)})") from None
+        raise BadFile(f"truncated or corrupt data ({first_line(e)})") from None
     cols = [table.column(c).to_numpy().astype(np.float32, copy=False) for c in XYZ]
     return np.stack(cols, axis=-1).reshape(-1, N_LANDMARKS, 3)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _frame_layout() -> tuple[pa.Array, pa.Array, np.ndarray]:
@@ -178,9 +174,9 @@ def read_train_csv(data_dir: Path) -> "pa.Table":
             ),
         )
     except pa.ArrowInvalid as e:
-        raise UserError(f"{path}: cannot parse ({_first_line(e)})") from None
+        raise UserError(f"{path}: cannot parse ({first_line(e)})") from None
     except OSError as e:  # pyarrow's errors name no file: say which
-        raise UserError(f"{path}: cannot read ({e.strerror or _first_line(e)})") from None
+        raise UserError(f"{path}: cannot read ({e.strerror or first_line(e)})") from None
     missing = [c for c in CSV_COLUMNS if c not in table.column_names]
     if missing:
         raise UserError(

@@ -28,6 +28,7 @@ class VerifyReport:
     source: str
     checked: int = 0
     source_checked: bool = True
+    skipped: int = 0  # rows of train.csv the ingest skipped, with its reasons (not mismatches)
     mismatches: list[str] = field(default_factory=list)
 
 
@@ -60,12 +61,19 @@ def verify(cache_dir: Path, workers: int | None = None,
     except UserError as e:
         report.mismatches.append(f"source: {e}")
         return report
-    cached = {r["path"] for r in rows}
-    for rel, sid in zip(listed["path"], listed["sequence_id"]):
-        if rel not in cached:
+    cached = {r["path"]: r for r in cache.index.select(["path", "sequence_id", "participant_id", "sign"]).to_pylist()}
+    skipped = {s["path"]: s["reason"] for s in cache.meta.get("skipped", [])}
+    report.skipped = len(skipped)
+    for rel, pid, sid, sign in zip(listed["path"], listed["participant_id"], listed["sequence_id"], listed["sign"]):
+        row = cached.get(rel)
+        if row is None and rel not in skipped:
             report.mismatches.append(f"source: {rel} (sequence {sid}) is listed in train.csv but not in the cache "
-                                     "(skipped at ingest, or added since: run `ablate data ingest`)")
-    gone = cached - set(listed["path"])
+                                     "(added since the ingest: run `ablate data ingest`)")
+        elif row is not None and (row["sequence_id"], row["participant_id"], row["sign"]) != (sid, pid, sign):
+            report.mismatches.append(f"source: {rel}: train.csv now says sequence {sid}, participant {pid}, sign "
+                                     f"{sign!r}; the cache has {row['sequence_id']}, {row['participant_id']}, "
+                                     f"{row['sign']!r} (run `ablate data ingest`)")
+    gone = set(cached) - set(listed["path"])
     report.mismatches += [f"source: {p} is in the cache but no longer listed in train.csv" for p in sorted(gone)]
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         for n, (r, (digest, why)) in enumerate(zip(rows, pool.map(_source_digest, [source / r["path"] for r in rows]))):

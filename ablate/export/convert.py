@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ablate.errors import UserError
+from ablate.errors import UserError, first_line
 from ablate.export.check import INPUT, OUTPUT, SIGNATURE
 from ablate.files import atomic_write
 EXAMPLE_FRAMES = 40  # the example sequence traced by the exporter; any length works after export
@@ -40,7 +40,7 @@ def to_onnx(module: nn.Module, path: Path, log_path: Path) -> Path:
                               output_names=[OUTPUT], dynamic_shapes={INPUT: {0: n_frames}}, verbose=False)
             _fold_weights(path)
     except Exception as e:
-        raise ExportError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]} (log {log_path})") from e
+        raise ExportError(f"ONNX export failed: {first_line(e, 300)} (log {log_path})") from e
     return path
 
 

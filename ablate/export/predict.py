@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ablate.data import kaggle
-from ablate.errors import UserError
+from ablate.errors import UserError, first_line
 
 
 def find_sign_map(model: Path, given: str | None) -> tuple[dict[str, int], Path]:
@@ -35,7 +35,7 @@ def predict(model_path: Path, files: list[Path], sign_map_path: str | None = Non
     try:
         model = TFLiteModel(model_path, threads=threads)
     except ValueError as e:  # a file that is not a TFLite flatbuffer, or one without the signature
-        raise UserError(f"{model_path}: not a usable TFLite model ({str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{model_path}: not a usable TFLite model ({first_line(e)})") from None
     out = []
     for f in files:
         try:

@@ -18,6 +18,7 @@ from ablate.resolve import load_base, resolve
 from ablate.spaces import Space, list_spaces, load_space, spaces_dir
 from ablate.study import records
 from ablate.study.modes import mode_of
+from ablate.study.setup import differences
 from ablate.study.storage import mask_url, open_storage
 
 _NOT_CHANGES = ("seed",)  # an arm's seed_offset is noise control, not a choice to carry over
@@ -96,6 +97,25 @@ def _row_words(r: dict[str, Any]) -> str:
     return f"mean {r['mean']:.4f}, diff {r['diff']:+.4f}{ci}, Holm p {'-' if p is None else f'{p:.3g}'}"
 
 
+def _same_definitions(study: optuna.Study, space: Space, arms: tuple[str, ...], where: str) -> None:
+    """The arms and the base recipe as the study ran them: else finalize would train another recipe
+    than the one the evidence is about."""
+    meta = records.read_meta(study)
+    for arm in arms:
+        if arm not in space.arms:
+            raise UserError(f"{where}: its arm {arm!r} is no longer in {space.path}; put it back to finalize from it")
+        stored = meta.arms.get(arm)
+        changed = differences(stored, space.arms[arm].spec()) if stored is not None else []
+        if changed:
+            raise UserError(f"{where}: arm {arm!r} changed in {space.path} since the study ran "
+                            f"({'; '.join(changed[:3])}); restore it to finalize from this study")
+    if meta.base_written:
+        changed = differences(meta.base_written.get("recipe", {}), space.base.recipe, shared_only=True)
+        if changed:
+            raise UserError(f"{where}: base.yaml's recipe changed since the study ran ({'; '.join(changed[:3])}); "
+                            "its evidence is about the old recipe")
+
+
 def _tuned(row: dict[str, Any], space: Space) -> dict[str, Any]:
     """The winning trial's values of the arm's tuned parameters (tune and both modes)."""
     ranges = space.arms[row["arm"]].ranges
@@ -147,6 +167,7 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
             arm, reason = _decide(a["arms"], space.baseline, prefer_mean)
         except UserError as e:
             raise UserError(f"--from {name}: study {sname!r}: {e}") from None
+        _same_definitions(study, space, (arm, space.baseline), f"--from {name}: study {sname!r}")
         row = next(r for r in a["arms"] if r["arm"] == arm)
         tuned = _tuned(row, space)
         if tuned and preset != study_preset:

@@ -14,10 +14,9 @@ from urllib.parse import quote
 import plotly.graph_objects as go
 
 from ablate.report.charts import _LAYOUT, Chart, _fig_json, esc
-from ablate.report.html import (
-    _RENDER_JS, DASH, PLOTLY_JS, _component, _figures_json, _kv_table, _verdict_tag, acc, duration, page, pval,
-    signed, with_interval,
-)
+from ablate.report.fmt import DASH, acc, duration, pval, signed, with_interval
+from ablate.report.html import _RENDER_JS, PLOTLY_JS, _figures_json, _verdict_tag, page
+from ablate.report.setup_html import _component, _kv_table
 from ablate.files import atomic_write
 from ablate.report.writer import _now, report_stem, write_index, write_plotly_js
 

@@ -8,12 +8,15 @@ script element. plotly.js is loaded from plotly.min.js beside the page: no netwo
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from ablate.report.charts import VERDICT_COLOURS, Chart, esc
+from ablate.report.fmt import DASH, acc, duration, plain, pval, signed, with_interval
+from ablate.report.setup_html import differences_table, params_table, setup_section
 
-DASH = "–"
+__all__ = ["DASH", "PLOTLY_JS", "acc", "duration", "page", "plain", "pval", "render_index", "render_report", "signed",
+           "verdict_summary", "with_interval"]
+
 VERDICT_ORDER = ("better", "worse", "equivalent", "no detectable difference", "too few pairs")
 PLOTLY_JS = "plotly.min.js"
 
@@ -41,47 +44,6 @@ footer { margin-top: 3em; font-size: 0.85em; color: #555; }
 """
 
 
-def acc(v: float | None) -> str:
-    """An accuracy (or a difference of accuracies) with 4 decimals; '–' where missing."""
-    return DASH if v is None or not math.isfinite(v) else f"{v:.4f}"
-
-
-def signed(v: float | None) -> str:
-    return DASH if v is None or not math.isfinite(v) else f"{v:+.4f}"
-
-
-def pval(v: float | None) -> str:
-    """A p-value with 3 significant digits; '–' where missing."""
-    return DASH if v is None or not math.isfinite(v) else f"{v:.3g}"
-
-
-def with_interval(v: float | None, low: float | None, high: float | None, fmt: Any = acc) -> str:
-    """'v [low, high]'; without the brackets where there is no interval (fewer than 2 scores)."""
-    if low is None and high is None:
-        return fmt(v)
-    return f"{fmt(v)} [{fmt(low)}, {fmt(high)}]"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return DASH
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes = seconds / 60
-    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
-
-
-def plain(v: Any) -> str:
-    """A config value as it would be written in YAML."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return DASH
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def confidence(a: dict[str, Any]) -> str:
     return f"{(1 - a['alpha']) * 100:g}%"
 
@@ -104,55 +66,6 @@ def verdict_summary(a: dict[str, Any]) -> str:
 def _verdict_tag(verdict: str) -> str:
     colour = VERDICT_COLOURS.get(verdict, "#333333")
     return f'<span class="tag" style="background:{colour}">{esc(verdict)}</span>'
-
-
-def _kv_table(rows: list[tuple[str, str]]) -> str:
-    """Key-value rows; values are HTML already (callers escape)."""
-    body = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{body}</table>'
-
-
-def _component(value: Any) -> str:
-    if isinstance(value, dict) and "name" in value:
-        params = ", ".join(f"{k} {plain(v)}" for k, v in (value.get("params") or {}).items())
-        return f"{value['name']}" + (f" ({params})" if params else "")
-    if isinstance(value, list):
-        return ", ".join(_component(x) for x in value) or "none"
-    return plain(value)
-
-
-def recipe_table(a: dict[str, Any]) -> str:
-    axis = a.get("axis")
-    rows = []
-    for key, value in (a.get("recipe") or {}).items():
-        text = esc(_component(value))
-        if key == axis:
-            text += ' <span class="muted">(the baseline arm\'s; this is what the arms vary)</span>'
-        rows.append((key, text))
-    return _kv_table(rows) if rows else '<p class="note">No recipe recorded.</p>'
-
-
-def setup_section(a: dict[str, Any], versions: dict[str, str], commit: str) -> str:
-    data = a.get("data") or {}
-    arms = ", ".join(esc(r["arm"]) + (" (baseline)" if r["verdict"] == "baseline" else "") for r in a["arms"])
-    per_fold = (f"about {a['n_train']:.0f} training and {a['n_test']:.0f} validation sequences per fold"
-                if a.get("n_train") is not None and a.get("n_test") is not None else DASH)
-    rows = [
-        ("what varies", f"the <b>{esc(a.get('axis'))}</b>, in <b>{esc(a.get('mode'))}</b> mode"),
-        ("arms", arms or esc(a.get("baseline"))),
-        ("preset", esc(a.get("preset"))),
-        ("evidence", f"{esc(a.get('folds'))} participant-grouped folds (fold seed {esc(a.get('fold_seed'))}) "
-                     f"x {esc(a.get('seeds'))} seed(s), the same splits for every arm"),
-        ("data", f"fingerprint <code>{esc(a.get('fingerprint'))}</code>: {esc(data.get('sequences'))} sequences, "
-                 f"{esc(data.get('signs'))} signs, {esc(data.get('participants'))} participants; {esc(per_fold)}"),
-        ("data source", esc(data.get("source"))),
-        ("trials", f"{esc(a.get('n_trials'))} ({'finished' if a.get('finished') else 'NOT finished'})"),
-        ("significance level", f"alpha {a['alpha']:g}" + (f"; ROPE [{a['rope'][0]:g}, {a['rope'][1]:g}]" if a.get("rope") else "")),
-        ("storage", esc(a.get("storage"))),
-        ("versions", esc(", ".join(f"{k} {v}" for k, v in versions.items()))),
-        ("ablate commit", f"<code>{esc(commit)}</code>"),
-    ]
-    return '<h2 id="setup">Setup</h2>' + _kv_table(rows) + "<h3>Base recipe</h3>" + recipe_table(a)
 
 
 def _trials_cell(r: dict[str, Any]) -> str:
@@ -193,17 +106,6 @@ def summary_table(a: dict[str, Any]) -> str:
             f'<td class="num trials">{_trials_cell(r)}</td>'
             f'<td class="num time">{duration(r["train_seconds"])}</td></tr>')
     return f'<table id="summary-table">{head}{"".join(body)}</table>'
-
-
-def params_table(a: dict[str, Any]) -> str:
-    rows = [r for r in a["arms"] if r["params"]]
-    if not rows:
-        return ""
-    body = "".join(
-        f"<tr><td>{esc(r['arm'])}</td><td class=\"num\">{esc(r['trial'])}</td><td>"
-        + esc(", ".join(f"{k} = {plain(v)}" for k, v in r["params"].items())) + "</td></tr>" for r in rows)
-    return ("<h3>Tuned parameters</h3><p>The parameters of the trial that stands for each arm.</p>"
-            f"<table><tr><th>arm</th><th>trial</th><th>parameters</th></tr>{body}</table>")
 
 
 def how_to_read(a: dict[str, Any]) -> str:
@@ -299,7 +201,7 @@ def render_report(a: dict[str, Any], charts: list[Chart], generated: str, json_h
         f'<p class="question">{esc(a["question"]) or "(no question written in the search space)"}</p>',
         f"<p><b>In one line:</b> {esc(verdict_summary(a))}.</p>",
         setup_section(a, a["versions"], a["commit"]),
-        '<h2 id="summary">Summary</h2>', summary_table(a), params_table(a), how_to_read(a),
+        '<h2 id="summary">Summary</h2>', summary_table(a), params_table(a), differences_table(a), how_to_read(a),
         warnings_section(a), leakage_section(a), charts_section(charts),
         f'<footer>Made by ablate on {esc(generated)}. The same numbers as JSON: '
         f'<a href="{esc(json_href)}">{esc(json_href)}</a>.</footer>',

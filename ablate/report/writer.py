@@ -25,6 +25,7 @@ from ablate.report.charts import study_charts
 from ablate.report.html import PLOTLY_JS, render_index, render_report
 
 PACKAGES = ("ablate", "torch", "optuna", "scipy", "numpy", "plotly")
+_RESERVED = ("index", "final", "plotly.min")  # the names of the folder's other pages
 
 
 def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -79,7 +80,7 @@ def report_stem(study_name: str) -> str:
     file name, else with odd characters as '_' plus a digest of the real name, so that two names
     ("exp 1", "exp_1") never share a file."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
-    if safe == study_name:
+    if safe == study_name and safe not in _RESERVED:
         return safe
     return f"{safe}-{hashlib.blake2b(study_name.encode(), digest_size=3).hexdigest()}"
 

@@ -18,14 +18,9 @@ import optuna
 from ablate.resolve import STAGE_ABLATION, STAGE_COMPARE, STAGE_TUNE
 from ablate.spaces import Range, Space
 from ablate.study import queue
-from ablate.study.records import StudyMeta, TrialRecord
+from ablate.study.records import StudyMeta, TrialRecord, param_key
 
 _ORDER = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
-
-
-def param_key(arm: str, param: str) -> str:
-    """The Optuna parameter name of an arm's tuned parameter (conditional on the arm)."""
-    return f"{arm}.{param}"
 
 
 def _suggest(trial: optuna.Trial, name: str, r: Range) -> Any:
@@ -80,13 +75,15 @@ class Mode:
 
     def is_duplicate(self, rec: TrialRecord, recs: list[TrialRecord], meta: StudyMeta) -> bool:
         """A queued trial that two processes queued at once: an earlier one already holds its place."""
-        if rec.stage not in (STAGE_ABLATION, STAGE_COMPARE, STAGE_TUNE) or rec.arm is None:
+        if rec.arm is None:
             return False
-        wanted = 1 if rec.stage != STAGE_TUNE else self._wanted(meta)
-        if rec.stage == STAGE_TUNE and self.name == "tune":
-            return False  # sampled trials count against the budget, not per arm
+        wanted = 1 if rec.stage == STAGE_COMPARE else self._wanted(meta)
         earlier = [r for r in _holding(recs, rec.arm, rec.stage) if r.number < rec.number]
         return len(earlier) >= wanted
+
+    def _open(self, recs: list[TrialRecord]) -> str | None:
+        n = sum(not r.finished for r in recs)
+        return f"{n} trial(s) still waiting or running" if n else None
 
     def representative(self, recs: list[TrialRecord]) -> TrialRecord | None:
         """The trial whose folds stand for the arm: complete, else pruned, else failed with most folds."""
@@ -97,9 +94,8 @@ class Mode:
 
     def unfinished(self, recs: list[TrialRecord], space: Space, meta: StudyMeta) -> str | None:
         """Why the study cannot be used for a decision yet (finalize), or None."""
-        open_ = [r for r in recs if not r.finished]
-        if open_:
-            return f"{len(open_)} trial(s) still waiting or running"
+        if self._open(recs):
+            return self._open(recs)
         done = {r.arm for r in recs if r.finished and r.holds_place and r.stage == self.stage}
         missing = [a for a in space.arms if a not in done]
         if missing:
@@ -120,22 +116,31 @@ class Tune(Mode):
         return arm, suggest_ranges(trial, space, arm)
 
     def queue_missing(self, study: optuna.Study, space: Space, recs: list[TrialRecord], meta: StudyMeta) -> int:
-        return 0  # the sampler chooses; arms added later are queued when they are added
+        """The sampler chooses the arms; only an arm added after the study began gets a queued trial."""
+        added = 0
+        for arm in meta.added_arms:
+            if not any(r.arm == arm and r.added and r.holds_place for r in recs):
+                queue.enqueue(study, arm, STAGE_TUNE, added=True)
+                added += 1
+        return added
 
     def may_sample(self, recs: list[TrialRecord], meta: StudyMeta, n_trials: int | None) -> bool:
-        budget = (n_trials or meta.n_trials) + meta.extra_trials
+        budget = (n_trials or meta.n_trials) + len(meta.added_arms)
         return sum(r.holds_place for r in recs) < budget
+
+    def is_duplicate(self, rec: TrialRecord, recs: list[TrialRecord], meta: StudyMeta) -> bool:
+        """Sampled trials count against the budget; only the queued trial of an added arm can be doubled."""
+        return rec.added and any(r.added and r.arm == rec.arm and r.holds_place and r.number < rec.number for r in recs)
 
     def representative(self, recs: list[TrialRecord]) -> TrialRecord | None:
         done = [r for r in recs if r.state == "COMPLETE" and r.folds]
         return max(done, key=lambda r: (r.value or 0.0, -r.number)) if done else super().representative(recs)
 
     def unfinished(self, recs: list[TrialRecord], space: Space, meta: StudyMeta) -> str | None:
-        open_ = [r for r in recs if not r.finished]
-        if open_:
-            return f"{len(open_)} trial(s) still waiting or running"
+        if self._open(recs):
+            return self._open(recs)
         done = sum(r.finished and r.holds_place for r in recs)
-        budget = meta.n_trials + meta.extra_trials
+        budget = meta.n_trials + len(meta.added_arms)
         if done < budget:
             return f"{done} of its {budget} tuning trials finished"
         return None
@@ -175,9 +180,8 @@ class Both(Mode):
         return super().representative([r for r in recs if r.stage == STAGE_COMPARE])
 
     def unfinished(self, recs: list[TrialRecord], space: Space, meta: StudyMeta) -> str | None:
-        open_ = [r for r in recs if not r.finished]
-        if open_:
-            return f"{len(open_)} trial(s) still waiting or running"
+        if self._open(recs):
+            return self._open(recs)
         done = {r.arm for r in recs if r.finished and r.holds_place and r.stage == STAGE_COMPARE}
         missing = [a for a in space.arms if a not in done]
         return f"no finished trial in the compare stage for arm(s) {', '.join(missing)}" if missing else None

@@ -20,6 +20,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -27,6 +28,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ablate.errors import first_line
 from ablate.study import records
 
 HEARTBEAT_S = 10  # RDB heartbeat interval; a trial silent for GRACE_S is stale
@@ -53,27 +55,29 @@ def _proc_start(pid: int) -> str:
         return ""
 
 
-def _dead_here(t: FrozenTrial) -> bool:
-    """A RUNNING trial whose worker ran on this host and whose process is gone."""
-    w = t.user_attrs.get("worker")
-    if not isinstance(w, dict) or w.get("host") != socket.gethostname():
+def _abandoned(t: FrozenTrial) -> bool:
+    """A RUNNING trial whose worker ran on this host and is gone, or that no worker ever claimed
+    as its own within the grace period (a worker killed between taking it and recording itself)."""
+    w = records.trial_record(t).worker
+    if not isinstance(w, dict):
+        started = t.datetime_start
+        return started is not None and (datetime.now() - started).total_seconds() > GRACE_S
+    if w.get("host") != socket.gethostname():
         return False
     return _proc_start(int(w["pid"])) != w.get("start") or not os.path.exists(f"/proc/{w['pid']}")
 
 
 def enqueue(study: optuna.Study, arm: str, stage: str, params: dict[str, Any] | None = None, **extra: Any) -> None:
     """Queue one trial of `arm`: its fixed parameters (if any) and attributes travel with it."""
-    study.enqueue_trial(params or {}, user_attrs={"arm": arm, "stage": stage, **extra}, skip_if_exists=False)
+    study.enqueue_trial(params or {}, user_attrs=records.queue_attrs(arm, stage, **extra), skip_if_exists=False)
 
 
 def requeue(study: optuna.Study, t: FrozenTrial, **extra: Any) -> None:
     """Queue a fresh copy of a trial that did not finish (same arm, stage and fixed parameters)."""
-    rec = records.trial_record(t)
-    keep = {k: t.user_attrs[k] for k in ("tuned_in",) if k in t.user_attrs}
-    params = {k: v for k, v in {**(t.system_attrs.get("fixed_params") or {}), **t.params}.items() if "." in k}
-    if rec.arm is None:  # a sampled trial killed before it chose its arm: let the sampler choose again
+    arm, stage, params, keep = records.queued_copy(t)
+    if arm is None:  # a sampled trial killed before it chose its arm: let the sampler choose again
         return
-    enqueue(study, rec.arm, rec.stage, params, retry_of=t.number, **keep, **extra)
+    enqueue(study, arm, stage, params, **keep, **extra)
 
 
 def recover_stale(study: optuna.Study) -> int:
@@ -85,10 +89,10 @@ def recover_stale(study: optuna.Study) -> int:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _dead_here(t):
+        if not _abandoned(t):
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, "stale", True)  # a finished trial takes no attrs
+            records.mark_unfinished(study, t._trial_id, "stale")  # a finished trial takes no attrs
             won = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another process got there first and queued it again
@@ -101,7 +105,7 @@ def recover_stale(study: optuna.Study) -> int:
 def heartbeat_failed(study: optuna.Study, t: FrozenTrial) -> None:
     """RDBStorage's stale-trial callback: mark the trial unfinished and queue it again."""
     try:
-        study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+        records.mark_unfinished(study, t._trial_id, "stale")
     except UpdateFinishedTrialError:
         pass
     requeue(study, t)
@@ -113,15 +117,28 @@ def claim_waiting(study: optuna.Study) -> optuna.Trial | None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                records.set_worker(study, t._trial_id, worker_id())  # at once: see _abandoned
                 return optuna.Trial(study, t._trial_id)
         except UpdateFinishedTrialError:
             continue
     return None
 
 
+def sample(study: optuna.Study) -> optuna.Trial:
+    """A new trial from the sampler, recorded as this worker's at once."""
+    trial = study.ask()
+    records.set_worker(study, trial._trial_id, worker_id())
+    return trial
+
+
+def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Put a claimed trial back in the queue, unrun (this worker cannot run it)."""
+    _unfinished(study, trial, "requeued")
+
+
 def discard_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
     """Close a claimed trial that duplicates one holding its arm's place (not a result, not queued again)."""
-    study._storage.set_trial_user_attr(trial._trial_id, "duplicate", True)
+    records.mark_unfinished(study, trial._trial_id, "duplicate")
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -134,9 +151,8 @@ class TrialOutcome:
     reason: str = ""
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {first_line(e, 480)}"
 
 
 def device_failure(e: BaseException) -> str | None:
@@ -151,18 +167,21 @@ def device_failure(e: BaseException) -> str | None:
 
 
 def _free_device_memory() -> None:
+    """After an out-of-memory error (never after a fatal one: the broken context would raise again)."""
     import torch
 
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except RuntimeError:
+        pass
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> TrialOutcome:
     """Run one claimed trial with a heartbeat and tell the storage how it ended. Raises DeviceBroken
     after a fatal device error (the trial is queued again first)."""
     storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
     stop = threading.Event()
     beat = None
     if isinstance(storage, RDBStorage):
@@ -193,26 +212,25 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
 
 
 def _unfinished(study: optuna.Study, trial: optuna.Trial, why: str, **extra: Any) -> None:
-    study._storage.set_trial_user_attr(trial._trial_id, why, True)
+    records.mark_unfinished(study, trial._trial_id, why)
     study.tell(trial, state=TrialState.FAIL)
     requeue(study, study._storage.get_trial(trial._trial_id), **extra)
 
 
 def _failed(study: optuna.Study, trial: optuna.Trial, e: Exception, arm: Callable[[], str]) -> TrialOutcome:
-    storage = study._storage
-    reason = _first_line(e)
+    reason = _reason(e)
     kind = device_failure(e)
     retries = records.trial_retries(trial)
     if kind and retries < MAX_DEVICE_RETRIES:  # the device's fault: not a result of the arm
-        storage.set_trial_user_attr(trial._trial_id, "device_error", reason)
-        _free_device_memory()
-        _unfinished(study, trial, "requeued", retries=retries + 1)
+        records.set_device_error(study, trial._trial_id, reason)
+        _unfinished(study, trial, "requeued", retries=retries + 1)  # first, whatever the device does next
         if kind == "fatal":
             raise DeviceBroken(f"trial {trial.number}: {reason}") from e
+        _free_device_memory()
         return TrialOutcome(trial.number, arm(), "FAIL", None, f"{reason} (queued again)")
     if kind:
         reason += f" (after {retries} retries)"
-    storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    records.set_fail_reason(study, trial._trial_id, reason)
     study.tell(trial, state=TrialState.FAIL)
     if kind == "fatal":
         raise DeviceBroken(f"trial {trial.number}: {reason}") from e

@@ -21,7 +21,10 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ablate.study.storage import mask_url
+
 META = "ablate"  # the study attribute holding StudyMeta
+UNFINISHED = ("stale", "interrupted", "requeued", "duplicate")  # flags of a trial that is no result
 LEAKY_SUFFIX = "-leaky"  # `ablate run SPACE --leaky-folds` runs the study SPACE-PRESET-leaky
 ENQUEUED = "enqueued"  # set once the creating process has enqueued the arms
 SUMMARY = "summary"  # the verdict rows, for a glance in optuna-dashboard's attribute view
@@ -49,7 +52,7 @@ class StudyMeta:
     recipe: dict[str, Any]  # the baseline arm's resolved config
     base_written: dict[str, Any] = field(default_factory=dict)  # base.yaml's recipe and preset as written
     n_trials: int = 20
-    extra_trials: int = 0  # tune mode: one trial for each arm added after the study began
+    added_arms: list[str] = field(default_factory=list)  # tune mode: arms added later, one queued trial each
     arm_param: str = "arm"  # tune mode: the Optuna parameter that samples the arm
     space_file: str = ""
     storage: str = ""  # masked: never a password
@@ -92,6 +95,8 @@ class TrialRecord:
     tuned_in: int | None
     worker: dict[str, Any] | None
     completed: datetime | None
+    added: bool = False  # queued for an arm added to a tune study after it began
+    started: datetime | None = None
 
     @property
     def holds_place(self) -> bool:
@@ -103,6 +108,11 @@ class TrialRecord:
         return self.state in ("COMPLETE", "PRUNED", "FAIL")
 
 
+def param_key(arm: str, param: str) -> str:
+    """The Optuna parameter name of an arm's tuned parameter (conditional on the arm)."""
+    return f"{arm}.{param}"
+
+
 def _fixed(t: FrozenTrial) -> dict[str, Any]:
     return t.system_attrs.get("fixed_params") or {}
 
@@ -112,14 +122,14 @@ def trial_record(t: FrozenTrial, arm_params: tuple[str, ...] = ("arm",)) -> Tria
     fixed = _fixed(t)
     arm = ua.get("arm") or next((t.params.get(p) or fixed.get(p) for p in arm_params
                                  if t.params.get(p) or fixed.get(p)), None)
-    prefix = f"{arm}."
+    prefix = param_key(str(arm), "")
     params = {k[len(prefix):]: v for k, v in {**fixed, **t.params}.items() if k.startswith(prefix)}
     folds = [FoldScore(**{k: f[k] for k in f if k in _FOLD_FIELDS}) for f in ua.get("folds", [])]
-    unfinished = bool(ua.get("stale") or ua.get("interrupted") or ua.get("requeued") or ua.get("duplicate"))
+    unfinished = any(ua.get(flag) for flag in UNFINISHED)
     return TrialRecord(t.number, t.state.name, t.value, arm, ua.get("stage", "ablation"), params,
                        ua.get("config", {}), ua.get("sources", {}), ua.get("fingerprint"), folds,
                        ua.get("fail_reason"), unfinished, int(ua.get("retries", 0)), ua.get("tuned_in"),
-                       ua.get("worker"), t.datetime_complete)
+                       ua.get("worker"), t.datetime_complete, bool(ua.get("added")), t.datetime_start)
 
 
 _FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldScore)}
@@ -128,12 +138,15 @@ _FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldScore)}
 def read_meta(study: optuna.Study) -> StudyMeta:
     ua = study.user_attrs
     if META in ua:
-        return StudyMeta(**{k: v for k, v in ua[META].items() if k in _META_FIELDS})
-    legacy = {k: ua[k] for k in _LEGACY_STUDY_KEYS if k in ua}
-    return StudyMeta(**{"space": study.study_name, "question": "", "axis": "", "mode": "ablation", "baseline": "",
-                        "preset": "", "seeds": 1, "folds": 5, "fold_seed": 0, "fold_kind": "grouped",
-                        "fingerprint": "", "data": {}, "recipe": {}, **legacy,
-                        "arms": {a: None for a in ua.get("arms", [])}})
+        meta = StudyMeta(**{k: v for k, v in ua[META].items() if k in _META_FIELDS})
+    else:  # a study from before these records: flat attributes
+        legacy = {k: ua[k] for k in _LEGACY_STUDY_KEYS if k in ua}
+        meta = StudyMeta(**{"space": study.study_name, "question": "", "axis": "", "mode": "ablation", "baseline": "",
+                            "preset": "", "seeds": 1, "folds": 5, "fold_seed": 0, "fold_kind": "grouped",
+                            "fingerprint": "", "data": {}, "recipe": {}, **legacy,
+                            "arms": {a: None for a in ua.get("arms", [])}})
+    meta.storage = mask_url(str(meta.storage))  # older versions stored a ?password= in clear
+    return meta
 
 
 _META_FIELDS = {f.name for f in dataclasses.fields(StudyMeta)}
@@ -141,6 +154,8 @@ _META_FIELDS = {f.name for f in dataclasses.fields(StudyMeta)}
 
 def write_meta(study: optuna.Study, meta: StudyMeta) -> None:
     study.set_user_attr(META, meta.to_json())
+    if "storage" in study.user_attrs:  # an older version's flat copy, maybe with a password: overwritten
+        study.set_user_attr("storage", meta.storage)
 
 
 def has_meta(study: optuna.Study) -> bool:
@@ -218,8 +233,41 @@ def made_trial(state: TrialState, arm: str, folds: list[FoldScore], stage: str =
     scores = [f.score for f in folds]
     value = sum(scores) / len(scores) if state == TrialState.COMPLETE and scores else None
     return optuna.trial.create_trial(state=state, value=value, user_attrs=user,
-                                     params={f"{arm}.{k}": v for k, (v, _) in tuned.items()},
-                                     distributions={f"{arm}.{k}": d for k, (_, d) in tuned.items()})
+                                     params={param_key(arm, k): v for k, (v, _) in tuned.items()},
+                                     distributions={param_key(arm, k): d for k, (_, d) in tuned.items()})
+
+
+def queue_attrs(arm: str, stage: str, **extra: Any) -> dict[str, Any]:
+    """The attributes a queued trial carries: its arm, its stage and anything else given."""
+    return {"arm": arm, "stage": stage, **extra}
+
+
+def queued_copy(t: FrozenTrial) -> tuple[str | None, str, dict[str, Any], dict[str, Any]]:
+    """What a fresh copy of an unfinished trial is queued with: arm, stage, its fixed tuned
+    values, and the attributes that travel with it."""
+    rec = trial_record(t)
+    prefix = param_key(str(rec.arm), "")
+    params = {k: v for k, v in {**_fixed(t), **t.params}.items() if k.startswith(prefix)}
+    keep = {k: t.user_attrs[k] for k in ("tuned_in", "added") if k in t.user_attrs}
+    return rec.arm, rec.stage, params, keep | {"retry_of": t.number}
+
+
+def set_worker(study: optuna.Study, trial_id: int, worker: dict[str, Any]) -> None:
+    study._storage.set_trial_user_attr(trial_id, "worker", worker)
+
+
+def mark_unfinished(study: optuna.Study, trial_id: int, flag: str) -> None:
+    """Flag a trial as no result (one of UNFINISHED); raises if it finished meanwhile."""
+    assert flag in UNFINISHED, flag
+    study._storage.set_trial_user_attr(trial_id, flag, True)
+
+
+def set_fail_reason(study: optuna.Study, trial_id: int, reason: str) -> None:
+    study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+
+
+def set_device_error(study: optuna.Study, trial_id: int, reason: str) -> None:
+    study._storage.set_trial_user_attr(trial_id, "device_error", reason)
 
 
 def enqueued_arm(trial: optuna.Trial) -> str | None:

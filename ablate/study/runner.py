@@ -23,12 +23,13 @@ import optuna
 from ablate.data.cache import META, Cache, resolve_cache_dir
 from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
 from ablate.data.ingest import ingest
+from ablate.errors import EXIT_DEVICE, EXIT_USER_ERROR, UserError
 from ablate.spaces import Space, load_space
 from ablate.study import queue, records
 from ablate.study.dashboard import refresh_note
 from ablate.study.modes import Mode, mode_of
 from ablate.study.objective import Objective
-from ablate.study.setup import new_meta, prepare, pruner, sampler
+from ablate.study.setup import new_meta, prepare, pruner, same_spec, sampler
 from ablate.study.storage import open_storage, storage_label
 
 PR_SET_PDEATHSIG = 1
@@ -100,39 +101,69 @@ def _next_trial(study: optuna.Study, meta: records.StudyMeta, mode: Mode, n_tria
             return trial
         queue.discard_duplicate(study, trial)
     if mode.may_sample(records.trial_records(study, meta), meta, n_trials):
-        return study.ask()
+        return queue.sample(study)
     return None
+
+
+class _Worker:
+    """One worker's copy of the space file and the study's metadata, reloaded when a trial it
+    claims is of an arm that its copy does not define as the study does (the study grew, or
+    another machine's file differs)."""
+
+    def __init__(self, args: RunArgs, cache_dir: str, name: str, index: int) -> None:
+        self.args, self.name, self.index = args, name, index
+        self.data = Cache(Path(cache_dir))
+        self.study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(index),
+                                       pruner=pruner())
+        self.log = _Printer(f"[w{index}] " if args.workers > 1 else "", live=args.workers == 1)
+        self.load()
+
+    def load(self) -> None:
+        self.space = load_space(self.args.space)
+        self.meta = records.read_meta(self.study)
+        if self.meta.fingerprint and self.data.fingerprint != self.meta.fingerprint:
+            raise UserError(f"cache {self.data.dir}: its data changed (fingerprint {self.data.fingerprint}) since "
+                            f"study {self.name!r} began on {self.meta.fingerprint}; this worker stops")
+        self.mode = mode_of(self.meta.mode)
+        pruning = _pruning_on(self.args.pruning, self.meta.folds, self.meta.seeds)
+        self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log)
+
+    def knows(self, arm: str | None) -> bool:
+        if arm is None:
+            return True
+        stored = self.meta.arms.get(arm)
+        return arm in self.space.arms and (stored is None or same_spec(self.space.arms[arm].spec(), stored))
+
+    def check(self, trial: optuna.Trial) -> None:
+        arm = records.enqueued_arm(trial)
+        if self.knows(arm):
+            return
+        self.load()
+        if not self.knows(arm):
+            queue.give_back(self.study, trial)
+            raise UserError(f"study {self.name!r}: arm {arm!r} is not defined in {self.space.path} as the study "
+                            f"defines it; trial {trial.number} is queued again and this worker stops (update the file)")
 
 
 def work(args: RunArgs, cache_dir: str, name: str, worker: int = 0, deadline: float | None = None,
          parent: int | None = None) -> list[queue.TrialOutcome]:
-    """One worker: claim or sample trials and run them until nothing is left."""
-    space = load_space(args.space)
-    data = Cache(Path(cache_dir))
-    study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(worker),
-                              pruner=pruner())
-    meta = records.read_meta(study)
-    mode = mode_of(meta.mode)
-    log = _Printer(f"[w{worker}] " if args.workers > 1 else "", live=args.workers == 1)
-    objective = Objective(space, meta, mode, data, _pruning_on(args.pruning, meta.folds, meta.seeds), log)
-    limit = args.n_trials if meta.mode != "tune" else None  # ablation: at most this many trials in this run
+    """One worker: claim or sample trials and run them until nothing is left. Raises
+    queue.DeviceBroken after a fatal device error (the trial is queued again first)."""
+    w = _Worker(args, cache_dir, name, worker)
+    limit = args.n_trials if w.meta.mode != "tune" else None  # ablation: at most this many trials in this run
     outcomes: list[queue.TrialOutcome] = []
     while (deadline is None or time.time() < deadline) and (limit is None or len(outcomes) < limit):
         if parent is not None and os.getppid() != parent:
             break  # the main process is gone (where PR_SET_PDEATHSIG is not available)
-        queue.recover_stale(study)
-        trial = _next_trial(study, meta, mode, args.n_trials)
+        queue.recover_stale(w.study)
+        trial = _next_trial(w.study, w.meta, w.mode, args.n_trials)
         if trial is None:
             break
-        try:
-            out = queue.run_trial(study, trial, objective)
-        except queue.DeviceBroken as e:
-            print(f"ablate: worker {worker}: the device failed ({e}); the trial is queued again and this worker "
-                  "stops", file=sys.stderr, flush=True)
-            raise SystemExit(3) from None
+        w.check(trial)
+        out = queue.run_trial(w.study, trial, w.objective)
         outcomes.append(out)
-        log(_outcome_line(study, out))
-        refresh_note(study)
+        w.log(_outcome_line(w.study, out))
+        refresh_note(w.study)
     return outcomes
 
 
@@ -169,12 +200,28 @@ def _spawned(args: RunArgs, cache_dir: str, name: str, worker: int, deadline: fl
         work(args, cache_dir, name, worker, deadline, parent)
     except KeyboardInterrupt:
         pass
+    except queue.DeviceBroken as e:
+        _device_message(worker, e)
+        raise SystemExit(EXIT_DEVICE) from None
+    except UserError as e:
+        print(f"ablate: worker {worker}: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
 
 
-def _run_workers(args: RunArgs, cache_dir: str, name: str, deadline: float | None) -> None:
+def _device_message(worker: int, e: BaseException) -> None:
+    print(f"ablate: worker {worker}: the device failed ({e}); its trial is queued again and this worker stopped",
+          file=sys.stderr, flush=True)
+
+
+def _run_workers(args: RunArgs, cache_dir: str, name: str, deadline: float | None) -> bool:
+    """Run the workers until they are done; True when a worker stopped because its device broke."""
     if args.workers <= 1:
-        work(args, cache_dir, name, 0, deadline)
-        return
+        try:
+            work(args, cache_dir, name, 0, deadline)
+        except queue.DeviceBroken as e:
+            _device_message(0, e)
+            return True
+        return False
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_spawned, args=(args, cache_dir, name, i, deadline, os.getpid()))
              for i in range(args.workers)]
@@ -187,14 +234,20 @@ def _run_workers(args: RunArgs, cache_dir: str, name: str, deadline: float | Non
         for p in procs:
             p.join(timeout=30)
         raise
-    failed = [i for i, p in enumerate(procs) if p.exitcode]
+    failed = [i for i, p in enumerate(procs) if p.exitcode not in (0, EXIT_DEVICE)]
     if failed:
         print(f"ablate: warning: worker(s) {failed} exited with an error; their trials are re-run "
               "on the next `ablate run`", file=sys.stderr)
+    return any(p.exitcode == EXIT_DEVICE for p in procs)
 
 
 def run(args: RunArgs) -> optuna.Study:
     """Prepare and run a study; returns it when the workers are done."""
+    return run_with_status(args)[0]
+
+
+def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
+    """`run`, and whether a worker stopped because its device broke (its trial is queued again)."""
     space = load_space(args.space)
     preset = args.preset or space.default_preset
     space.base.preset(preset)  # an unknown preset is refused before any data is read
@@ -216,10 +269,11 @@ def run(args: RunArgs) -> optuna.Study:
     print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, preset {preset}, {meta.folds} folds x "
           f"{meta.seeds} seed(s)) on {data.fingerprint} in {where}", file=sys.stderr, flush=True)
     deadline = time.time() + args.timeout if args.timeout else None
-    _run_workers(args, str(cache_dir), name, deadline)
+    broken = _run_workers(args, str(cache_dir), name, deadline)
     mode = mode_of(meta.mode)
-    while (deadline is None or time.time() < deadline) and mode.next_stage(study, space, records.trial_records(study, meta)):
+    while not broken and (deadline is None or time.time() < deadline) and \
+            mode.next_stage(study, space, records.trial_records(study, meta)):
         print("tuning done for some arm(s); comparing their best parameters with fresh seeds", file=sys.stderr)
-        _run_workers(args, str(cache_dir), name, deadline)
+        broken = _run_workers(args, str(cache_dir), name, deadline)
     refresh_note(study)
-    return study
+    return study, broken

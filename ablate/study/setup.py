@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from optuna.storages import BaseStorage
 
 from ablate.data.cache import Cache
 from ablate.errors import UserError
-from ablate.resolve import STAGE_TUNE, resolve
+from ablate.resolve import resolve
 from ablate.spaces import Space
 from ablate.study import queue, records
 from ablate.study.modes import mode_of
@@ -81,28 +82,27 @@ def prepare(storage: BaseStorage, name: str, space: Space, meta: StudyMeta) -> P
 
 
 def _resume(study: optuna.Study, space: Space, meta: StudyMeta) -> Prepared:
-    _wait_until_enqueued(study)
-    if not records.has_meta(study):
-        raise UserError(f"study {study.study_name!r} in {meta.storage} was not made by ablate; use --study NAME")
+    if not _wait_for(lambda: records.has_meta(study), 10.0):  # its creator writes it right after creating it
+        raise UserError(f"study {study.study_name!r} in {meta.storage} has no ablate metadata (not made by ablate, "
+                        "or its creation was interrupted); use --study NAME")
+    _wait_for(lambda: records.is_enqueued(study), 120.0)  # then queues the arms; if it died, we queue them
     old = records.read_meta(study)
     _check_same_question(study.study_name, old, meta)
     merged, added, notes = _grow(study.study_name, old, meta, space)
     records.write_meta(study, merged)
     recovered = queue.recover_stale(study)
-    mode = mode_of(merged.mode)
-    if added and merged.mode == "tune":  # one queued trial each, so that a new arm is compared at all
-        for arm in added:
-            queue.enqueue(study, arm, STAGE_TUNE)
-    queued = mode.queue_missing(study, space, records.trial_records(study, merged), merged) + \
-        (len(added) if merged.mode == "tune" else 0)
+    queued = mode_of(merged.mode).queue_missing(study, space, records.trial_records(study, merged), merged)
     return Prepared(study, merged, False, added, queued, recovered, notes)
 
 
-def _wait_until_enqueued(study: optuna.Study, timeout: float = 120.0) -> None:
-    """Another process is creating this study: wait (a while) until it has queued the arms."""
+def _wait_for(done: Callable[[], bool], timeout: float) -> bool:
+    """Another process is creating this study: wait a while for it (False: it did not get there)."""
     end = time.monotonic() + timeout
-    while not records.is_enqueued(study) and time.monotonic() < end:
+    while not done():
+        if time.monotonic() > end:
+            return False
         time.sleep(0.5)
+    return True
 
 
 def _check_same_question(name: str, old: StudyMeta, new: StudyMeta) -> None:
@@ -113,7 +113,7 @@ def _check_same_question(name: str, old: StudyMeta, new: StudyMeta) -> None:
             raise UserError(f"study {name!r} in {new.storage} was started with {key}={have!r}, this run has "
                             f"{key}={want!r}{hint}")
     if old.base_written:
-        changed = _differences(old.base_written, new.base_written, shared_only=True)
+        changed = differences(old.base_written, new.base_written, shared_only=True)
         if changed:
             raise UserError(f"study {name!r}: base.yaml changed since the study began ({'; '.join(changed[:4])}); "
                             f"its arms would train on different recipes{hint}")
@@ -132,7 +132,7 @@ def _grow(name: str, old: StudyMeta, new: StudyMeta, space: Space) -> tuple[Stud
             notes.append(f"arm {label}: its definition was not recorded by the version that began the study; "
                          "recorded now")
             continue
-        changed = _differences(spec, new.arms[label])
+        changed = differences(spec, new.arms[label])
         if changed:
             raise UserError(f"study {name!r}: arm {label!r} changed in {space.path} since the study began "
                             f"({'; '.join(changed[:4])}); restore it, or use --study NAME to start a new study "
@@ -145,8 +145,13 @@ def _grow(name: str, old: StudyMeta, new: StudyMeta, space: Space) -> tuple[Stud
                           "recipe": old.recipe or new.recipe})
     if added and old.mode == "tune":  # Optuna fixes a categorical's choices: sample the grown set under a new name
         merged.arm_param = f"arm@{len(arms)}"
-        merged.extra_trials += len(added)
+        merged.added_arms = [*old.added_arms, *added]  # each gets one queued trial (Tune.queue_missing)
     return merged, added, notes
+
+
+def same_spec(a: Any, b: Any) -> bool:
+    """Two arm specifications (as stored: JSON forms) define the same arm."""
+    return not differences(a, b)
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -159,7 +164,7 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _differences(old: Any, new: Any, shared_only: bool = False) -> list[str]:
+def differences(old: Any, new: Any, shared_only: bool = False) -> list[str]:
     """'path: old -> new' for every leaf that differs (JSON forms: tuples and lists compare equal)."""
     a, b = _flat(json.loads(json.dumps(old))), _flat(json.loads(json.dumps(new)))
     keys = [k for k in a if k in b] if shared_only else list(dict.fromkeys([*a, *b]))

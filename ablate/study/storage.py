@@ -15,15 +15,16 @@ import re
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 
 from ablate.data.cache import ablate_home
-from ablate.errors import UserError
+from ablate.errors import UserError, first_line
 
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+# a query parameter whose name looks secret (password=, sslpassword=, token=, ...): (name=)(value)
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:pass|pwd|secret|token)[^=&#]*=)([^&#]*)", re.IGNORECASE)
 _SCHEMA_TRIES = 5  # PostgreSQL's CREATE TABLE races between processes on a fresh database: try again
 
 
@@ -31,35 +32,33 @@ def default_storage_url() -> str:
     return str(ablate_home() / "studies.journal")
 
 
+def _split(url: str) -> tuple[str, str, str | None, str]:
+    """(scheme, user, password or None, the rest after the credentials). The credentials end at the
+    LAST '@': a password may hold '/', '?', '#' or ':' unescaped, and drivers accept that."""
+    scheme, rest = url.split("://", 1)
+    if "@" not in rest:
+        return scheme, "", None, rest
+    cred, tail = rest.rsplit("@", 1)
+    user, sep, password = cred.partition(":")
+    return scheme, user, password if sep else None, tail
+
+
 def _secrets(url: str) -> list[str]:
     """The password and secret query values in a URL, raw and decoded (to scrub them from text)."""
     if "://" not in url:
         return []
-    try:
-        parts = urlsplit(url)
-        found = [parts.password or ""] + [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_KEY.search(k)]
-    except ValueError:
-        return [url.split("://", 1)[1]]  # unparseable: hide everything after the scheme
+    found = [_split(url)[2] or ""] + [m.group(2) for m in _SECRET_QUERY.finditer(url)]
     raw = [s for s in found if s]
     return sorted({*raw, *(quote(s, safe="") for s in raw), *(unquote(s) for s in raw)}, key=len, reverse=True)
 
 
 def mask_url(url: str) -> str:
-    """The storage URL with its password and secret query values replaced by ***."""
+    """The storage URL with its password and secret query values (?password=...) replaced by ***."""
     if "://" not in url:
         return url
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            cred, host = netloc.rsplit("@", 1)
-            user = cred.split(":", 1)[0]
-            netloc = f"{user}:***@{host}" if ":" in cred else f"{user}@{host}"
-        query = "&".join(f"{k}=***" if _SECRET_KEY.search(k) else f"{quote(k)}={quote(v)}"
-                         for k, v in parse_qsl(parts.query, keep_blank_values=True))
-        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
+    scheme, user, password, tail = _split(url)
+    cred = f"{user}:***@" if password is not None else f"{user}@" if user else ""
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + "***", f"{scheme}://{cred}{tail}")
 
 
 def scrub(text: str, url: str | None) -> str:
@@ -96,7 +95,7 @@ def _open_rdb(url: str) -> BaseStorage:
             extra = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgres") else ""
             raise UserError(f"{where}: its database driver is not installed: no module named {e.name!r}{extra}") from None
         except Exception as e:  # connection refused, unknown driver, bad URL, wrong password: the user's to fix
-            text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            text = first_line(e)
             if attempt + 1 < _SCHEMA_TRIES and any(s in text for s in ("already exists", "duplicate key")):
                 time.sleep(0.5 * (attempt + 1))  # machines creating Optuna's tables at once: theirs won
                 continue
