@@ -16,7 +16,7 @@ import pytest
 
 from ablate.study import records
 from ablate.study.records import TrialRecord
-from ablate.study.runner import RunArgs, run
+from ablate.study.runner import RunArgs, run, run_with_status
 from ablate.study.storage import open_storage
 from conftest import REPO
 
@@ -148,8 +148,8 @@ def test_device_failures_are_retried_and_a_broken_device_stops_the_worker(spaces
 
     monkeypatch.setattr(objective, "train_fold", flaky)
     args = RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=str(tmp_path / "s.journal"))
-    with pytest.raises(SystemExit):  # the fatal error stops the worker instead of failing every arm
-        run(args)
+    _, broken = run_with_status(args)
+    assert broken  # the fatal error stopped the worker instead of failing every arm (`ablate run` exits 3)
     recs = _records(args.storage, "tiny-smoke")  # type: ignore[arg-type]
     assert _arms(recs) == ["ce"] and not any(r.fail_reason for r in recs), "neither counts as a result"
     assert _arms(recs, "WAITING") == ["ce_smooth", "focal"], "both are queued again, for a healthy worker"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +32,15 @@ _SAME = ("fingerprint", "folds", "seeds", "fold_seed", "fold_kind", "axis", "mod
 
 
 def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+    with warnings.catch_warnings():  # TPE's `group` is marked experimental; the version is pinned
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
 
 
 def pruner() -> optuna.pruners.BasePruner:
-    return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    with warnings.catch_warnings():  # marked experimental; the version is pinned
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
 
 
 def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str, storage: str) -> StudyMeta:
