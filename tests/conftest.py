@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,26 @@ SAMPLE_FILE = SAMPLE / "train_landmark_files" / "16069" / "100015657.parquet"
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's ./.ablate from a test."""
     monkeypatch.setenv("ABLATE_HOME", str(tmp_path_factory.mktemp("ablate_home")))
+
+
+TINY_SPACE = "question: test space\naxis: loss\nmode: ablation\nbaseline: ce\narms:\n  ce: {}\n  ce_smooth: {}\n  focal: {}\n"
+
+
+def spaces_folder(root: Path, **files: str) -> Path:
+    """A search_spaces/ folder: the shipped base.yaml plus the given <name>.yaml files."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "search_spaces" / "base.yaml", root / "base.yaml")
+    for name, text in files.items():
+        (root / f"{name}.yaml").write_text(text)
+    return root
+
+
+@pytest.fixture
+def spaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$ABLATE_SPACES: the shipped base.yaml and tiny.yaml (three loss arms, ablation mode)."""
+    d = spaces_folder(tmp_path / "spaces", tiny=TINY_SPACE)
+    monkeypatch.setenv("ABLATE_SPACES", str(d))
+    return d
 
 
 @pytest.fixture

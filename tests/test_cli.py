@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 
@@ -18,14 +17,12 @@ def ablate(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
 
 
 def test_help_is_fast_and_lists_the_commands() -> None:
-    ablate("--help")  # warm the file cache
-    t = time.perf_counter()
+    """Fast because nothing heavy is imported before a command runs (checked directly: a timing
+    would depend on how busy the machine is)."""
     r = ablate("--help")
-    elapsed = time.perf_counter() - t
     assert r.returncode == 0
-    for cmd in ("data", "list", "run", "report", "dashboard"):
+    for cmd in ("data", "list", "run", "report", "dashboard", "finalize", "predict"):
         assert f"    {cmd}" in r.stdout
-    assert elapsed < 2.0, f"ablate --help took {elapsed:.2f}s"
     heavy = subprocess.run([sys.executable, "-c", "import sys, ablate.cli; print(sorted(m for m in ('torch','pyarrow','sklearn','optuna','tensorflow') if m in sys.modules))"],
                            capture_output=True, text=True, cwd=REPO)
     assert heavy.stdout.strip() == "[]"

@@ -16,7 +16,7 @@ import pytest
 
 from ablate.study.runner import RunArgs, run
 from ablate.study.storage import open_storage
-from conftest import REPO
+from conftest import TINY_SPACE, spaces_folder
 
 TITLE = "Fold scores per arm"
 
@@ -34,9 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, synth_cache: Path) -> Itera
 
     from ablate.study.dashboard import artifact_store
 
-    d = tmp_path_factory.mktemp("dash")
-    shutil.copy(REPO / "search_spaces" / "base.yaml", d / "base.yaml")
-    (d / "tiny.yaml").write_text("axis: loss\nbaseline: ce\narms:\n  ce: {}\n  ce_smooth: {}\n  focal: {}\n")
+    d = spaces_folder(tmp_path_factory.mktemp("dash"), tiny=TINY_SPACE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ABLATE_SPACES", str(d))
         mp.setenv("ABLATE_HOME", str(d / "home"))

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 
 from ablate.cli import main
-from conftest import REPO, ablate_cli, make_dataset, tree_state
+from conftest import REPO, TINY_SPACE as TINY, ablate_cli, make_dataset, spaces_folder, tree_state
 
 PASSWORD = "hunter2-secret"
-TINY = "question: tiny\naxis: loss\nbaseline: ce\narms:\n  ce: {}\n  ce_smooth: {}\n  focal: {}\n"
 
 
 @dataclass
@@ -60,10 +59,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w = W(root)
     make_dataset(w.data)
     ingest(w.data, w.cache)
-    w.spaces.mkdir()
-    shutil.copy(REPO / "search_spaces" / "base.yaml", w.spaces / "base.yaml")
-    shutil.copy(REPO / "search_spaces" / "losses.yaml", w.spaces / "losses.yaml")
-    (w.spaces / "tiny.yaml").write_text(TINY)
+    spaces_folder(w.spaces, tiny=TINY, losses=(REPO / "search_spaces" / "losses.yaml").read_text())
     data = Cache(w.cache)
     storage = open_storage(str(w.storage))
     for space_name in ("tiny", "losses"):

@@ -4,7 +4,6 @@ URLs, abandoned trials, a worker whose space file is out of date."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import optuna
@@ -16,20 +15,9 @@ from ablate.errors import UserError
 from ablate.study import queue, records
 from ablate.study.runner import RunArgs, run, work
 from ablate.study.storage import mask_url, open_storage, scrub
-from conftest import REPO
+from conftest import TINY_SPACE as TINY
 
 SECRET = "s3cret-Pw"
-TINY = "axis: loss\nbaseline: ce\narms:\n  ce: {}\n  ce_smooth: {}\n  focal: {}\n"
-
-
-@pytest.fixture
-def spaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "spaces"
-    d.mkdir()
-    shutil.copy(REPO / "search_spaces" / "base.yaml", d / "base.yaml")
-    (d / "tiny.yaml").write_text(TINY)
-    monkeypatch.setenv("ABLATE_SPACES", str(d))
-    return d
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ablate.report.html import render_report, verdict_summary
 from ablate.report.writer import git_commit, report_json, write_index, write_report
-from conftest import REPO
+from conftest import REPO, spaces_folder
 from studies import add, meta, new_study
 
 K, S, E = 5, 2, 6  # folds, seeds, epochs of the hand-made studies
@@ -302,9 +302,7 @@ arms:
 def real_study(tmp_path_factory: pytest.TempPathFactory, synth_cache: Path) -> optuna.Study:
     from ablate.study.runner import RunArgs, run
 
-    d = tmp_path_factory.mktemp("spaces")
-    shutil.copy(REPO / "search_spaces" / "base.yaml", d / "base.yaml")
-    (d / "tiny.yaml").write_text(SPACE)
+    d = spaces_folder(tmp_path_factory.mktemp("spaces"), tiny=SPACE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ABLATE_SPACES", str(d))
         mp.setenv("ABLATE_HOME", str(tmp_path_factory.mktemp("home")))

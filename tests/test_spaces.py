@@ -3,7 +3,6 @@ loaded, in one line naming the file and key; resolve() says where every value ca
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from ablate.errors import UserError
 from ablate.resolve import COMPARE_SEED_OFFSET, load_base, resolve
 from ablate.spaces import list_spaces, load_space
-from conftest import REPO
+from conftest import REPO, spaces_folder
 
 SHIPPED = REPO / "search_spaces"
 
@@ -55,11 +54,10 @@ def test_resolve_says_where_each_value_came_from() -> None:
 
 
 def _space_dir(tmp_path: Path, text: str, base: str | None = None) -> Path:
-    shutil.copy(SHIPPED / "base.yaml", tmp_path / "base.yaml")
+    d = spaces_folder(tmp_path, bad=text)
     if base is not None:
-        (tmp_path / "base.yaml").write_text(base)
-    (tmp_path / "bad.yaml").write_text(text)
-    return tmp_path
+        (d / "base.yaml").write_text(base)
+    return d
 
 
 BAD_SPACES = [

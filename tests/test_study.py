@@ -4,7 +4,6 @@ growing a study, device failures, several workers and machines."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,28 +17,7 @@ from ablate.study import records
 from ablate.study.records import TrialRecord
 from ablate.study.runner import RunArgs, run, run_with_status
 from ablate.study.storage import open_storage
-from conftest import REPO
-
-SPACE = """question: test space
-axis: loss
-mode: ablation
-baseline: ce
-arms:
-  ce: {}
-  ce_smooth: {}
-  focal: {}
-"""
-
-
-@pytest.fixture
-def spaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "spaces"
-    d.mkdir()
-    shutil.copy(REPO / "search_spaces" / "base.yaml", d / "base.yaml")
-    (d / "tiny.yaml").write_text(SPACE)
-    monkeypatch.setenv("ABLATE_SPACES", str(d))
-    return d
-
+from conftest import TINY_SPACE as SPACE
 
 def _records(storage: str, name: str) -> list[TrialRecord]:
     return records.trial_records(optuna.load_study(study_name=name, storage=open_storage(storage)))
