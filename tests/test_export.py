@@ -205,6 +205,25 @@ def test_the_export_computes_what_training_validated(exported: dict[str, Any]) -
     assert cfg.folds == len(parts)
 
 
+def test_a_failed_export_keeps_the_earlier_deliverable(exported: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ablate.export import build, convert
+    from conftest import tree_state
+
+    out = exported["out"]
+    kept = [out / "model.tflite", out / "model_fp32.tflite", out / "sign_to_prediction_index_map.json", out / build.DELIVERED]
+    before = tree_state(*kept)
+    assert len(before) == 4
+
+    def fails(*a: Any, **k: Any) -> None:
+        raise convert.ExportError("forced by the test")
+
+    monkeypatch.setattr(convert, "to_onnx", fails)
+    with pytest.raises(convert.ExportError, match="forced"):
+        build.export_and_check(exported["config"], exported["data"], out)
+    assert tree_state(*kept) == before  # the earlier run's deliverable is intact
+    assert build.earlier_deliverable(out).startswith(f"{out / 'model.tflite'} is still the one written by the run of 20")
+
+
 def test_hflip_tta_exports_with_parity(exported: dict[str, Any], tmp_path: Path) -> None:
     from ablate.export import convert
     from ablate.export.build import torch_reference

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -28,6 +29,18 @@ from ablate.final.folds import load_folds, write_json
 
 COMPETITION_MAP = {name: i for i, name in enumerate(SIGN_NAMES)}
 DELIVERABLE = "model.tflite"
+DELIVERED = "deliverable.json"  # when, and from what, model.tflite was written
+
+
+def earlier_deliverable(out: Path) -> str | None:
+    """A sentence naming the deliverable an earlier run left in `out` (kept when this run's failed)."""
+    if not (out / DELIVERABLE).is_file():
+        return None
+    try:
+        when = json.loads((out / DELIVERED).read_text()).get("written", "an earlier run")
+    except (OSError, ValueError):
+        when = "an earlier run"
+    return f"{out / DELIVERABLE} is still the one written by the run of {when}"
 
 
 def output_map(data: Cache) -> tuple[dict[str, int], list[int] | None, str | None]:
@@ -70,8 +83,6 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     folds = load_folds(config, data.num_classes, out)  # and bad weights before an earlier deliverable is touched
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
-    for old in (DELIVERABLE, "model_fp32.tflite", "sign_to_prediction_index_map.json"):
-        (out / old).unlink(missing_ok=True)  # an earlier run's deliverable must not outlive failed checks
     conv_log = exp / "convert.log"
     conv_log.write_text("")
     sign_map, out_index, map_warning = output_map(data)
@@ -116,10 +127,12 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     broken = check.verdicts(p32, p16, size16, lat["fp16_1t"], DELIVERABLE)
     if len(sign_map) != len(COMPETITION_MAP):
         broken.append(f"outputs: {len(sign_map)} classes, not the competition's {len(COMPETITION_MAP)} ({map_warning})")
-    if not broken:
+    if not broken:  # an earlier run's deliverable is replaced only by one that passes every check
         for src, dst in (("model_fp16.tflite", DELIVERABLE), ("model_fp32.tflite", "model_fp32.tflite")):
             atomic_write(out / dst, (exp / src).read_bytes())
         write_json(out / "sign_to_prediction_index_map.json", sign_map)
+        write_json(out / DELIVERED, {"written": time.strftime("%Y-%m-%d %H:%M:%S %z"), "tta": tta,
+                                     "config": config.to_dict()})
     accuracy = None
     if tta != "none":  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
         accuracy = {t: oof_accuracy(config, data, folds, t) for t in ("none", tta)}
@@ -136,5 +149,6 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
                     "fp16_sequences": check.FP16_MIN_SEQUENCES},
         "oof_accuracy_by_tta": accuracy,
         "deliverable": str(out / DELIVERABLE) if not broken else None,
+        "earlier_deliverable": earlier_deliverable(out) if broken else None,
         "broken": broken,
     }

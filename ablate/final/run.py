@@ -87,14 +87,15 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
           f"pooled {oof['pooled']:.4f} over {oof['n']} sequences", file=sys.stderr, flush=True)
     failure = None
     if args.export:
-        from ablate.export.build import export_and_check
+        from ablate.export.build import earlier_deliverable, export_and_check
         from ablate.export.convert import ExportError
 
         try:
             summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences,
                                                  [Path(f) for f in args.check_files])
         except ExportError as e:  # recorded with the folds' numbers, then reported
-            summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None}
+            summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None,
+                                 "earlier_deliverable": earlier_deliverable(out)}
             failure = e
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / FINAL_JSON, summary)
@@ -103,6 +104,8 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         raise failure
     broken = summary.get("export", {}).get("broken", [])
     if broken:
-        raise ChecksFailed("; ".join(broken) + f" (no {out / 'model.tflite'} written; details in {out / FINAL_JSON})")
+        earlier = summary["export"].get("earlier_deliverable")
+        raise ChecksFailed("; ".join(broken) + f" (this run wrote no model: {earlier or 'there is none in ' + str(out)}; "
+                           f"details in {out / FINAL_JSON})")
     return summary
 

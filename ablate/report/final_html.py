@@ -61,8 +61,9 @@ def status_section(s: dict[str, Any]) -> str:
     if exp.get("deliverable"):
         return f'<p id="status"><b style="color:{GREEN}">ready:</b> <code>{esc(exp["deliverable"])}</code></p>'
     broken = "".join(f"<li>{esc(b)}</li>" for b in exp.get("broken") or [])
+    earlier = f" ({esc(exp['earlier_deliverable'])})" if exp.get("earlier_deliverable") else ""
     return (f'<p id="status"><b style="color:{RED}">NOT READY</b>: the exported model breaks these targets, '
-            f'so no model file was delivered:</p><ul class="warn" id="broken">{broken}</ul>')
+            f'so this run delivered no model file{earlier}:</p><ul class="warn" id="broken">{broken}</ul>')
 
 
 def recipe_section(s: dict[str, Any]) -> str:
