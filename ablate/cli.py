@@ -77,7 +77,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     study, broken = run_with_status(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
                         workers=a.workers, seeds=a.seeds, n_trials=a.n_trials, timeout=a.timeout,
-                        pruning=a.pruning, leaky_folds=a.leaky_folds))
+                        pruning=a.pruning, leaky_folds=a.leaky_folds, devices=a.devices))
     result = analyze(study)
     _say(f"\nstudy {result['study']}: {result['question']}")
     _say(_text_table(result))
@@ -169,6 +169,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--study", help="study name (default: SPACE-PRESET); a new name starts a new study, e.g. after "
                                    "changing an arm's definition")
     r.add_argument("--workers", type=positive_int, default=1, help="local worker processes on this study (default 1)")
+    r.add_argument("--devices", help="the workers' devices, cycled: e.g. 0,1 or cuda:0,cuda:0,cuda:1 or cpu "
+                                     "(default: worker i on GPU i mod G, or the CPU); used where the recipe says device: auto")
     r.add_argument("--seeds", type=positive_int, default=1, help="training seeds per fold (default 1; 2 gives 10 pairs)")
     r.add_argument("--n-trials", type=positive_int, default=None,
                    help="tune mode: the study's trial budget; ablation: at most this many trials in this run")

@@ -64,6 +64,8 @@ class Config:
     fold_kind: FoldKind  # "ungrouped-leaky" only to measure how much leakage flatters
     workers: int = field(metadata=_min(-1))  # data loader processes; -1 = automatic
     max_train_batches: int = field(metadata=_min(0))  # cap on batches per epoch (0 = all); smoke tests only
+    compile: bool  # torch.compile the model (see the README for what it measured)
+    deterministic: bool  # deterministic GPU kernels: bit-reproducible on a GPU, and slower
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -1,15 +1,16 @@
 """Train one configuration on one fold: `train_fold(config, data, fold) -> FoldResult`.
 
 Knows nothing of Optuna. Reproducible on CPU: the same config, fold and seed give the same numbers
-(model init, batch order and augmentations all derive from `config.seed`).
+(model init, batch order and augmentations all derive from `config.seed`). On a GPU, only with
+`deterministic: true` (slower), because cuDNN and cuBLAS pick non-deterministic kernels otherwise.
+The parts: `_loaders` (data), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
+optimizer kind), `_epoch` (one pass, losses kept on the device), `evaluate`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,11 +22,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ablate.batching import BucketBatchSampler, SequenceDataset, pad_collate, precompute
-from ablate.components import OPTIMIZERS, SCHEDULES
+from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
 from ablate.config import Config
 from ablate.data.cache import Cache
+from ablate.device import gpu_name, loader_workers, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
 from ablate.parts import Parts, build_augmentations, build_parts
+
+CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,7 +59,8 @@ class FoldResult:
     n_val: int = 0
     stopped: str = "completed"  # or "early_stopping"
     device: str = "cpu"
-    amp: str = "off"
+    gpu: str = ""  # the GPU's name, on CUDA
+    amp: str = "off"  # the precision the fold actually ran at
     parts: Parts | None = None  # the trained parts (weights of the last epoch), when asked for
     val_indices: np.ndarray | None = None  # cache indices of the validation sequences
     val_probs: np.ndarray | None = None  # last-epoch softmax on them, [n_val, C], when asked for
@@ -67,54 +72,58 @@ class FoldResult:
         return d
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_bf16_helps() -> bool:
-    """bf16 autocast pays on CPUs with AMX tiles; with AVX512-BF16 alone it measured no faster here
-    (253 vs 260 samples/s on the quick preset), so fp32 keeps full precision there. A CPU flag, not
-    a timing: the choice, and so the numbers, must not depend on how busy the machine is."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read().split()
-    except OSError:
-        return False
-
-
-def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None for full fp32."""
-    if name == "off":
-        return None
-    if name == "fp16":
-        return torch.float16
-    if name == "bf16":
-        return torch.bfloat16
-    if name != "auto":
-        raise UserError(f"amp {name!r}: expected auto, off, bf16 or fp16")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_bf16_helps() else None
-
-
-def _loader_workers(requested: int, device: torch.device) -> int:
-    if requested >= 0:
-        return requested
-    cores = os.cpu_count() or 1
-    if device.type == "cpu":
-        # 2 cores: a loader worker only competes with the model's threads (measured 218 vs 253
-        # samples/s on the quick preset); with more cores it overlaps feature computation.
-        return 0 if cores <= 2 else min(4, cores // 2)
-    return min(8, cores)
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
+
+
+@dataclass
+class _Loaders:
+    train: DataLoader
+    val: DataLoader
+    train_sampler: BucketBatchSampler
+    val_sampler: BucketBatchSampler
+
+
+def _loaders(config: Config, data: Cache, train_idx: np.ndarray, val_idx: np.ndarray, parts: Parts, augs: Any,
+             device: torch.device, sharing: int) -> _Loaders:
+    workers = loader_workers(config.workers, device, sharing)
+    train_set = SequenceDataset(data, train_idx, parts.features, augs.sequence, seed=config.seed)
+    val_set = SequenceDataset(data, val_idx, parts.features)
+    train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
+                                       seed=config.seed, max_batches=config.max_train_batches)
+    val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
+    pin = device.type == "cuda"
+    # loaders draw their worker seeds from their own generator, not from the global one that
+    # dropout uses: the numbers must not depend on how many workers load the data
+    loader_args: dict[str, Any] = {"collate_fn": pad_collate, "num_workers": workers, "pin_memory": pin,
+                                   "generator": torch.Generator().manual_seed(config.seed)}
+    if workers:
+        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4, "persistent_workers": True,
+                        # fork where there is fork: a study worker may itself be a spawned process
+                        "multiprocessing_context": "fork" if "fork" in mp.get_all_start_methods() else None}
+    val_data = precompute(val_set, loader_args) or val_set
+    train_data = precompute(train_set, loader_args)  # only without augmentations: then fixed
+    fixed = {"collate_fn": pad_collate, "pin_memory": pin}  # precomputed: no workers needed
+    train = (DataLoader(train_data, batch_sampler=train_sampler, **fixed) if train_data
+             else DataLoader(train_set, batch_sampler=train_sampler, **loader_args))
+    val = DataLoader(val_data, batch_sampler=val_sampler, **(loader_args if val_data is val_set else fixed))
+    return _Loaders(train, val, train_sampler, val_sampler)
+
+
+def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dtype | None,
+               device: torch.device) -> tuple[Any, Any, Any, bool, torch.dtype | None]:
+    """(optimizer, schedule, GradScaler or None, two passes?, the precision to run at)."""
+    params = list(parts.model.parameters()) + list(parts.head.parameters())
+    optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, where="optimizer", weights=params)
+    two_pass = "two_pass" in OPTIMIZERS.get(config.optimizer.name).tags
+    if two_pass and amp is torch.float16:  # SAM's two passes do not go through a GradScaler
+        amp = torch.bfloat16 if device.type == "cpu" or resolve_amp("auto", device) is torch.bfloat16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
+    # SAM steps its base optimizer (they share param_groups); the schedule must follow that step
+    stepped = optimizer.base_optimizer if two_pass else optimizer
+    scheduler = SCHEDULES.build(config.schedule.name, config.schedule.params, where="schedule", optimizer=stepped,
+                                epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+    return optimizer, scheduler, scaler, two_pass, amp
 
 
 def train_fold(
@@ -126,79 +135,43 @@ def train_fold(
     keep_predictions: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
     progress: bool | None = None,
+    sharing: int = 1,
 ) -> FoldResult:
-    """Train `config` on every fold but `fold` of the data's grouped folds; validate on `fold`."""
+    """Train `config` on every fold but `fold` of the data's grouped folds; validate on `fold`.
+    `sharing`: study workers on this machine (they divide its cores for data loading)."""
     t_start = time.perf_counter()
     folds = data.folds(config.folds, config.fold_seed, config.fold_kind)
     if not 0 <= fold < config.folds:
         raise UserError(f"fold {fold}: expected 0..{config.folds - 1}")
     train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     device = resolve_device(config.device)
-    amp = resolve_amp(config.amp, device)
+    use_device(device)
+    set_deterministic(config.deterministic)
+    amp = resolve_amp(config.amp, device, rnn="rnn" in MODELS.get(config.model.name).tags)
 
     torch.manual_seed(config.seed)
     parts = build_parts(config, data.num_classes)
     parts.model.to(device)
     parts.head.to(device)
     augs = build_augmentations(config)
-    params = list(parts.model.parameters()) + list(parts.head.parameters())
-    opt_entry = OPTIMIZERS.get(config.optimizer.name)
-    optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, where="optimizer", weights=params)
-    two_pass = "two_pass" in opt_entry.tags
-    if two_pass and amp is torch.float16:
-        amp = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else None
-    scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
-
-    workers = _loader_workers(config.workers, device)
-    train_set = SequenceDataset(data, train_idx, parts.features, augs.sequence, seed=config.seed)
-    val_set = SequenceDataset(data, val_idx, parts.features)
-    train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
-                                       seed=config.seed, max_batches=config.max_train_batches)
-    val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
-    # loaders draw their worker seeds from their own generator, not from the global one that
-    # dropout uses: the numbers must not depend on how many workers load the data
-    loader_args: dict[str, Any] = {"collate_fn": pad_collate, "num_workers": workers,
-                                   "pin_memory": device.type == "cuda",
-                                   "generator": torch.Generator().manual_seed(config.seed)}
-    if workers:
-        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4, "persistent_workers": True,
-                        # fork where there is fork: a study worker may itself be a spawned process
-                        "multiprocessing_context": "fork" if "fork" in mp.get_all_start_methods() else None}
-    val_data = precompute(val_set, loader_args) or val_set
-    train_data = precompute(train_set, loader_args)  # only without augmentations: then fixed
-    train_loader = (DataLoader(train_data, batch_sampler=train_sampler, collate_fn=pad_collate) if train_data
-                    else DataLoader(train_set, batch_sampler=train_sampler, **loader_args))
-    val_loader = DataLoader(val_data, batch_sampler=val_sampler,
-                            **(loader_args if val_data is val_set else {"collate_fn": pad_collate}))
-    # SAM steps its base optimizer (they share param_groups); the schedule must follow that step
-    stepped = optimizer.base_optimizer if two_pass else optimizer
-    scheduler = SCHEDULES.build(config.schedule.name, config.schedule.params, where="schedule", optimizer=stepped,
-                                epochs=config.epochs, steps_per_epoch=len(train_sampler))
-
+    loaders = _loaders(config, data, train_idx, val_idx, parts, augs, device, sharing)
+    optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(loaders.train_sampler), amp, device)
+    model = torch.compile(parts.model) if config.compile else parts.model
+    step = _Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
+                 torch.Generator().manual_seed(config.seed))
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
-                        amp=str(amp).replace("torch.", "") if amp else "off")
-    gen = torch.Generator().manual_seed(config.seed)
-    train_time, train_samples, best, since_best = 0.0, 0, -1.0, 0
-    show = progress if progress is not None else None  # None: tqdm shows bars only on a terminal
-    bar = tqdm(total=config.epochs, desc=f"fold {fold}", unit="epoch", disable=None if show is None else not show, leave=False)
-    step = _Step(parts, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch, gen)
+                        gpu=gpu_name(device), amp=str(amp).replace("torch.", "") if amp else "off")
+    train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None
+    show = None if progress is None else not progress  # None: tqdm shows bars only on a terminal
+    bar = tqdm(total=config.epochs, desc=f"fold {fold}", unit="epoch", disable=show, leave=False)
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
-        train_sampler.epoch = epoch
-        parts.model.train()
-        parts.head.train()
-        losses = []
-        for b, (x, mask, y) in enumerate(tqdm(train_loader, desc="batches", leave=False, disable=None if show is None else not show)):
-            loss = step(x, mask, y)
-            if not np.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, batch {b} "
-                                       f"(lr {optimizer.param_groups[0]['lr']:.3g}); fold {fold} stopped")
-            losses.append(loss)
-            train_samples += len(y)
-        train_time += time.perf_counter() - t0
-        val_loss, val_acc, probs = evaluate(parts, val_loader, device, amp, keep_predictions and epoch == config.epochs - 1)
-        stats = EpochStats(epoch, float(np.mean(losses)) if losses else float("nan"), val_loss, val_acc,
-                           float(optimizer.param_groups[0]["lr"]), time.perf_counter() - t0)
+        loss, samples = _epoch(step, loaders, epoch, fold, show)
+        train_time, train_samples = train_time + time.perf_counter() - t0, train_samples + samples
+        last = keep_predictions and epoch == config.epochs - 1
+        val_loss, val_acc, probs = evaluate(parts, loaders.val, device, amp, last, model)
+        stats = EpochStats(epoch, loss, val_loss, val_acc, float(optimizer.param_groups[0]["lr"]),
+                           time.perf_counter() - t0)
         result.epochs.append(stats)
         bar.update(1)
         bar.set_postfix(loss=f"{stats.train_loss:.3f}", acc=f"{val_acc:.3f}")
@@ -219,43 +192,71 @@ def train_fold(
         result.parts = parts
     if keep_predictions:
         if probs is None:  # stopped early: predict with the final weights now
-            _, _, probs = evaluate(parts, val_loader, device, amp, True)
-        order = np.concatenate(list(val_sampler._batches()))
-        result.val_indices = val_idx[order]
+            _, _, probs = evaluate(parts, loaders.val, device, amp, True, model)
+        result.val_indices = val_idx[np.concatenate(list(loaders.val_sampler._batches()))]
         result.val_probs = probs
     return result
 
 
-class _Step:
-    """One optimisation step (two passes for SAM), under autocast, with clipping."""
+def _epoch(step: _Step, loaders: _Loaders, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
+    """One pass over the training batches: (mean loss, samples). The losses stay on the device and
+    are checked for NaN/inf every CHECK_EVERY steps and at the end, not after every step; the first
+    bad batch is named."""
+    loaders.train_sampler.epoch = epoch
+    step.parts.model.train()
+    step.parts.head.train()
+    losses: list[torch.Tensor] = []
+    samples = 0
+    for b, (x, mask, y) in enumerate(tqdm(loaders.train, desc="batches", leave=False, disable=hide)):
+        losses.append(step(x, mask, y))
+        samples += len(y)
+        if (b + 1) % CHECK_EVERY == 0:
+            _check_finite(losses, b + 1 - CHECK_EVERY, epoch, fold, step)
+    _check_finite(losses, len(losses) - len(losses) % CHECK_EVERY, epoch, fold, step)
+    mean = float(torch.stack(losses).double().mean()) if losses else float("nan")
+    return mean, samples
 
-    def __init__(self, parts: Parts, optimizer: Any, scheduler: Any, scaler: Any, amp: torch.dtype | None,
-                 device: torch.device, clip: float, two_pass: bool, batch_augs: list[Any], gen: torch.Generator) -> None:
-        self.parts, self.opt, self.sched, self.scaler = parts, optimizer, scheduler, scaler
+
+def _check_finite(losses: list[torch.Tensor], start: int, epoch: int, fold: int, step: _Step) -> None:
+    chunk = losses[start:]
+    if not chunk:
+        return
+    bad = (~torch.isfinite(torch.stack(chunk))).nonzero()
+    if len(bad):
+        b = start + int(bad[0])
+        raise TrainingDiverged(f"loss became {float(losses[b])} at epoch {epoch}, batch {b} "
+                               f"(lr {step.opt.param_groups[0]['lr']:.3g}); fold {fold} stopped")
+
+
+class _Step:
+    """One optimisation step (two passes for SAM, a GradScaler for fp16), under autocast, with
+    clipping. Returns the loss as a device tensor: no wait for the device."""
+
+    def __init__(self, parts: Parts, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+                 amp: torch.dtype | None, device: torch.device, clip: float, two_pass: bool, batch_augs: list[Any],
+                 gen: torch.Generator) -> None:
+        self.parts, self.model, self.opt, self.sched, self.scaler = parts, model, optimizer, scheduler, scaler
         self.amp, self.device, self.clip, self.two_pass = amp, device, clip, two_pass
         self.batch_augs, self.gen = batch_augs, gen
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
-    def _loss(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None, lam: torch.Tensor | None) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None,
+              lam: torch.Tensor | None) -> torch.Tensor:
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
         with ctx:
-            emb = self.parts.model(x, mask)
+            emb = self.model(x, mask)
         emb = emb.float()  # margins and softmax in fp32
         if y2 is None or lam is None:
             return self.parts.head(emb, y)
-        return self.parts.head.mixed(emb, y, y2, lam.to(emb.device).float())  # mixup
+        return self.parts.head.mixed(emb, y, y2, lam.float())  # mixup
 
-    def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> float:
-        y2 = lam = None
-        for aug in self.batch_augs:
-            x, mask, y2, lam = aug(x, mask, y, self.gen)
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, mask, y = (t.to(self.device, non_blocking=True) for t in (x, mask, y))
-        y2 = y2.to(self.device) if y2 is not None else None
+        y2 = lam = None
+        for aug in self.batch_augs:  # on the device, after the one copy
+            x, mask, y2, lam = aug(x, mask, y, self.gen)
         self.opt.zero_grad(set_to_none=True)
         loss = self._loss(x, mask, y, y2, lam)
-        value = float(loss.detach())
-        if not np.isfinite(value):
-            return value
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
@@ -274,7 +275,7 @@ class _Step:
             self._clip()
             self.opt.step()
         self.sched.step()
-        return value
+        return loss.detach()
 
     def _clip(self) -> None:
         if self.clip > 0:
@@ -283,16 +284,17 @@ class _Step:
 
 @torch.no_grad()
 def evaluate(parts: Parts, loader: DataLoader, device: torch.device, amp: torch.dtype | None,
-             keep: bool = False) -> tuple[float, float, np.ndarray | None]:
+             keep: bool = False, model: torch.nn.Module | None = None) -> tuple[float, float, np.ndarray | None]:
     """(mean loss, accuracy, softmax probabilities in loader order if `keep`) on a loader."""
+    model = model if model is not None else parts.model
     parts.model.eval()
     parts.head.eval()
     total_loss, correct, n, kept = 0.0, 0, 0, []
     for x, mask, y in loader:
-        x, mask, y = x.to(device), mask.to(device), y.to(device)
+        x, mask, y = x.to(device, non_blocking=True), mask.to(device, non_blocking=True), y.to(device, non_blocking=True)
         ctx = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
         with ctx:
-            emb = parts.model(x, mask)
+            emb = model(x, mask)
         emb = emb.float()
         logits = parts.head.logits(emb)
         total_loss += float(parts.head(emb, y)) * len(y)

@@ -246,8 +246,12 @@ def test_two_workers_on_postgres_run_every_arm_exactly_once(spaces: Path, synth_
 
 
 def test_local_workers_share_one_study(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
-    study = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=str(tmp_path / "s.journal"), workers=2))
-    assert _arms(records.trial_records(study)) == ["ce", "ce_smooth", "focal"]
+    study = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=str(tmp_path / "s.journal"), workers=2,
+                        devices="cpu,cpu"))
+    recs = records.trial_records(study)
+    assert _arms(recs) == ["ce", "ce_smooth", "focal"]
+    assert {(f.device, f.amp) for r in recs for f in r.folds} == {("cpu", "off")}  # each fold says where it ran
+    assert all(r.config["device"] == "cpu" and r.sources["device"] == "run setting" for r in recs)
 
 
 def test_a_duplicate_queued_arm_runs_once(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ class BiLSTMEncoder(nn.Module):
         return self.norm(masked_mean(x, mask))
 
 
-@MODELS.register("lstm")
+@MODELS.register("lstm", tags=("rnn",))  # rnn: autocast runs it in fp16 on cuDNN (see ablate.device)
 def lstm(
     *,
     in_dim: int,

@@ -16,7 +16,7 @@ import optuna
 from ablate.report.stats import compare_arms
 from ablate.study import records
 from ablate.study.modes import mode_of
-from ablate.study.records import StudyMeta, TrialRecord
+from ablate.study.records import FoldScore, StudyMeta, TrialRecord
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 LEAKY_SUFFIX = records.LEAKY_SUFFIX
@@ -61,7 +61,15 @@ def _arm_info(rec: TrialRecord | None, recs: list[TrialRecord], baseline_sources
         "curves": [{"fold": f.fold, "seed": f.seed, **f.curve} for f in rec.folds] if rec else [],
         # where this arm's recipe differs from the baseline's, and why (resolve's provenance)
         "sources": {k: v for k, v in sources.items() if baseline_sources.get(k) != v},
+        "trained_on": sorted({_where(f) for f in rec.folds}) if rec else [],
     }
+
+
+def _where(f: FoldScore) -> str:
+    """'cuda:1 (NVIDIA H100) at bf16', 'cpu at off'; '' for folds recorded before devices were."""
+    if not f.device:
+        return ""
+    return f.device + (f" ({f.gpu})" if f.gpu else "") + f" at {f.amp or 'off'}"
 
 
 def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] | None = None,
@@ -93,7 +101,17 @@ def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] 
     if with_leakage:
         _leakage(study, out_arms)
     return _summary(study, meta, recs, out_arms, alpha, rope, n_train, n_test, base_sources) | {
-        "warnings": _warnings(meta, mode.warnings(), recs, n_slots)}
+        "warnings": _warnings(meta, mode.warnings(), recs, n_slots) + _precision_warning(out_arms)}
+
+
+def _precision_warning(arms: list[dict[str, Any]]) -> list[str]:
+    """Arms that ran at different precisions (a study resumed on another kind of machine) are not
+    compared on equal terms."""
+    amps = {w.rsplit(" at ", 1)[1] for r in arms for w in r["trained_on"] if w}
+    if len(amps) < 2:
+        return []
+    return [f"the arms ran at different precisions ({', '.join(sorted(amps))}): a study resumed on another kind of "
+            "machine; differences may come from the precision, not the arms (see each arm's trained_on)"]
 
 
 def _warnings(meta: StudyMeta, mode_warnings: list[str], recs: list[TrialRecord], n_slots: int) -> list[str]:

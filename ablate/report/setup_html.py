@@ -69,6 +69,7 @@ def setup_section(a: dict[str, Any], versions: dict[str, str], commit: str) -> s
         ("trials", f"{esc(a.get('n_trials'))} ({'finished' if a.get('finished') else 'NOT finished'})"),
         ("significance level", f"alpha {a['alpha']:g}" + (f"; ROPE [{a['rope'][0]:g}, {a['rope'][1]:g}]" if a.get("rope") else "")),
         ("storage", esc(a.get("storage"))),
+        ("trained on", esc("; ".join(sorted({w for r in a["arms"] for w in r.get("trained_on", []) if w})) or DASH)),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in versions.items()))),
         ("ablate commit", f"<code>{esc(commit)}</code>"),
     ]

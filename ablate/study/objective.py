@@ -31,15 +31,20 @@ class Objective:
     """Callable objective; `log(line, transient)` receives progress (transient: per-epoch lines)."""
 
     def __init__(self, space: Space, meta: StudyMeta, mode: Mode, data: Cache, pruning: bool,
-                 log: Callable[[str, bool], None]) -> None:
+                 log: Callable[[str, bool], None], device: str | None = None, sharing: int = 1) -> None:
+        """`device`: this worker's place (ablate.device.place), used where the recipe says auto;
+        `sharing`: the study workers on this machine."""
         self.space, self.meta, self.mode, self.data = space, meta, mode, data
-        self.pruning, self.log = pruning, log
+        self.pruning, self.log, self.sharing = pruning, log, sharing
+        self.settings: dict[str, Any] = {"fold_kind": meta.fold_kind} if meta.fold_kind != "grouped" else {}
+        if device and resolve(space.base, meta.preset).config.device == "auto":
+            self.settings["device"] = device
         self.started = time.monotonic()
 
     def __call__(self, trial: optuna.Trial) -> float:
         arm, tuned = self.mode.suggest(trial, self.space, self.meta, records.enqueued_arm(trial))
         stage = records.trial_stage(trial, self.mode.stage)
-        settings = {"fold_kind": self.meta.fold_kind} if self.meta.fold_kind != "grouped" else None
+        settings = self.settings
         first = resolve(self.space.base, self.meta.preset, self.space.arms[arm], tuned, stage, settings=settings)
         records.start(trial, arm, stage, first.config.to_dict(), first.sources, self.data.fingerprint)
         k = first.config.folds
@@ -50,7 +55,7 @@ class Objective:
             for fold in range(k):
                 where = f"trial {trial.number} [{arm}] seed {s} fold {fold + 1}/{k}"
                 result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs),
-                                    progress=False)
+                                    progress=False, sharing=self.sharing)
                 folds.append(_fold_score(s * k + fold, cfg.seed, fold, result))
                 trial.report(result.last_acc, s * k + fold)  # the last epoch: the best one on val would flatter
                 records.add_folds(trial, folds)
@@ -77,7 +82,8 @@ def _fold_score(step: int, seed: int, fold: int, r: FoldResult) -> FoldScore:
     return FoldScore(step, seed, fold, r.last_acc, r.best_acc, round(r.seconds, 2), round(r.samples_per_sec, 1),
                      r.n_train, r.n_val, {"val_acc": [round(e.val_acc, 5) for e in r.epochs],
                                           "val_loss": [round(e.val_loss, 5) for e in r.epochs],
-                                          "train_loss": [round(e.train_loss, 5) for e in r.epochs]})
+                                          "train_loss": [round(e.train_loss, 5) for e in r.epochs]},
+                     r.device, r.gpu, r.amp)
 
 
 def _attach_curves(trial: optuna.Trial, folds: list[FoldScore]) -> None:

@@ -75,6 +75,9 @@ class FoldScore:
     n_train: int = 0
     n_val: int = 0
     curve: dict[str, list[float]] = field(default_factory=dict)
+    device: str = ""  # where it trained ("cpu", "cuda:1"), the GPU's name, and the precision it ran at
+    gpu: str = ""
+    amp: str = ""
 
 
 @dataclass

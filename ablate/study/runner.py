@@ -19,10 +19,12 @@ from pathlib import Path
 from types import FrameType
 
 import optuna
+import torch
 
 from ablate.data.cache import META, Cache, resolve_cache_dir
 from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
 from ablate.data.ingest import ingest
+from ablate.device import place, release_memory
 from ablate.errors import EXIT_DEVICE, EXIT_USER_ERROR, UserError
 from ablate.spaces import Space, load_space
 from ablate.study import queue, records
@@ -48,6 +50,7 @@ class RunArgs:
     timeout: float | None = None
     pruning: str = "auto"  # auto | on | off
     leaky_folds: bool = False  # ungrouped folds, in a study of its own, to measure the leakage
+    devices: str | None = None  # the workers' devices, e.g. "0,1" (default: worker i on GPU i mod G)
 
 
 def resolve_data(data: str | None) -> Path:
@@ -112,6 +115,7 @@ class _Worker:
 
     def __init__(self, args: RunArgs, cache_dir: str, name: str, index: int) -> None:
         self.args, self.name, self.index = args, name, index
+        self.device = place(args.devices, torch.cuda.device_count()).of(index)
         self.data = Cache(Path(cache_dir))
         self.study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(index),
                                        pruner=pruner())
@@ -126,7 +130,8 @@ class _Worker:
                             f"study {self.name!r} began on {self.meta.fingerprint}; this worker stops")
         self.mode = mode_of(self.meta.mode)
         pruning = _pruning_on(self.args.pruning, self.meta.folds, self.meta.seeds)
-        self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log)
+        self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log, self.device,
+                                   sharing=max(1, self.args.workers))
 
     def knows(self, arm: str | None) -> bool:
         if arm is None:
@@ -161,6 +166,7 @@ def work(args: RunArgs, cache_dir: str, name: str, worker: int = 0, deadline: fl
             break
         w.check(trial)
         out = queue.run_trial(w.study, trial, w.objective)
+        release_memory()
         outcomes.append(out)
         w.log(_outcome_line(w.study, out))
         refresh_note(w.study)
@@ -251,6 +257,7 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     space = load_space(args.space)
     preset = args.preset or space.default_preset
     space.base.preset(preset)  # an unknown preset is refused before any data is read
+    placement = place(args.devices, torch.cuda.device_count())  # a bad --devices before any data is read
     cache_dir = resolve_data(args.data)
     data = Cache(cache_dir)
     where = storage_label(args.storage)
@@ -267,7 +274,8 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
               f"{p.recovered} stale recovered, {p.queued} queued{grown}", file=sys.stderr)
     refresh_note(study)
     print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, preset {preset}, {meta.folds} folds x "
-          f"{meta.seeds} seed(s)) on {data.fingerprint} in {where}", file=sys.stderr, flush=True)
+          f"{meta.seeds} seed(s)) on {data.fingerprint} in {where}; worker device(s): "
+          f"{', '.join(placement.of(i) for i in range(args.workers))}", file=sys.stderr, flush=True)
     deadline = time.time() + args.timeout if args.timeout else None
     broken = _run_workers(args, str(cache_dir), name, deadline)
     mode = mode_of(meta.mode)

@@ -1,0 +1,130 @@
+"""Where and how a fold trains: the device, its precision, loader processes, and which GPU each
+study worker uses. Every choice is made from facts about the hardware, never from a timing, so
+the same machine always makes the same choice (and so gives the same numbers).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ablate.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a device; 'auto' and 'cuda' mean the current GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but CUDA is not available")
+        index = int(name.split(":", 1)[1]) if ":" in name else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+        return torch.device("cuda", index)
+    return torch.device(name)
+
+
+def use_device(device: torch.device) -> None:
+    """Make `device` the current one, so nothing (pinned-memory threads, capability checks, cuBLAS
+    handles) touches GPU 0 when the fold trains on another."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_helps() -> bool:
+    """bf16 autocast pays on CPUs with AMX tiles; with AVX512-BF16 alone it measured no faster here
+    (253 vs 260 samples/s on the quick preset), so fp32 keeps full precision there."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read().split()
+    except OSError:
+        return False
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware on this GPU (compute capability 8.0, Ampere, or later). Not
+    torch.cuda.is_bf16_supported(), which also counts bf16 emulated in software (slow on a T4) and
+    looks at the current device rather than the training one."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_amp(name: str, device: torch.device, rnn: bool = False) -> torch.dtype | None:
+    """Autocast dtype, or None for full fp32. `rnn`: the model has LSTM layers, which autocast runs
+    in fp16 on cuDNN even under bf16; then fp16 it is, with a GradScaler (the trainer adds one for
+    fp16), so that small gradients do not underflow."""
+    if name == "off":
+        return None
+    if name == "fp16":
+        return torch.float16
+    if name == "bf16":
+        return torch.float16 if rnn and device.type == "cuda" else torch.bfloat16
+    if name != "auto":
+        raise UserError(f"amp {name!r}: expected auto, off, bf16 or fp16")
+    if device.type == "cuda":
+        return torch.bfloat16 if native_bf16(device) and not rnn else torch.float16
+    return torch.bfloat16 if _cpu_bf16_helps() else None
+
+
+def release_memory() -> None:
+    """Between trials: give back the GPU memory the last one reserved at its peak, so the next trial
+    (or another worker on the same GPU) can have it."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+
+
+def loader_workers(requested: int, device: torch.device, sharing: int = 1) -> int:
+    """Data loader processes for one fold; `sharing`: study workers on this machine, which divide
+    its cores among them (8 workers on a 16-core GPU host would otherwise start 16 loaders each)."""
+    if requested >= 0:
+        return requested
+    cores = max(1, (os.cpu_count() or 1) // max(1, sharing))
+    if device.type == "cpu":
+        # 2 cores: a loader worker only competes with the model's threads (measured 218 vs 253
+        # samples/s on the quick preset); with more cores it overlaps feature computation.
+        return 0 if cores <= 2 else min(4, cores // 2)
+    return min(8, cores)
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic algorithms (GPU runs are not bit-reproducible without them, and are slower with
+    them). cuBLAS reads its workspace setting when it creates a handle: set before the first use."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The device of each study worker on this machine."""
+
+    devices: tuple[str, ...]
+
+    def of(self, worker: int) -> str:
+        return self.devices[worker % len(self.devices)]
+
+
+def place(requested: str | None, cuda_count: int) -> Placement:
+    """Worker i trains on GPU i mod G (G GPUs on this machine), or on the i-th of `requested`
+    ('cuda:0,cuda:2', '0,2', 'cpu'), cyclically: listing a GPU twice puts two workers on it."""
+    if not requested:
+        return Placement(tuple(f"cuda:{g}" for g in range(cuda_count)) or ("cpu",))
+    out = []
+    for item in (s.strip() for s in requested.split(",")):
+        name = f"cuda:{item}" if item.isdigit() else item
+        if not (name == "cpu" or (name.startswith("cuda:") and name[5:].isdigit())):
+            raise UserError(f"--devices: {item!r} is not a device; expected e.g. 0,1 or cuda:0,cuda:1 or cpu")
+        if name.startswith("cuda:") and int(name[5:]) >= cuda_count:
+            raise UserError(f"--devices: {name} is not on this machine ({cuda_count} GPU(s))")
+        out.append(name)
+    if not out:
+        raise UserError("--devices: expected a comma-separated list, e.g. 0,1")
+    return Placement(tuple(out))

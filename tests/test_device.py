@@ -1,0 +1,84 @@
+"""Where a fold trains and at what precision, decided from hardware facts (faked here: no GPU in CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ablate import device as dev
+from ablate.errors import UserError
+
+
+def test_workers_are_placed_on_gpus_in_turn() -> None:
+    assert dev.place(None, 0).devices == ("cpu",)
+    three = dev.place(None, 3)
+    assert [three.of(i) for i in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+    assert [dev.place("0,0,1", 2).of(i) for i in range(4)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:0"]
+    assert dev.place("cuda:1, cpu", 2).devices == ("cuda:1", "cpu")
+    with pytest.raises(UserError, match=r"--devices: cuda:5 is not on this machine \(2 GPU\(s\)\)"):
+        dev.place("5", 2)
+    with pytest.raises(UserError, match="--devices: 'gpu' is not a device"):
+        dev.place("gpu", 2)
+
+
+def test_a_worker_trains_where_it_is_placed(synth_cache, spaces, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two (fake) GPUs, worker 1's trials resolve to cuda:1: the config says so, and why."""
+    from ablate.resolve import resolve
+    from ablate.spaces import load_space
+    from ablate.study.objective import Objective
+    from ablate.study.setup import new_meta
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    placed = dev.place(None, torch.cuda.device_count()).of(1)
+    space = load_space("tiny")
+    from ablate.data.cache import Cache
+
+    meta = new_meta(space, "smoke", Cache(synth_cache), 1, "grouped", "mem")
+    objective = Objective(space, meta, None, Cache(synth_cache), False, lambda *a: None, placed, sharing=2)  # type: ignore[arg-type]
+    r = resolve(space.base, "smoke", space.arms["ce"], settings=objective.settings)
+    assert (placed, r.config.device, r.sources["device"]) == ("cuda:1", "cuda:1", "run setting")
+
+
+def test_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # a T4: bf16 only emulated
+    assert dev.resolve_amp("auto", gpu) is torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))  # an H100
+    assert dev.resolve_amp("auto", gpu) is torch.bfloat16
+    assert dev.resolve_amp("auto", gpu, rnn=True) is torch.float16  # an LSTM: fp16 with a GradScaler
+    assert dev.resolve_amp("bf16", gpu, rnn=True) is torch.float16
+    assert dev.resolve_amp("bf16", torch.device("cpu"), rnn=True) is torch.bfloat16
+    assert dev.resolve_amp("off", gpu) is None
+
+
+def test_study_workers_share_the_cores_for_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dev.os, "cpu_count", lambda: 16)
+    gpu = torch.device("cuda", 0)
+    assert dev.loader_workers(-1, gpu) == 8 and dev.loader_workers(-1, gpu, sharing=8) == 2
+    assert dev.loader_workers(3, gpu, sharing=8) == 3  # asked for: given
+
+
+def test_deterministic_is_an_opt_in() -> None:
+    dev.set_deterministic(True)
+    try:
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        dev.set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_folds_record_their_device_and_a_mixed_precision_study_is_flagged(tmp_path) -> None:
+    from optuna.trial import TrialState
+
+    from ablate.report.analysis import analyze
+    from ablate.study import records
+    from ablate.study.records import FoldScore
+    from studies import meta, new_study
+
+    study = new_study("mixed", meta("mixed", ["ce", "focal"]))
+    for arm, amp in (("ce", "off"), ("focal", "bfloat16")):
+        folds = [FoldScore(k, 0, k, 0.5, n_train=96, n_val=24, device="cuda:0", gpu="NVIDIA T4", amp=amp) for k in range(5)]
+        study.add_trial(records.made_trial(TrialState.COMPLETE, arm, folds))
+    a = analyze(study)
+    assert a["arms"][0]["trained_on"] == ["cuda:0 (NVIDIA T4) at off"]
+    assert any("different precisions (bfloat16, off)" in w for w in a["warnings"])
