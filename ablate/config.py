@@ -62,7 +62,6 @@ class Config:
     folds: int = field(metadata=_min(2))  # K of the participant-grouped folds
     fold_seed: int = field(metadata=_min(0))  # seed of the fold assignment (shared by every trial)
     fold_kind: FoldKind  # "ungrouped-leaky" only to measure how much leakage flatters
-    workers: int = field(metadata=_min(-1))  # data loader processes; -1 = automatic
     max_train_batches: int = field(metadata=_min(0))  # cap on batches per epoch (0 = all); smoke tests only
     compile: bool  # torch.compile the model (see the README for what it measured)
     deterministic: bool  # deterministic GPU kernels: bit-reproducible on a GPU, and slower

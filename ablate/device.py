@@ -81,19 +81,6 @@ def gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else ""
 
 
-def loader_workers(requested: int, device: torch.device, sharing: int = 1) -> int:
-    """Data loader processes for one fold; `sharing`: study workers on this machine, which divide
-    its cores among them (8 workers on a 16-core GPU host would otherwise start 16 loaders each)."""
-    if requested >= 0:
-        return requested
-    cores = max(1, (os.cpu_count() or 1) // max(1, sharing))
-    if device.type == "cpu":
-        # 2 cores: a loader worker only competes with the model's threads (measured 218 vs 253
-        # samples/s on the quick preset); with more cores it overlaps feature computation.
-        return 0 if cores <= 2 else min(4, cores // 2)
-    return min(8, cores)
-
-
 def set_deterministic(on: bool) -> None:
     """Deterministic algorithms (GPU runs are not bit-reproducible without them, and are slower with
     them). cuBLAS reads its workspace setting when it creates a handle: set before the first use."""

@@ -3,32 +3,33 @@
 Knows nothing of Optuna. Reproducible on CPU: the same config, fold and seed give the same numbers
 (model init, batch order and augmentations all derive from `config.seed`). On a GPU, only with
 `deterministic: true` (slower), because cuDNN and cuBLAS pick non-deterministic kernels otherwise.
-The parts: `_loaders` (data), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
+The parts: `_Feed` (batches made on the device), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
 optimizer kind), `_epoch` (one pass, losses kept on the device), `evaluate`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
+import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ablate.batching import BucketBatchSampler, SequenceDataset, pad_collate, precompute
+from ablate.batching import BucketBatchSampler
 from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
 from ablate.config import Config
 from ablate.data.cache import Cache
-from ablate.device import gpu_name, loader_workers, resolve_amp, resolve_device, set_deterministic, use_device
+from ablate.data.resident import store_for
+from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
 from ablate.parts import Parts, build_augmentations, build_parts
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
 
@@ -72,42 +73,42 @@ class FoldResult:
         return d
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
+VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
 
 
-@dataclass
-class _Loaders:
-    train: DataLoader
-    val: DataLoader
-    train_sampler: BucketBatchSampler
-    val_sampler: BucketBatchSampler
+class _Feed:
+    """Batches on the training device: cache positions -> carried landmarks (resident) ->
+    augmentations -> features, whole batches at a time. Validation features are made once."""
 
+    def __init__(self, config: Config, data: Cache, fold: int, train_idx: np.ndarray, val_idx: np.ndarray,
+                 features: torch.nn.Module, augs: Any, device: torch.device, sharing: int) -> None:
+        self.features = copy.deepcopy(features).to(device)  # the parts keep theirs, on the host
+        self.store = store_for(data, self.features.layout(), device, sharing)
+        self.augs, self.train_idx, self.val_idx = augs, train_idx, val_idx
+        self.key = (config.seed, config.fold_seed, fold)
+        self.train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
+                                                seed=config.seed, max_batches=config.max_train_batches)
+        self.val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
+        frames = int(np.minimum(data.lengths[val_idx], getattr(features, "max_len", 1 << 30)).sum())
+        keep = frames * getattr(features, "out_dim", 0) * 4 <= VAL_BUDGET_BYTES
+        self._val = list(self._batches(self.val_idx, self.val_sampler, None)) if keep else None
 
-def _loaders(config: Config, data: Cache, train_idx: np.ndarray, val_idx: np.ndarray, parts: Parts, augs: Any,
-             device: torch.device, sharing: int) -> _Loaders:
-    workers = loader_workers(config.workers, device, sharing)
-    train_set = SequenceDataset(data, train_idx, parts.features, augs.sequence, seed=config.seed)
-    val_set = SequenceDataset(data, val_idx, parts.features)
-    train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
-                                       seed=config.seed, max_batches=config.max_train_batches)
-    val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
-    pin = device.type == "cuda"
-    # loaders draw their worker seeds from their own generator, not from the global one that
-    # dropout uses: the numbers must not depend on how many workers load the data
-    loader_args: dict[str, Any] = {"collate_fn": pad_collate, "num_workers": workers, "pin_memory": pin,
-                                   "generator": torch.Generator().manual_seed(config.seed)}
-    if workers:
-        loader_args |= {"worker_init_fn": _worker_init, "prefetch_factor": 4, "persistent_workers": True,
-                        # fork where there is fork: a study worker may itself be a spawned process
-                        "multiprocessing_context": "fork" if "fork" in mp.get_all_start_methods() else None}
-    val_data = precompute(val_set, loader_args) or val_set
-    train_data = precompute(train_set, loader_args)  # only without augmentations: then fixed
-    fixed = {"collate_fn": pad_collate, "pin_memory": pin}  # precomputed: no workers needed
-    train = (DataLoader(train_data, batch_sampler=train_sampler, **fixed) if train_data
-             else DataLoader(train_set, batch_sampler=train_sampler, **loader_args))
-    val = DataLoader(val_data, batch_sampler=val_sampler, **(loader_args if val_data is val_set else fixed))
-    return _Loaders(train, val, train_sampler, val_sampler)
+    @torch.no_grad()
+    def _batches(self, idx: np.ndarray, sampler: BucketBatchSampler, epoch: int | None) -> Iterator[Batch]:
+        for positions in sampler:
+            key = None if epoch is None else (*self.key, epoch)
+            raw, y = self.store.batch(idx[positions], key)
+            if epoch is not None:
+                raw = self.augs(raw)
+            x, mask = self.features.batched(raw)
+            yield x, mask, y
+
+    def train(self, epoch: int) -> Iterator[Batch]:
+        self.train_sampler.epoch = epoch
+        return self._batches(self.train_idx, self.train_sampler, epoch)
+
+    def val(self) -> Iterable[Batch]:
+        return self._val if self._val is not None else self._batches(self.val_idx, self.val_sampler, None)
 
 
 def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dtype | None,
@@ -138,7 +139,7 @@ def train_fold(
     sharing: int = 1,
 ) -> FoldResult:
     """Train `config` on every fold but `fold` of the data's grouped folds; validate on `fold`.
-    `sharing`: study workers on this machine (they divide its cores for data loading)."""
+    `sharing`: study workers on this device (they divide its memory for resident data)."""
     t_start = time.perf_counter()
     folds = data.folds(config.folds, config.fold_seed, config.fold_kind)
     if not 0 <= fold < config.folds:
@@ -154,8 +155,8 @@ def train_fold(
     parts.model.to(device)
     parts.head.to(device)
     augs = build_augmentations(config)
-    loaders = _loaders(config, data, train_idx, val_idx, parts, augs, device, sharing)
-    optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(loaders.train_sampler), amp, device)
+    feed = _Feed(config, data, fold, train_idx, val_idx, parts.features, augs, device, sharing)
+    optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device)
     model = torch.compile(parts.model) if config.compile else parts.model
     step = _Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
                  torch.Generator().manual_seed(config.seed))
@@ -166,10 +167,10 @@ def train_fold(
     bar = tqdm(total=config.epochs, desc=f"fold {fold}", unit="epoch", disable=show, leave=False)
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
-        loss, samples = _epoch(step, loaders, epoch, fold, show)
+        loss, samples = _epoch(step, feed, epoch, fold, show)
         train_time, train_samples = train_time + time.perf_counter() - t0, train_samples + samples
         last = keep_predictions and epoch == config.epochs - 1
-        val_loss, val_acc, probs = evaluate(parts, loaders.val, device, amp, last, model)
+        val_loss, val_acc, probs = evaluate(parts, feed.val(), device, amp, last, model)
         stats = EpochStats(epoch, loss, val_loss, val_acc, float(optimizer.param_groups[0]["lr"]),
                            time.perf_counter() - t0)
         result.epochs.append(stats)
@@ -192,22 +193,22 @@ def train_fold(
         result.parts = parts
     if keep_predictions:
         if probs is None:  # stopped early: predict with the final weights now
-            _, _, probs = evaluate(parts, loaders.val, device, amp, True, model)
-        result.val_indices = val_idx[np.concatenate(list(loaders.val_sampler._batches()))]
+            _, _, probs = evaluate(parts, feed.val(), device, amp, True, model)
+        result.val_indices = val_idx[np.concatenate(feed.val_sampler.batches())]
         result.val_probs = probs
     return result
 
 
-def _epoch(step: _Step, loaders: _Loaders, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
+def _epoch(step: _Step, feed: _Feed, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
     """One pass over the training batches: (mean loss, samples). The losses stay on the device and
     are checked for NaN/inf every CHECK_EVERY steps and at the end, not after every step; the first
     bad batch is named."""
-    loaders.train_sampler.epoch = epoch
     step.parts.model.train()
     step.parts.head.train()
     losses: list[torch.Tensor] = []
     samples = 0
-    for b, (x, mask, y) in enumerate(tqdm(loaders.train, desc="batches", leave=False, disable=hide)):
+    batches = tqdm(feed.train(epoch), total=len(feed.train_sampler), desc="batches", leave=False, disable=hide)
+    for b, (x, mask, y) in enumerate(batches):
         losses.append(step(x, mask, y))
         samples += len(y)
         if (b + 1) % CHECK_EVERY == 0:
@@ -283,7 +284,7 @@ class _Step:
 
 
 @torch.no_grad()
-def evaluate(parts: Parts, loader: DataLoader, device: torch.device, amp: torch.dtype | None,
+def evaluate(parts: Parts, loader: Iterable[Batch], device: torch.device, amp: torch.dtype | None,
              keep: bool = False, model: torch.nn.Module | None = None) -> tuple[float, float, np.ndarray | None]:
     """(mean loss, accuracy, softmax probabilities in loader order if `keep`) on a loader."""
     model = model if model is not None else parts.model

@@ -51,13 +51,6 @@ def test_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None
     assert dev.resolve_amp("off", gpu) is None
 
 
-def test_study_workers_share_the_cores_for_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dev.os, "cpu_count", lambda: 16)
-    gpu = torch.device("cuda", 0)
-    assert dev.loader_workers(-1, gpu) == 8 and dev.loader_workers(-1, gpu, sharing=8) == 2
-    assert dev.loader_workers(3, gpu, sharing=8) == 3  # asked for: given
-
-
 def test_deterministic_is_an_opt_in() -> None:
     dev.set_deterministic(True)
     try:

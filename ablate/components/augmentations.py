@@ -1,23 +1,36 @@
-"""Training-time augmentations of the raw landmarks, applied before the feature set.
+"""Training-time augmentations of the raw landmarks, batched on the training device.
 
-Sequence-level entries (tag "sequence") build a SequenceAug: called as aug(x, rng) with x float32
-[T, 543, 3] (NaN = undetected) and a numpy Generator, it returns a new float32 [T', 543, 3],
-T' >= 1; x is never written. With probability 1 - p it returns an unchanged copy. A landmark that
-is NaN stays NaN. Coordinates are MediaPipe's normalised image coordinates (x, y roughly in
-[0, 1], y pointing down), so the default ranges are fractions of the image. Spatial entries move
-x and y only; z, MediaPipe's relative depth, is left alone.
+Raw-landmark entries (tag "sequence") build a BatchAug: called as aug(batch, stream) on a
+RawBatch (padded landmarks of a whole batch plus statistics of the landmarks not carried, see
+_rawbatch.py) it returns a new RawBatch; the input is never written. Each item is augmented with
+probability p, else left bit for bit as it was. Padding stays padding and a missing landmark stays
+missing. Coordinates are MediaPipe's normalised image coordinates (x, y roughly in [0, 1], y
+pointing down), so the default ranges are fractions of the image. Spatial entries move x and y
+only; z, MediaPipe's relative depth, is left alone.
+
+Randomness: every number is drawn per item from its key (seed, fold seed, fold, epoch, cache
+index) and the augmentation's stream (its name and occurrence), see _random.py: an item's
+augmentation does not depend on the batch size, the other items or the device, and two arms that
+share an augmentation give an item the same draws of it (common random numbers).
+The normalisation statistics follow exactly, except for `noise` and the random-landmark mode of
+`spatial_cutout` (expected values there, see their docstrings).
 The batch-level entry (tag "batch") is mixup, see augmentations_temporal.Mixup.
 compose() builds a pipeline from (name, params) pairs.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
+import torch
+from torch import Tensor
 
+from ablate.components._random import Draws
+from ablate.components._rawbatch import N, PARTS, SXX, SYY, RawBatch
 from ablate.components.augmentations_temporal import Mixup, drop_frames, mask_span, random_span, resample
 from ablate.data import landmarks as lm
 from ablate.errors import UserError
@@ -25,20 +38,23 @@ from ablate.registry import Registry
 
 AUGMENTATIONS = Registry("augmentation")
 
-# Body parts that local_affine moves independently and spatial_cutout may remove: row ranges.
-BODY_PARTS: dict[str, range] = {name: range(first, first + n) for name, first, n in lm.PARTS}
 
+class BatchAug:
+    """fn applied to each item with probability p (draw 0 decides). A `lazy` fn takes
+    (batch, draws, chosen, **params) and leaves the other items as they are itself (whole-body
+    maps, composed into the batch's pending map); any other takes (batch, draws, **params), gets
+    the points with the pending map applied, and its result is kept for the chosen items only."""
 
-class SequenceAug:
-    """fn(x, rng, **params) applied with probability p; fn must return a new array."""
+    def __init__(self, name: str, p: float, fn: Callable[..., RawBatch], lazy: bool = False, **params: Any) -> None:
+        self.name, self.p, self.fn, self.lazy, self.params = name, p, fn, lazy, params
 
-    def __init__(self, name: str, p: float, fn: Callable[..., np.ndarray], **params: Any) -> None:
-        self.name, self.p, self.fn, self.params = name, p, fn, params
-
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() >= self.p:
-            return x.copy()
-        return np.asarray(self.fn(x, rng, **self.params), dtype=np.float32)
+    def __call__(self, batch: RawBatch, stream: int) -> RawBatch:
+        draws = Draws(batch.keys, stream)
+        chosen = draws.u(0) < self.p
+        if self.lazy:
+            return self.fn(batch, draws, chosen, **self.params)
+        batch = batch.materialised()
+        return batch.merge(chosen, self.fn(batch, draws, **self.params))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -54,7 +70,7 @@ def _prob(aug: str, name: str, value: float) -> float:
     return float(value)
 
 
-def _range(aug: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf) -> tuple[float, float]:
+def _range(aug: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> tuple[float, float]:
     """Two numbers (a list from a config file is fine) with low <= a <= b <= high."""
     try:
         a, b = (float(v) for v in value)
@@ -70,142 +86,142 @@ def _range(aug: str, name: str, value: Any, low: float = -np.inf, high: float = 
 # ---- spatial functions ------------------------------------------------------------------------
 
 
-def _centre(xy: np.ndarray) -> np.ndarray:
-    """Mean x, y [2] over every non-NaN landmark of xy [..., 2]; the image centre when none is."""
-    flat = xy.reshape(-1, 2)
-    valid = ~np.isnan(flat[:, 0])  # MediaPipe drops x and y together
-    n = int(valid.sum())
-    if not n:
-        return np.array([0.5, 0.5], dtype=np.float32)
-    return (np.where(valid[:, None], flat, 0.0).sum(axis=0) / n).astype(np.float32)
+def _matrix(scale_x: Tensor, scale_y: Tensor, radians: Tensor) -> Tensor:
+    """[..., 2, 2] = diag(scale) @ rotation; +angle turns +x towards +y (clockwise on screen,
+    since image y points down)."""
+    c, s = torch.cos(radians), torch.sin(radians)
+    return torch.stack([torch.stack([scale_x * c, -scale_x * s], -1), torch.stack([scale_y * s, scale_y * c], -1)], -2)
 
 
-def _rotation(degrees: float) -> np.ndarray:
-    """2x2 matrix turning +x towards +y (clockwise on screen, since image y points down)."""
-    a = np.deg2rad(degrees)
-    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+def _whole_body(batch: RawBatch, chosen: Tensor, matrix: Tensor, centre: Tensor | None = None,
+                offset: Tensor | None = None) -> RawBatch:
+    """matrix @ (v - centre) + centre + offset for the chosen items, the identity for the others:
+    matrix [B, 2, 2], centre and offset [B, 2]. Written as matrix @ v + t so that the identity
+    gives back the very same values."""
+    t = torch.zeros_like(matrix[:, 0]) if centre is None else centre - (matrix @ centre[..., None])[..., 0]
+    t = t if offset is None else t + offset
+    eye = torch.eye(2, dtype=matrix.dtype, device=matrix.device)
+    matrix = torch.where(chosen[:, None, None], matrix, eye)
+    t = torch.where(chosen[:, None], t, 0.0)
+    return batch.affine(matrix[:, None], t[:, None])
 
 
-def _affine(xy: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """matrix @ (xy - centre) + centre + offset, about the centre of xy."""
-    c = _centre(xy)
-    m = np.asarray(matrix, dtype=np.float32)
-    t = (c + np.asarray(offset, dtype=np.float32)).astype(np.float32)
-    dx, dy = xy[..., 0] - c[0], xy[..., 1] - c[1]
-    # written out rather than a matmul: float32 throughout, and ~5x faster on [T, 543] arrays
-    return np.stack([m[0, 0] * dx + m[0, 1] * dy + t[0], m[1, 0] * dx + m[1, 1] * dy + t[1]], axis=-1)
+def _shift(batch: RawBatch, d: Draws, chosen: Tensor, shift: tuple[float, float]) -> RawBatch:
+    offset = torch.stack([d.between(1, shift), d.between(2, shift)], -1)
+    eye = torch.eye(2, dtype=torch.float64, device=offset.device).expand(offset.shape[0], 2, 2)
+    return _whole_body(batch, chosen, eye, offset=offset)
 
 
-def _shift(x: np.ndarray, rng: np.random.Generator, shift: tuple[float, float]) -> np.ndarray:
-    out = x.copy()
-    out[..., :2] += rng.uniform(*shift, size=2).astype(np.float32)
-    return out
+def _scale(batch: RawBatch, d: Draws, chosen: Tensor, scale: tuple[float, float], per_axis: bool) -> RawBatch:
+    sx = d.between(1, scale)
+    sy = d.between(2, scale) if per_axis else sx
+    return _whole_body(batch, chosen, _matrix(sx, sy, torch.zeros_like(sx)), batch.centres(by_part=False))
 
 
-def _scale(x: np.ndarray, rng: np.random.Generator, scale: tuple[float, float], per_axis: bool) -> np.ndarray:
-    s = rng.uniform(*scale, size=2 if per_axis else 1)
-    out = x.copy()
-    out[..., :2] = _affine(x[..., :2], np.diag(np.broadcast_to(s, 2)), np.zeros(2))
-    return out
+def _rotate(batch: RawBatch, d: Draws, chosen: Tensor, degrees: tuple[float, float]) -> RawBatch:
+    one = torch.ones_like(batch.keys, dtype=torch.float64)
+    m = _matrix(one, one, torch.deg2rad(d.between(1, degrees)))
+    return _whole_body(batch, chosen, m, batch.centres(by_part=False))
 
 
-def _rotate(x: np.ndarray, rng: np.random.Generator, degrees: tuple[float, float]) -> np.ndarray:
-    out = x.copy()
-    out[..., :2] = _affine(x[..., :2], _rotation(rng.uniform(*degrees)), np.zeros(2))
-    return out
+def _hflip(batch: RawBatch, d: Draws, chosen: Tensor) -> RawBatch:
+    return batch.mirrored(chosen)
 
 
-def _hflip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return lm.mirror(x)
+def _noise(batch: RawBatch, d: Draws, std: tuple[float, float]) -> RawBatch:
+    """Gaussian noise on every carried x and y. The normalisation statistics get it in
+    expectation: n * sigma^2 added to the sums of squares (sigma <= 0.005 of the image moves the
+    clip's standard deviation, about 0.2, by under 0.1%)."""
+    sigma = d.between(1, std)
+    t = torch.arange(batch.frames, device=sigma.device)[:, None, None]
+    coord = torch.arange(2, device=sigma.device)[:, None]
+    counter = (t * lm.N_LANDMARKS + batch.layout.rows) * 2 + coord  # [T, 2, P]: the item's own frame and row
+    noise = d.field_normal(counter[None]) * sigma.float()[:, None, None, None]
+    points = torch.cat([batch.points[:, :, :2] + noise, batch.points[:, :, 2:]], dim=2)
+    stats = batch.stats.clone()
+    var = (sigma * sigma)[:, None, None]
+    stats[..., SXX] += stats[..., N] * var
+    stats[..., SYY] += stats[..., N] * var
+    return replace(batch, points=points, stats=stats)
 
 
-def _noise(x: np.ndarray, rng: np.random.Generator, std: tuple[float, float]) -> np.ndarray:
-    out = x.copy()
-    out[..., :2] += rng.normal(0.0, rng.uniform(*std), size=x[..., :2].shape).astype(np.float32)
-    return out
-
-
-def _local_affine(
-    x: np.ndarray,
-    rng: np.random.Generator,
-    scale: tuple[float, float],
-    degrees: tuple[float, float],
-    shift: tuple[float, float],
-) -> np.ndarray:
+def _local_affine(batch: RawBatch, d: Draws, scale: tuple[float, float], degrees: tuple[float, float],
+                  shift: tuple[float, float]) -> RawBatch:
     """Each body part gets its own small scale, rotation and shift about its own centre."""
-    out = x.copy()
-    for rows in BODY_PARTS.values():
-        matrix = rng.uniform(*scale) * _rotation(rng.uniform(*degrees))
-        offset = rng.uniform(*shift, size=2)
-        out[:, rows, :2] = _affine(x[:, rows, :2], matrix, offset)
-    return out
+    draw = lambda j, bounds: torch.stack([d.between(1 + 4 * k + j, bounds) for k in range(PARTS)], -1)  # noqa: E731
+    s = draw(0, scale)
+    m = _matrix(s, s, torch.deg2rad(draw(1, degrees)))
+    centre = batch.centres(by_part=True)
+    offset = torch.stack([draw(2, shift), draw(3, shift)], -1)
+    return batch.affine(m, centre - (m @ centre[..., None])[..., 0] + offset)
 
 
-def _spatial_cutout(
-    x: np.ndarray,
-    rng: np.random.Generator,
-    part_prob: float,
-    fraction: tuple[float, float],
-    span: tuple[float, float],
-) -> np.ndarray:
-    """NaN out one whole body part (probability part_prob) or else a random subset of landmarks
-    (each with probability drawn from `fraction`), over a random run of frames (`span` of T)."""
-    if rng.random() < part_prob:
-        rows = np.array(list(BODY_PARTS.values())[rng.integers(len(BODY_PARTS))])
-    else:
-        rows = np.flatnonzero(rng.random(lm.N_LANDMARKS) < rng.uniform(*fraction))
-    start, length = random_span(x.shape[0], span, rng)
-    out = x.copy()
-    out[start : start + length, rows] = np.nan
-    return out
+def _spatial_cutout(batch: RawBatch, d: Draws, part_prob: float, fraction: tuple[float, float],
+                    span: tuple[float, float]) -> RawBatch:
+    """Remove one whole body part (probability part_prob) or else each landmark with a probability
+    drawn from `fraction`, over a random run of frames (`span` of the clip). In the second mode
+    the normalisation statistics keep each part with weight 1 - fraction (its expected share)
+    rather than drawing the other landmarks one by one."""
+    whole = d.u(1) < part_prob
+    part = (d.u(2) * PARTS).long().clamp(max=PARTS - 1)
+    frac = d.between(3, fraction)
+    spots = d.field_uniform(batch.layout.rows[None]) < frac[:, None].float()
+    points = torch.where(whole[:, None], batch.layout.part[None] == part[:, None], spots)
+    parts = torch.arange(PARTS, device=part.device)
+    keep_rest = torch.where(whole[:, None], (parts[None] != part[:, None]).double(), (1 - frac)[:, None].expand(-1, PARTS))
+    start, length = random_span(batch.lengths, d.between(4, span), d.u(5))
+    t = torch.arange(batch.frames, device=part.device)[None]
+    frames = (t >= start[:, None]) & (t < (start + length)[:, None])
+    return batch.blank(frames, points, keep_rest)
 
 
 # ---- registry entries -------------------------------------------------------------------------
 
 
 @AUGMENTATIONS.register("shift", tags=("sequence",))
-def shift(*, p: float = 0.5, shift: tuple[float, float] = (-0.1, 0.1)) -> SequenceAug:
+def shift(*, p: float = 0.5, shift: tuple[float, float] = (-0.1, 0.1)) -> BatchAug:
     """Translate the whole clip: dx and dy drawn independently from `shift` (image fractions)."""
-    return SequenceAug("shift", _prob("shift", "p", p), _shift, shift=_range("shift", "shift", shift))
+    return BatchAug("shift", _prob("shift", "p", p), _shift, lazy=True, shift=_range("shift", "shift", shift))
 
 
 @AUGMENTATIONS.register("scale", tags=("sequence",))
-def scale(*, p: float = 0.5, scale: tuple[float, float] = (0.8, 1.2), per_axis: bool = False) -> SequenceAug:
+def scale(*, p: float = 0.5, scale: tuple[float, float] = (0.8, 1.2), per_axis: bool = False) -> BatchAug:
     """Zoom about the clip's mean x, y; per_axis draws separate x and y factors."""
     s = _range("scale", "scale", scale, low=1e-3)
-    return SequenceAug("scale", _prob("scale", "p", p), _scale, scale=s, per_axis=bool(per_axis))
+    return BatchAug("scale", _prob("scale", "p", p), _scale, lazy=True, scale=s, per_axis=bool(per_axis))
 
 
 @AUGMENTATIONS.register("rotate", tags=("sequence",))
-def rotate(*, p: float = 0.5, degrees: tuple[float, float] = (-15.0, 15.0)) -> SequenceAug:
+def rotate(*, p: float = 0.5, degrees: tuple[float, float] = (-15.0, 15.0)) -> BatchAug:
     """Rotate x, y about the clip's mean point by an angle from `degrees` (positive = clockwise)."""
-    return SequenceAug("rotate", _prob("rotate", "p", p), _rotate, degrees=_range("rotate", "degrees", degrees))
+    return BatchAug("rotate", _prob("rotate", "p", p), _rotate, lazy=True, degrees=_range("rotate", "degrees", degrees))
 
 
 @AUGMENTATIONS.register("hflip", tags=("sequence",))
-def hflip(*, p: float = 0.5) -> SequenceAug:
+def hflip(*, p: float = 0.5) -> BatchAug:
     """Mirror horizontally (x -> 1 - x) and swap left/right hands, eyes, lips and pose sides."""
-    return SequenceAug("hflip", _prob("hflip", "p", p), _hflip)
+    return BatchAug("hflip", _prob("hflip", "p", p), _hflip, lazy=True)
 
 
 @AUGMENTATIONS.register("frame_drop", tags=("sequence",))
-def frame_drop(*, p: float = 0.3, rate: tuple[float, float] = (0.0, 0.2)) -> SequenceAug:
+def frame_drop(*, p: float = 0.3, rate: tuple[float, float] = (0.0, 0.2)) -> BatchAug:
     """Drop each frame with a probability drawn from `rate`; at least one frame is kept."""
     r = _range("frame_drop", "rate", rate, low=0.0, high=1.0)
-    return SequenceAug("frame_drop", _prob("frame_drop", "p", p), drop_frames, rate=r)
+    return BatchAug("frame_drop", _prob("frame_drop", "p", p), drop_frames, rate=r)
 
 
 @AUGMENTATIONS.register("speed", tags=("sequence",))
-def speed(*, p: float = 0.5, factor: tuple[float, float] = (0.8, 1.25)) -> SequenceAug:
-    """Resample in time by a speed factor (2 = twice as fast, half the frames), NaN-aware."""
+def speed(*, p: float = 0.5, factor: tuple[float, float] = (0.8, 1.25)) -> BatchAug:
+    """Play the clip f times faster (f from `factor`; 2 = half the frames) by taking the nearest
+    frame of each new time: frames repeat when slowed down and are skipped when sped up."""
     f = _range("speed", "factor", factor, low=1e-3)
-    return SequenceAug("speed", _prob("speed", "p", p), resample, factor=f)
+    return BatchAug("speed", _prob("speed", "p", p), resample, factor=f)
 
 
 @AUGMENTATIONS.register("noise", tags=("sequence",))
-def noise(*, p: float = 0.3, std: tuple[float, float] = (0.0, 0.005)) -> SequenceAug:
+def noise(*, p: float = 0.3, std: tuple[float, float] = (0.0, 0.005)) -> BatchAug:
     """Add Gaussian noise to every x and y, sigma drawn from `std` (NaN stays NaN)."""
-    return SequenceAug("noise", _prob("noise", "p", p), _noise, std=_range("noise", "std", std, low=0.0))
+    return BatchAug("noise", _prob("noise", "p", p), _noise, std=_range("noise", "std", std, low=0.0))
 
 
 @AUGMENTATIONS.register("local_affine", tags=("sequence",))
@@ -215,9 +231,9 @@ def local_affine(
     scale: tuple[float, float] = (0.9, 1.1),
     degrees: tuple[float, float] = (-10.0, 10.0),
     shift: tuple[float, float] = (-0.02, 0.02),
-) -> SequenceAug:
+) -> BatchAug:
     """Independent small scale, rotation and shift of each body part (hands, face, pose)."""
-    return SequenceAug(
+    return BatchAug(
         "local_affine",
         _prob("local_affine", "p", p),
         _local_affine,
@@ -228,10 +244,11 @@ def local_affine(
 
 
 @AUGMENTATIONS.register("temporal_mask", tags=("sequence",))
-def temporal_mask(*, p: float = 0.3, span: tuple[float, float] = (0.1, 0.3)) -> SequenceAug:
-    """Set a random run of frames (a fraction `span` of the clip) to NaN, as if undetected."""
+def temporal_mask(*, p: float = 0.3, span: tuple[float, float] = (0.1, 0.3)) -> BatchAug:
+    """Remove every landmark in a random run of frames (a fraction `span` of the clip), as if
+    nothing was detected; at least one frame is left untouched."""
     s = _range("temporal_mask", "span", span, low=0.0, high=1.0)
-    return SequenceAug("temporal_mask", _prob("temporal_mask", "p", p), mask_span, span=s)
+    return BatchAug("temporal_mask", _prob("temporal_mask", "p", p), mask_span, span=s)
 
 
 @AUGMENTATIONS.register("spatial_cutout", tags=("sequence",))
@@ -241,9 +258,9 @@ def spatial_cutout(
     part_prob: float = 0.5,
     fraction: tuple[float, float] = (0.05, 0.2),
     span: tuple[float, float] = (0.5, 1.0),
-) -> SequenceAug:
-    """Set a whole body part or random landmarks to NaN over a run of frames (span 1 = whole clip)."""
-    return SequenceAug(
+) -> BatchAug:
+    """Remove a whole body part or random landmarks over a run of frames (span 1 = whole clip)."""
+    return BatchAug(
         "spatial_cutout",
         _prob("spatial_cutout", "p", p),
         _spatial_cutout,
@@ -266,16 +283,25 @@ def mixup(*, p: float = 0.5, alpha: float = 0.2) -> Mixup:
 
 @dataclass
 class Pipeline:
-    """Sequence-level augmentations in order, plus the batch-level one (at most one) for the trainer."""
+    """Raw-landmark augmentations in order, plus the batch-level one (at most one) for the trainer."""
 
-    sequence: list[SequenceAug] = field(default_factory=list)
+    sequence: list[BatchAug] = field(default_factory=list)
     batch: list[Mixup] = field(default_factory=list)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        out = x.copy()
+    def streams(self) -> list[int]:
+        """Each augmentation's random stream: its name's CRC-32 and its occurrence, so that an
+        augmentation draws the same numbers whatever comes before it in the list."""
+        seen: dict[str, int] = {}
+        out = []
         for aug in self.sequence:
-            out = aug(out, rng)
+            seen[aug.name] = seen.get(aug.name, -1) + 1
+            out.append(zlib.crc32(aug.name.encode()) * 64 + seen[aug.name])
         return out
+
+    def __call__(self, batch: RawBatch) -> RawBatch:
+        for aug, stream in zip(self.sequence, self.streams()):
+            batch = aug(batch, stream)
+        return batch
 
 
 def compose(entries: Sequence[tuple[str, Mapping[str, Any] | None]], where: str = "") -> Pipeline:

@@ -1,62 +1,65 @@
 """The time-axis augmentations and the batch-level mixup; registered in augmentations.py.
 
-Sequence functions take raw landmarks x [T, 543, 3] float32 (NaN = undetected) and a numpy
-Generator, return a new float32 array [T', 543, 3] with T' >= 1, and never write into x.
+Time-axis functions take a RawBatch and the item's Draws (draw 0 is taken: it decides whether the
+item is augmented) and return a new RawBatch; frames are selected through index maps, so the
+statistics of the landmarks that are not carried follow exactly. The padded length of the result
+is known on the host (no wait for the device): frame_drop keeps it, speed bounds it by the
+slowest factor.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
-
-def random_span(t: int, frac: tuple[float, float], rng: np.random.Generator) -> tuple[int, int]:
-    """(start, length) of a random run of frames, length = fraction (from `frac`) of t, >= 1."""
-    length = int(np.clip(round(rng.uniform(*frac) * t), 1, t))
-    start = int(rng.integers(0, t - length + 1))
-    return start, length
+from ablate.components._random import Draws
+from ablate.components._rawbatch import PARTS, RawBatch
 
 
-def drop_frames(x: np.ndarray, rng: np.random.Generator, rate: tuple[float, float]) -> np.ndarray:
+def random_span(lengths: Tensor, frac: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """(start, length) [B] of a run of frames per item: length = round(frac * T) within [1, T],
+    start uniform (from u in [0, 1)) among the places it fits. Items with T = 0 get length 0."""
+    t = lengths.double()
+    length = torch.minimum(torch.round(frac * t).clamp(min=1), t)
+    start = torch.floor(u * (t - length + 1)).clamp(min=0)
+    return start.long(), length.long()
+
+
+def drop_frames(batch: RawBatch, d: Draws, rate: tuple[float, float]) -> RawBatch:
     """Drop each frame with probability r (r drawn from `rate`); one random frame always stays."""
-    keep = rng.random(x.shape[0]) >= rng.uniform(*rate)
-    if not keep.any():
-        keep[rng.integers(x.shape[0])] = True
-    return x[keep]
+    r = d.between(1, rate).float()
+    t = torch.arange(batch.frames, device=r.device)[None]
+    own = t < batch.lengths[:, None]
+    keep = (d.field_uniform(t) >= r[:, None]) & own
+    fallback = torch.floor(d.u(2) * batch.lengths.double()).long()
+    keep = torch.where(keep.any(dim=1, keepdim=True), keep, own & (t == fallback[:, None]))
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first, in order
+    return batch.take(order, keep.sum(dim=1))
 
 
-def resample(x: np.ndarray, rng: np.random.Generator, factor: tuple[float, float]) -> np.ndarray:
-    """Play the clip f times faster (f from `factor`; f > 1 gives fewer frames) by linear interpolation.
-
-    Output frame k sits at time k * f of the input, k = 0 .. floor((T - 1) / f). Between two input
-    frames a landmark is interpolated, and stays NaN when it is NaN in either of them; at a whole
-    input time it is that frame's value, so f = 1 is the identity.
-    """
-    f = rng.uniform(*factor)
-    t = x.shape[0]
-    s = np.arange(int((t - 1) / f) + 1) * f
-    whole = np.isclose(s, np.round(s), rtol=0, atol=1e-6)
-    s[whole] = np.round(s[whole])  # k * f that is an integer up to rounding error hits that frame
-    i0 = np.minimum(np.floor(s).astype(np.int64), t - 1)
-    i1 = np.minimum(i0 + 1, t - 1)
-    w = (s - i0).astype(np.float32)[:, None, None]
-    mixed = (1 - w) * x[i0] + w * x[i1]
-    return np.where(w == 0, x[i0], mixed)
+def resample(batch: RawBatch, d: Draws, factor: tuple[float, float]) -> RawBatch:
+    """Play the clip f times faster (f from `factor`): new frame k is input frame round(k * f),
+    k = 0 .. floor((T - 1) / f); so f = 1 is the identity and f = 2 takes every other frame."""
+    f = d.between(1, factor)
+    frames = int(math.floor(max(batch.frames - 1, 0) / factor[0])) + 1  # bound over the whole range
+    new_len = torch.where(batch.lengths > 0, torch.floor((batch.lengths - 1).clamp(min=0) / f).long() + 1, 0)
+    k = torch.arange(frames, device=f.device, dtype=torch.float64)[None]
+    source = torch.floor(k * f[:, None] + 0.5).long()
+    return batch.take(torch.minimum(source, (batch.lengths - 1).clamp(min=0)[:, None]), new_len)
 
 
-def mask_span(x: np.ndarray, rng: np.random.Generator, span: tuple[float, float]) -> np.ndarray:
-    """Set a random run of frames (a fraction `span` of T) to NaN, as if nothing was detected.
-
-    At least one frame is left untouched, so a 1-frame clip comes back unchanged.
-    """
-    out = x.copy()
-    t = x.shape[0]
-    if t > 1:
-        start, length = random_span(t, span, rng)
-        length = min(length, t - 1)
-        out[start : start + length] = np.nan
-    return out
+def mask_span(batch: RawBatch, d: Draws, span: tuple[float, float]) -> RawBatch:
+    """Remove every landmark in a random run of frames (a fraction `span` of T); at least one
+    frame is left untouched, so a 1-frame clip comes back unchanged."""
+    start, length = random_span(batch.lengths, d.between(1, span), d.u(2))
+    length = torch.minimum(length, (batch.lengths - 1).clamp(min=0))
+    t = torch.arange(batch.frames, device=start.device)[None]
+    frames = (t >= start[:, None]) & (t < (start + length)[:, None])
+    everything = torch.ones(batch.points.shape[0], batch.points.shape[2], dtype=torch.bool, device=start.device)
+    return batch.blank(frames, everything, torch.zeros(batch.points.shape[0], PARTS, dtype=torch.float64, device=start.device))
 
 
 class Mixup:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ablate.components._rawbatch import N, NZ, SX, SXX, SY, SYY, SZ, SZZ, Layout, RawBatch, layout_for
 from ablate.data import landmarks as lm
 from ablate.errors import UserError
 from ablate.registry import Registry
@@ -63,6 +64,13 @@ def _sum(v: Tensor) -> Tensor:
     return v.flatten(1).sum(dim=1).sum()
 
 
+def _mean_std(count: Tensor, total: Tensor, squares: Tensor) -> tuple[Tensor, Tensor]:
+    """nan_mean_std from sums: float64 [B] mean and std (0 and 1 when nothing is present)."""
+    mean = total / count.clamp(min=1)
+    std = torch.sqrt((squares / count.clamp(min=1) - mean * mean).clamp(min=0))
+    return mean, torch.where(std > _STD_FLOOR, std, 1.0)
+
+
 def frame_count(x: Tensor) -> Tensor:
     """The number of frames of x [T, ...] as an int64 scalar tensor (traces for any T)."""
     return torch.ones_like(x[:, 0, 0], dtype=torch.int64).sum()
@@ -88,6 +96,8 @@ class LandmarkFeatures(nn.Module):
         # positions (in `points`) of the first point of each hand whose 21x21 distances are added
         self.hand_offsets = tuple(hand_offsets)
         self.register_buffer("points", torch.tensor(points, dtype=torch.int64), persistent=False)
+        self.point_rows = tuple(points)
+        self._pairs: dict[str, tuple[Tensor, Tensor]] = {}  # see _pair_matrices
         i, j = torch.triu_indices(HAND_POINTS, HAND_POINTS, offset=1)  # 210 pairs, row-major i < j
         self.register_buffer("pair_i", i, persistent=False)
         self.register_buffer("pair_j", j, persistent=False)
@@ -111,27 +121,98 @@ class LandmarkFeatures(nn.Module):
             parts.append((z - mean_z) / std_z)
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
-    def lag(self, p: Tensor, lag: int) -> Tensor:
-        """p[t + lag] - p[t], zero where t + lag is past the last frame."""
-        t = torch.arange(p.shape[0], device=p.device)
-        last = frame_count(p) - 1
-        later = p.index_select(0, torch.minimum(t + lag, last))
-        return torch.where((t + lag <= last)[:, None, None], later - p, 0.0)
+    def lag(self, p: Tensor, lag: int, end: Tensor, last: Tensor) -> Tensor:
+        """p[t + lag] - p[t] along the time axis (third from the end), zero where t + lag is past
+        `last` (the item's last frame: a scalar, or [B, 1, 1, 1] for a batch); `end` is the
+        tensor's last frame (the same as `last` for one sequence)."""
+        time = p.dim() - 3
+        t = torch.arange(p.shape[time], device=p.device)
+        later = p.index_select(time, torch.minimum(t + lag, end))
+        return torch.where((t + lag)[:, None, None] <= last, later - p, 0.0)
 
     def hand_distances(self, p: Tensor, first: int) -> Tensor:
-        """Euclidean distances [T, 210] between the 21 points of the hand starting at p[:, first]."""
-        hand = p[:, first : first + HAND_POINTS]
-        d = hand.index_select(1, self.pair_i) - hand.index_select(1, self.pair_j)
-        return torch.sqrt((d * d).sum(dim=2))
+        """Euclidean distances [..., T, 210] between the 21 points of the hand starting at point `first`."""
+        point = p.dim() - 2
+        hand = p.narrow(point, first, HAND_POINTS)
+        d = hand.index_select(point, self.pair_i) - hand.index_select(point, self.pair_j)
+        return torch.sqrt((d * d).sum(dim=-1))
+
+    def assemble(self, p: Tensor, end: Tensor, last: Tensor) -> Tensor:
+        """Normalised points [..., T, P, coords] -> features [..., T, out_dim] without NaN: the
+        points, then each lag difference, then the hand distances."""
+        feats = [p.flatten(-2)]
+        feats += [self.lag(p, k, end, last).flatten(-2) for k in self.lags]
+        feats += [self.hand_distances(p, first) for first in self.hand_offsets]
+        out = torch.cat(feats, dim=-1)
+        return torch.where(torch.isnan(out), 0.0, out)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.normalise(self.crop(x))
         p = x.index_select(1, self.points)  # [T', P, coords]
-        feats = [p.flatten(1)]
-        feats += [self.lag(p, k).flatten(1) for k in self.lags]
-        feats += [self.hand_distances(p, first) for first in self.hand_offsets]
-        out = torch.cat(feats, dim=1)
-        return torch.where(torch.isnan(out), 0.0, out)
+        last = frame_count(p) - 1
+        return self.assemble(p, last, last)
+
+    def batched(self, raw: RawBatch) -> tuple[Tensor, Tensor]:
+        """The same features for every item of a padded batch (the training path): x [B, T', F]
+        (zero in padding) and the frame mask [B, T'], T' = min(T, max_len). The normalisation's
+        sums come from the carried points plus the statistics of the others (_rawbatch.py)."""
+        frames = min(raw.frames, self.max_len)
+        if raw.frames > self.max_len:  # only then can an item be longer than max_len
+            start = (raw.lengths - self.max_len).clamp(min=0) // 2
+            index = torch.arange(frames, device=start.device)[None] + start[:, None]
+            raw = raw.take(index, raw.lengths.clamp(max=self.max_len))
+        m = raw.moments(by_part=False)  # [B, 9] float64 over every landmark of the cropped clips
+        mean, std = _mean_std(m[:, N] * 2, m[:, SX] + m[:, SY], m[:, SXX] + m[:, SYY])
+        points, matrix, offset = raw.view(self.point_rows)  # [B, T, 3, P] before the pending map
+        # the pending map and the normalisation in one step: (matrix @ v + offset - mean) / std
+        a, b = (matrix / std[:, None, None]).float(), ((offset - mean[:, None]) / std[:, None]).float()
+        x, y = points[:, :, 0], points[:, :, 1]
+        coords = [a[:, i, 0, None, None] * x + a[:, i, 1, None, None] * y + b[:, i, None, None] for i in range(2)]
+        if self.coords == 3:
+            mean_z, std_z = _mean_std(m[:, NZ], m[:, SZ], m[:, SZZ])
+            coords.append((points[:, :, 2] - mean_z.float()[:, None, None]) / std_z.float()[:, None, None])
+        out = self._assemble_batch(coords, raw.lengths)
+        return out, raw.mask()
+
+    def _assemble_batch(self, coords: list[Tensor], lengths: Tensor) -> Tensor:
+        """`assemble` for a padded batch of coordinate-major points (coords: [B, T, P] per
+        coordinate), written for speed: lags on whole frames, hand distances as one matrix product
+        per coordinate. The same numbers (held equal by tests); padding comes out zero."""
+        p = torch.stack(coords, dim=3).flatten(2)  # [B, T, P * coords], point-major like assemble
+        frames = p.shape[1]
+        t = torch.arange(frames, device=p.device)
+        feats = [p]
+        for k in self.lags:
+            later = p.index_select(1, (t + k).clamp(max=frames - 1))
+            keep = (t[None] + k < lengths[:, None])[..., None]
+            feats.append(torch.where(keep, later - p, 0.0))
+        if self.hand_offsets:
+            pairs, touches = self._pair_matrices(p.device)
+            hands = [torch.cat([c[:, :, f : f + HAND_POINTS] for f in self.hand_offsets], dim=2) for c in coords]
+            missing = torch.isnan(hands[0]) | torch.isnan(hands[1])
+            squares = sum((torch.where(missing, 0.0, h) @ pairs) ** 2 for h in hands)
+            hit = (missing.float() @ touches) > 0  # a pair with a missing point has no distance
+            feats.append(torch.where(hit, 0.0, torch.sqrt(squares)))
+        out = torch.cat(feats, dim=2)
+        return torch.nan_to_num_(out, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+
+    def _pair_matrices(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """[H * 21, H * 210] matrices: point i minus point j for each pair (i < j) of each hand, and
+        which points each pair touches. Made once per device."""
+        key = str(device)
+        if key not in self._pairs:
+            hands = len(self.hand_offsets)
+            diff = torch.zeros(hands * HAND_POINTS, hands * self.pair_i.numel())
+            cols = torch.arange(self.pair_i.numel())
+            for h in range(hands):
+                diff[h * HAND_POINTS + self.pair_i.cpu(), h * cols.numel() + cols] = 1.0
+                diff[h * HAND_POINTS + self.pair_j.cpu(), h * cols.numel() + cols] = -1.0
+            self._pairs[key] = (diff.to(device), diff.abs().to(device))
+        return self._pairs[key]
+
+    def layout(self) -> Layout:
+        """The landmarks a batch must carry for this feature set (its points and their mirrors)."""
+        return layout_for(list(self.point_rows))
 
     def extra_repr(self) -> str:
         return (

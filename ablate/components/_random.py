@@ -1,0 +1,89 @@
+"""Per-item random numbers for batched augmentations, keyed by the item, not by its batch.
+
+Every number an augmentation draws for an item is a hash of (the item's key, the augmentation's
+position in the pipeline, a counter): the splitmix64 finaliser (Steele, Lea and Flood 2014, the
+output mix of Java's SplittableRandom) applied to int64 tensors, whose multiplication wraps
+modulo 2**64 on CPU and CUDA alike. So an item gets the same numbers whatever batch it is in,
+wherever it sits in the batch, whatever the batch size and on whichever device; no generator
+state is carried from one batch to the next, and nothing waits for the host.
+
+The item's key itself hashes (seed, fold seed, fold, epoch, cache index): see `item_keys`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # 2**64 / golden ratio, as a signed int64
+_M1 = 0xBF58476D1CE4E5B9 - 2**64
+_M2 = 0x94D049BB133111EB - 2**64
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic: it copies the sign bit)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix(x: Tensor) -> Tensor:
+    """splitmix64's finaliser: a bijection of int64 that scatters nearby inputs across all bits."""
+    x = x ^ _shr(x, 30)
+    x = x * _M1
+    x = x ^ _shr(x, 27)
+    x = x * _M2
+    return x ^ _shr(x, 31)
+
+
+def combine(key: Tensor, *values: int | Tensor) -> Tensor:
+    """The key of a sub-stream: key and each value folded in, in order (order matters)."""
+    for v in values:
+        key = mix(key + _GOLDEN + v)
+    return key
+
+
+def item_keys(items: Tensor, seed: int, fold_seed: int, fold: int, epoch: int) -> Tensor:
+    """int64 key per item (its cache index) of one training epoch of one fold."""
+    base = torch.zeros((), dtype=torch.int64, device=items.device)
+    return combine(combine(base, seed, fold_seed, fold, epoch) + torch.zeros_like(items), items)
+
+
+def uniform(keys: Tensor, counter: int | Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Uniform numbers in [0, 1), one per key (broadcast with `counter`): 53 bits for float64
+    (parameters), 24 bits for float32 (noise)."""
+    h = combine(keys, counter)
+    bits = 53 if dtype == torch.float64 else 24
+    return _shr(h, 64 - bits).to(dtype) * (2.0**-bits)
+
+
+def normal(keys: Tensor, counter: Tensor) -> Tensor:
+    """Standard normal float32 numbers by Box-Muller from two uniforms of the same counter."""
+    u1 = 1.0 - uniform(keys, counter * 2, torch.float32)  # (0, 1]: log stays finite
+    u2 = uniform(keys, counter * 2 + 1, torch.float32)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
+
+
+class Draws:
+    """The numbers one augmentation draws for the items of a batch: parameter k of every item is
+    `u(k)`; per-element fields use counters from 2**32 up, so they never meet a parameter's."""
+
+    FIELD = 1 << 32
+
+    def __init__(self, keys: Tensor, position: int) -> None:
+        self.keys = combine(keys, position)
+
+    def u(self, k: int) -> Tensor:
+        """Parameter k of each item: float64 [B] in [0, 1)."""
+        return uniform(self.keys, k)
+
+    def between(self, k: int, bounds: tuple[float, float]) -> Tensor:
+        low, high = bounds
+        return low + (high - low) * self.u(k)
+
+    def field_uniform(self, counter: Tensor) -> Tensor:
+        """float32 uniforms for per-element counters [B, ...] (the item's own frame and row)."""
+        return uniform(self.keys.view(-1, *([1] * (counter.dim() - 1))), self.FIELD + counter, torch.float32)
+
+    def field_normal(self, counter: Tensor) -> Tensor:
+        return normal(self.keys.view(-1, *([1] * (counter.dim() - 1))), self.FIELD + counter)
