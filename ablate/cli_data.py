@@ -36,6 +36,13 @@ def cmd_synth(a: argparse.Namespace) -> int:
     given = {"n_signs": a.signs, "n_participants": a.participants, "reps": a.reps, "seed": a.seed,
              "difficulty": a.difficulty}
     cfg = SynthConfig(**{k: v for k, v in given.items() if v is not None})
+    if a.cache_only:
+        from ablate.data.synth_cache import synth_cache
+
+        r = synth_cache(Path(a.out), cfg, workers=a.workers, progress=progress("synth"))
+        _say(f"wrote a cache of {r.read} sequences ({r.frames_read} frames; {cfg.n_signs} signs, "
+             f"{cfg.n_participants} participants) to {a.out} in {r.seconds:.1f}s; fingerprint {r.fingerprint}")
+        return 0
     summary = generate(Path(a.out), cfg, workers=a.workers, progress=progress("synth"))
     _say(f"wrote {summary['sequences']} sequences ({cfg.n_signs} signs, {cfg.n_participants} participants) "
          f"to {a.out} in {summary['seconds']:.1f}s")
@@ -123,6 +130,9 @@ def add_commands(sub: Any, parser_class: type) -> None:
     s.add_argument("--seed", type=non_negative_int, default=None, help="generator seed")
     s.add_argument("--difficulty", type=float, default=None, help="1.0 default; 0 is easy")
     s.add_argument("--workers", type=positive_int, default=1, help="writer processes")
+    s.add_argument("--cache-only", action="store_true",
+                   help="write a landmark cache into --out instead of parquet files (for scale tests; "
+                        "`ablate run --data OUT` reads it)")
     s.set_defaults(func=cmd_synth)
     i = dsub.add_parser("ingest", help="build or update the landmark cache of a Kaggle-layout directory")
     i.add_argument("dir", help="directory with train.csv, train_landmark_files/ and the sign map")

@@ -45,6 +45,7 @@ class EpochStats:
     val_acc: float
     lr: float
     seconds: float
+    train_rate: float = 0.0  # training sequences per second of this epoch's training phase
 
 
 @dataclass
@@ -167,12 +168,13 @@ def train_fold(
     bar = tqdm(total=config.epochs, desc=f"fold {fold}", unit="epoch", disable=show, leave=False)
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
-        loss, samples = _epoch(step, feed, epoch, fold, show)
-        train_time, train_samples = train_time + time.perf_counter() - t0, train_samples + samples
+        loss, samples = _epoch(step, feed, epoch, fold, show)  # ends waiting for the device (the loss)
+        t1 = time.perf_counter()
+        train_time, train_samples = train_time + t1 - t0, train_samples + samples
         last = keep_predictions and epoch == config.epochs - 1
         val_loss, val_acc, probs = evaluate(parts, feed.val(), device, amp, last, model)
         stats = EpochStats(epoch, loss, val_loss, val_acc, float(optimizer.param_groups[0]["lr"]),
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, samples / (t1 - t0))
         result.epochs.append(stats)
         bar.update(1)
         bar.set_postfix(loss=f"{stats.train_loss:.3f}", acc=f"{val_acc:.3f}")
@@ -281,6 +283,34 @@ class _Step:
     def _clip(self) -> None:
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+
+
+def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], repeats: int = 1) -> float:
+    """Sequences/s of the trainer's own step (model, loss, optimizer, schedule, precision) on
+    random feature tensors made beforehand on the device, one batch per (size, frames) in
+    `shapes`: the model's speed with input preparation taken away (benchmarks)."""
+    device = resolve_device(config.device)
+    use_device(device)
+    amp = resolve_amp(config.amp, device, rnn="rnn" in MODELS.get(config.model.name).tags)
+    torch.manual_seed(config.seed)
+    parts = build_parts(config, num_classes)
+    parts.model.to(device)
+    parts.head.to(device)
+    optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(shapes) * (repeats + 1), amp, device)
+    step = _Step(parts, parts.model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
+                 torch.Generator().manual_seed(config.seed))
+    width = int(getattr(parts.features, "out_dim"))
+    batches = [(torch.randn(b, t, width, device=device), torch.ones(b, t, dtype=torch.bool, device=device),
+                torch.randint(0, num_classes, (b,), device=device)) for b, t in shapes]
+    parts.model.train()
+    parts.head.train()
+    losses = [step(*batch) for batch in batches]  # warm-up pass
+    float(torch.stack(losses).sum())
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        losses = [step(*batch) for batch in batches]
+    float(torch.stack(losses).sum())  # wait for the device
+    return sum(b for b, _ in shapes) * repeats / (time.perf_counter() - t0)
 
 
 @torch.no_grad()

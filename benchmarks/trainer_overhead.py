@@ -1,80 +1,64 @@
-"""Trainer overhead: `train_fold` versus a bare PyTorch loop over the same model and tensors.
+"""Trainer overhead: `train_fold` end to end against the bare model step on ready-made tensors.
 
-    python benchmarks/trainer_overhead.py [--width 512 --heads 16] [--epochs 3]
+    python benchmarks/trainer_overhead.py [--epochs 3] [--preset quick] [--data CACHE_OR_DIR]
 
-Both train the baseline transformer + sub-center ArcFace + Ranger at batch 64 on the same
-pre-built feature tensors and the same length-bucketed batches (no augmentation, so the features
-are fixed); the bare loop is forward, loss, backward, clip, step, schedule and nothing else. Both
-run in this process, one after the other, on the default synthetic set. Reported: training
-samples per second of each (median epoch) and the trainer's overhead in percent.
+trainer:   training sequences/s of train_fold (the preset's recipe, baseline augmentations on:
+           shift, scale, rotate, hflip), training-phase time only (validation excluded), epochs
+           after the first (the first builds the resident store and warms up).
+bare_step: the same model, loss, optimizer, schedule and precision (the trainer's own step)
+           on feature tensors already on the device, of the very shapes the trainer's batches
+           had (batch size and padded length of every batch of an epoch), no augmentation.
+share = trainer / bare_step: the fraction of the model's speed that the whole trainer keeps.
+One process, one after the other, on the default synthetic set. The last line is JSON:
+{"trainer": seq/s, "bare_step": seq/s, "share": ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
 import torch
 
-from ablate.batching import BucketBatchSampler, SequenceDataset, pad_collate
-from ablate.components import OPTIMIZERS, SCHEDULES
-from ablate.config import Component, Config
-from ablate.spaces import recipe_config
+from ablate.batching import BucketBatchSampler
+from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.default import default_cache
-from ablate.parts import build_parts
-from ablate.train import train_fold
+from ablate.spaces import recipe_config
+from ablate.train import EpochStats, bare_steps, train_fold
 
 
-def bare_loop(cfg: Config, data: Cache, fold: int, epochs: int) -> list[float]:
-    """Samples per second per epoch of the plainest loop over pre-built padded batches."""
-    torch.manual_seed(cfg.seed)
-    parts = build_parts(cfg, data.num_classes)
-    idx = np.flatnonzero(data.folds(cfg.folds, cfg.fold_seed) != fold)
-    ds = SequenceDataset(data, idx, parts.features)
-    items = [ds[(i, 0)] for i in range(len(ds))]
-    sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed)
-    params = list(parts.model.parameters()) + list(parts.head.parameters())
-    opt = OPTIMIZERS.build(cfg.optimizer.name, cfg.optimizer.params, weights=params)
-    sched = SCHEDULES.build(cfg.schedule.name, cfg.schedule.params, optimizer=opt, epochs=epochs,
-                            steps_per_epoch=len(sampler))
-    rates = []
-    for epoch in range(epochs):
-        sampler.epoch = epoch
-        batches = [pad_collate([items[i] for i, _ in b]) for b in sampler]  # built before timing
-        parts.model.train()
-        parts.head.train()
-        t = time.perf_counter()
-        for x, mask, y in batches:
-            opt.zero_grad(set_to_none=True)
-            loss = parts.head(parts.model(x, mask), y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-        rates.append(len(idx) / (time.perf_counter() - t))
-    return rates
+def shapes(cfg: Config, data: Cache, fold: int, epoch: int, out_dim: int) -> list[tuple[int, int]]:
+    """(batch size, padded frames) of each training batch of one epoch, as the trainer forms them."""
+    idx = np.flatnonzero(data.folds(cfg.folds, cfg.fold_seed, cfg.fold_kind) != fold)
+    sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                 max_batches=cfg.max_train_batches)
+    sampler.epoch = epoch
+    return [(len(b), int(min(data.lengths[idx][b].max(), cfg.features.params.get("max_len", 384)))) for b in sampler]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--width", type=int, default=512)
-    ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--data", default=None, help="a cache (default: the embedded synthetic set)")
     a = ap.parse_args()
-    data = Cache(default_cache())
-    cfg = recipe_config("full").replace(model=Component("transformer", {"width": a.width, "heads": a.heads}),
-                                        augmentations=(), epochs=a.epochs, workers=0, amp="off", batch_size=64)
-    bare = bare_loop(cfg, data, 0, a.epochs)
-    per_epoch = []
-    r = train_fold(cfg, data, 0, on_epoch=lambda e: per_epoch.append(e))
-    # train_fold's own per-epoch training rate is not exposed; use its overall training rate
-    ours = r.samples_per_sec
-    print(f"threads {torch.get_num_threads()}, {r.n_train} training sequences, batch 64, width {a.width}, heads {a.heads}")
-    print(f"bare loop:  {np.median(bare):8.1f} samples/s (epochs: {', '.join(f'{x:.1f}' for x in bare)})")
-    print(f"train_fold: {ours:8.1f} samples/s (all epochs)")
-    print(f"overhead: {100 * (np.median(bare) / ours - 1):+.1f}%")
+    data = Cache(a.data or default_cache())
+    cfg = recipe_config(a.preset).replace(epochs=a.epochs + 1, early_stopping=0)
+    rates: list[float] = []
+    result = train_fold(cfg, data, 0, progress=False, on_epoch=lambda e: rates.append(e.train_rate))
+    trainer = float(np.median(rates[1:]))
+    bare = bare_steps(cfg, data.num_classes, shapes(cfg, data, 0, 1, 0), repeats=a.epochs)
+    share = trainer / bare
+    print(f"{result.n_train} training sequences, batch {cfg.batch_size}, {a.preset} preset, device "
+          f"{result.device}, precision {result.amp}, {torch.get_num_threads()} threads")
+    print(f"train_fold: {trainer:9.1f} sequences/s (median of epochs 2..{a.epochs + 1}: "
+          f"{', '.join(f'{r:.0f}' for r in rates[1:])})")
+    print(f"bare step:  {bare:9.1f} sequences/s")
+    print(f"share: {share:.2f}")
+    print(json.dumps({"trainer": round(trainer, 1), "bare_step": round(bare, 1), "share": round(share, 3)}))
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ def part_of(row: int) -> int:
 
 
 def layout_for(rows: list[int]) -> Layout:
-    """The layout carrying `rows` and their mirror images, sorted by row."""
-    wanted = sorted({int(r) for r in rows} | {int(lm.MIRROR[r]) for r in rows})
+    """The layout carrying `rows` in their order, then the mirror images not among them."""
+    wanted = list(dict.fromkeys(int(r) for r in rows))
+    wanted += sorted({int(lm.MIRROR[r]) for r in wanted} - set(wanted))
     pos = {r: i for i, r in enumerate(wanted)}
     return Layout(
         row_list=tuple(wanted),
@@ -197,7 +198,9 @@ class RawBatch:
         """The stored points [B, T, 3, P'] of carried `rows` (after the pending permutation) and
         the pending map (matrix [B, 2, 2], offset [B, 2])."""
         pos = self.layout.positions(rows)
-        if self.order is None:
+        if self.order is None and rows == self.layout.row_list:
+            points = self.points  # all of them, in order: no copy
+        elif self.order is None:
             points = self.points.index_select(3, pos)
         else:
             index = self.order[:, pos][:, None, None, :].expand(-1, self.frames, 3, -1)

@@ -166,47 +166,58 @@ class LandmarkFeatures(nn.Module):
         points, matrix, offset = raw.view(self.point_rows)  # [B, T, 3, P] before the pending map
         # the pending map and the normalisation in one step: (matrix @ v + offset - mean) / std
         a, b = (matrix / std[:, None, None]).float(), ((offset - mean[:, None]) / std[:, None]).float()
+        out = torch.empty(*points.shape[:2], self.out_dim, device=points.device)
+        per_frame = points.shape[3] * self.coords
+        p = out[:, :, :per_frame].unflatten(2, (points.shape[3], self.coords))  # point-major, as assemble
         x, y = points[:, :, 0], points[:, :, 1]
-        coords = [a[:, i, 0, None, None] * x + a[:, i, 1, None, None] * y + b[:, i, None, None] for i in range(2)]
+        for i in range(2):
+            p[..., i] = a[:, i, 0, None, None] * x + a[:, i, 1, None, None] * y + b[:, i, None, None]
         if self.coords == 3:
             mean_z, std_z = _mean_std(m[:, NZ], m[:, SZ], m[:, SZZ])
-            coords.append((points[:, :, 2] - mean_z.float()[:, None, None]) / std_z.float()[:, None, None])
-        out = self._assemble_batch(coords, raw.lengths)
+            p[..., 2] = (points[:, :, 2] - mean_z.float()[:, None, None]) / std_z.float()[:, None, None]
+        self._fill_batch(out, per_frame)
         return out, raw.mask()
 
-    def _assemble_batch(self, coords: list[Tensor], lengths: Tensor) -> Tensor:
-        """`assemble` for a padded batch of coordinate-major points (coords: [B, T, P] per
-        coordinate), written for speed: lags on whole frames, hand distances as one matrix product
-        per coordinate. The same numbers (held equal by tests); padding comes out zero."""
-        p = torch.stack(coords, dim=3).flatten(2)  # [B, T, P * coords], point-major like assemble
-        frames = p.shape[1]
-        t = torch.arange(frames, device=p.device)
-        feats = [p]
+    def _fill_batch(self, out: Tensor, per_frame: int) -> None:
+        """`assemble` for a padded batch whose normalised points fill out[..., :per_frame]: the lags
+        and hand distances are written into the rest of `out`, then NaN -> 0. Written for speed
+        (lags on whole frames, hand distances as a matrix product per coordinate); the same
+        numbers, held equal by tests. Padding frames hold NaN points, so they come out zero, and a
+        lag that reaches past an item's last frame meets padding (NaN) or the end (set NaN)."""
+        frames = out.shape[1]
+        p = out[:, :, :per_frame]
+        col = per_frame
         for k in self.lags:
-            later = p.index_select(1, (t + k).clamp(max=frames - 1))
-            keep = (t[None] + k < lengths[:, None])[..., None]
-            feats.append(torch.where(keep, later - p, 0.0))
+            lag = out[:, :, col : col + per_frame]
+            torch.sub(p[:, k:], p[:, : frames - k], out=lag[:, : frames - k])
+            lag[:, frames - k :] = torch.nan
+            col += per_frame
         if self.hand_offsets:
-            pairs, touches = self._pair_matrices(p.device)
-            hands = [torch.cat([c[:, :, f : f + HAND_POINTS] for f in self.hand_offsets], dim=2) for c in coords]
-            missing = torch.isnan(hands[0]) | torch.isnan(hands[1])
-            squares = sum((torch.where(missing, 0.0, h) @ pairs) ** 2 for h in hands)
-            hit = (missing.float() @ touches) > 0  # a pair with a missing point has no distance
-            feats.append(torch.where(hit, 0.0, torch.sqrt(squares)))
-        out = torch.cat(feats, dim=2)
-        return torch.nan_to_num_(out, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+            pts = p.unflatten(2, (-1, self.coords))
+            hands = [torch.stack([pts[:, :, f : f + HAND_POINTS, c] for f in self.hand_offsets], dim=2)
+                     for c in range(self.coords)]  # [B, T, H, 21] per coordinate
+            pairs, touches = self._pair_matrices(out.device)
+            missing = torch.isnan(hands[0])  # x and y are missing together (the store's rule)
+            exact = out.device.type != "cpu" or bool((missing.any(-1) & ~missing.all(-1)).any())
+            if exact:  # some hand is partly missing: pairs of its present points keep their distance
+                hands = [torch.nan_to_num(h, nan=0.0) for h in hands]
+            squares = (hands[0] @ pairs).square_()
+            for h in hands[1:]:
+                squares += (h @ pairs).square_()
+            if exact:
+                squares.masked_fill_((missing.float() @ touches) > 0, 0.0)
+            out[:, :, col:] = squares.sqrt_().flatten(2)
+        torch.nan_to_num_(out, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
 
     def _pair_matrices(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """[H * 21, H * 210] matrices: point i minus point j for each pair (i < j) of each hand, and
-        which points each pair touches. Made once per device."""
+        """[21, 210] matrices: point i minus point j for each pair (i < j) of a hand, and which
+        points each pair touches. Made once per device."""
         key = str(device)
         if key not in self._pairs:
-            hands = len(self.hand_offsets)
-            diff = torch.zeros(hands * HAND_POINTS, hands * self.pair_i.numel())
             cols = torch.arange(self.pair_i.numel())
-            for h in range(hands):
-                diff[h * HAND_POINTS + self.pair_i.cpu(), h * cols.numel() + cols] = 1.0
-                diff[h * HAND_POINTS + self.pair_j.cpu(), h * cols.numel() + cols] = -1.0
+            diff = torch.zeros(HAND_POINTS, cols.numel())
+            diff[self.pair_i.cpu(), cols] = 1.0
+            diff[self.pair_j.cpu(), cols] = -1.0
             self._pairs[key] = (diff.to(device), diff.abs().to(device))
         return self._pairs[key]
 

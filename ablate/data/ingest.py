@@ -19,7 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +142,8 @@ def ingest(
         rows, to_read = _plan(data_dir, csv, sign_map, old, report)
         target = (_Target(old["frames"], _frames_in(old["frames"]), False) if old is not None
                   else _Target(cache_dir / f"landmarks-{secrets.token_hex(4)}.f32", 0, True))
-        report.changed = _commit(cache_dir, data_dir, sign_map, rows, to_read, target, report, old, workers, progress)
+        report.changed = _commit(cache_dir, str(data_dir.resolve()), sign_map, rows, to_read, target, report, old,
+                                 Reader(_load_one, ThreadPoolExecutor, workers), progress)
         if not report.changed:
             report.fingerprint = old["meta"]["fingerprint"]  # type: ignore[index]
         report.seconds = time.perf_counter() - t0
@@ -190,25 +191,35 @@ def _same(old: dict[str, Any], rows: list[dict[str, Any]], report: IngestReport)
             and skips(report.skipped) == skips(old["meta"].get("skipped", [])))
 
 
-def _commit(cache_dir: Path, data_dir: Path, sign_map: dict[str, int], rows: list[dict[str, Any]],
-            to_read: list[tuple[int, dict[str, Any], Path]], target: _Target, report: IngestReport,
-            old: dict[str, Any] | None, workers: int | None, progress: Callable[[int, int], None] | None) -> bool:
+@dataclass
+class Reader:
+    """How frames are obtained: load(source) -> (frames or None, why not), run on `pool` (threads
+    for parquet files, whose reader releases the GIL; processes for synthesis)."""
+
+    load: Callable[[Any], tuple[np.ndarray | None, str]]
+    pool: Callable[[int], Executor]
+    workers: int | None
+
+
+def _commit(cache_dir: Path, source: str, sign_map: dict[str, int], rows: list[dict[str, Any]],
+            to_read: list[tuple[int, dict[str, Any], Any]], target: _Target, report: IngestReport,
+            old: dict[str, Any] | None, reader: Reader, progress: Callable[[int, int], None] | None) -> bool:
     """Write the frames, then a new index, then meta.json; undo the first two if anything fails.
     Returns False, having written nothing, when the result equals the committed cache."""
     index_path = cache_dir / f"index-{secrets.token_hex(4)}.parquet"
     try:
-        bad = _append_frames(target, to_read, rows, report, workers, progress) if to_read else set()
+        bad = _append_frames(target, to_read, rows, report, reader, progress) if to_read else set()
         rows[:] = [r for i, r in enumerate(rows) if i not in bad]
         if old is not None and report.read == 0 and _same(old, rows, report):
             return False  # skipped files failed again, for the same reasons: nothing to commit
         if not rows:
-            raise UserError(f"{data_dir}: no usable sequences ({len(report.skipped)} skipped); cache not written")
+            raise UserError(f"{source}: no usable sequences ({len(report.skipped)} skipped); cache not written")
         checkpoints.reached("ingest:frames-written")
         pq.write_table(pa.Table.from_pylist(rows, schema=_INDEX_SCHEMA), index_path)
         checkpoints.reached("ingest:index-written")
         report.fingerprint = fingerprint(rows, sign_map)
         meta = {
-            "version": CACHE_VERSION, "source": str(data_dir.resolve()), "fingerprint": report.fingerprint,
+            "version": CACHE_VERSION, "source": source, "fingerprint": report.fingerprint,
             "frames": target.path.name, "index": index_path.name, "sign_map": sign_map, "sequences": len(rows),
             "frames_total": int(sum(r["length"] for r in rows)), "skipped": report.skipped,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -225,20 +236,20 @@ def _commit(cache_dir: Path, data_dir: Path, sign_map: dict[str, int], rows: lis
     return True
 
 
-def _append_frames(target: _Target, to_read: list[tuple[int, dict[str, Any], Path]], rows: list[dict[str, Any]],
-                   report: IngestReport, workers: int | None, progress: Callable[[int, int], None] | None) -> set[int]:
-    """Read files in parallel (pyarrow releases the GIL) and write their frames in order, from
-    target.start; fills each read file's row and returns the slots of files that were skipped."""
-    workers = workers or os.cpu_count() or 1
+def _append_frames(target: _Target, to_read: list[tuple[int, dict[str, Any], Any]], rows: list[dict[str, Any]],
+                   report: IngestReport, reader: Reader, progress: Callable[[int, int], None] | None) -> set[int]:
+    """Load sequences in parallel and write their frames in order, from target.start; fills each
+    loaded sequence's row and returns the slots of those that were skipped."""
+    workers = reader.workers or os.cpu_count() or 1
     end, bad = target.start, set()
     try:
-        with open(target.path, "r+b" if target.path.exists() else "w+b") as out, ThreadPoolExecutor(workers) as pool:
+        with open(target.path, "r+b" if target.path.exists() else "w+b") as out, reader.pool(workers) as pool:
             out.truncate(end * FRAME_BYTES)  # drops only a partial frame that an interrupted run left
             out.seek(end * FRAME_BYTES)
             chunk = 256 * workers  # map() keeps order; chunks bound the results held in memory
             for start in range(0, len(to_read), chunk):
                 part = to_read[start : start + chunk]
-                for (slot, row, _), (frames, reason) in zip(part, pool.map(_load_one, [p for *_, p in part])):
+                for (slot, row, _), (frames, reason) in zip(part, pool.map(reader.load, [p for *_, p in part], chunksize=16)):
                     if frames is None:
                         report.skipped.append({k: row[k] for k in ("path", "participant_id", "sequence_id", "sign")} | {"reason": reason})
                         bad.add(slot)

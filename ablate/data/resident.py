@@ -55,8 +55,10 @@ class LandmarkStore:
         self.lengths = cache.lengths.astype(np.int64)
         total = int((self.offsets + self.lengths).max()) if len(self.lengths) else 0
         p = len(layout.row_list)
-        points = torch.empty((total, 3, p), dtype=torch.float32)
-        stats = torch.empty((total, PARTS, STATS), dtype=torch.float32)
+        # one extra frame at the end, NaN points and zero statistics, that padding frames point to
+        points = torch.full((total + 1, 3, p), torch.nan, dtype=torch.float32)
+        stats = torch.zeros((total + 1, PARTS, STATS), dtype=torch.float32)
+        self.padding = total
         for a in range(0, total, CHUNK_FRAMES):
             chunk = np.asarray(cache._frames[a : a + CHUNK_FRAMES], dtype=np.float32)
             pts, st = prepare_chunk(chunk, layout)
@@ -89,10 +91,8 @@ class LandmarkStore:
         where = dev_items if self.resident else host_items
         lengths = self.lengths_t[where]
         t = torch.arange(frames, device=lengths.device)
-        index = self.offsets_t[where][:, None] + torch.minimum(t[None], (lengths - 1)[:, None])
-        inside = (t[None] < lengths[:, None])[..., None, None]
-        points = torch.where(inside, self.points[index], torch.nan)
-        stats = torch.where(inside, self.stats[index], 0.0)
+        index = torch.where(t[None] < lengths[:, None], self.offsets_t[where][:, None] + t[None], self.padding)
+        points, stats = self.points[index], self.stats[index]
         points, stats, lengths = (self._to_device(v) for v in (points, stats, lengths))
         keys = item_keys(dev_items, *key) if key else torch.zeros_like(dev_items)
         raw = RawBatch(points=points, stats=stats.double(), lengths=lengths, keys=keys, layout=self.layout)
