@@ -6,9 +6,14 @@ training device from them (data/resident.py, components/augmentations.py, featur
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
+import torch
 
 
 class BucketBatchSampler:
@@ -50,3 +55,43 @@ class BucketBatchSampler:
             n = sum(-(-min(self.chunk, len(self.lengths) - s) // self.batch_size) for s in range(0, len(self.lengths), self.chunk))
             return min(n, self.max_batches) if self.max_batches else n
         return n
+
+
+def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device, depth: int = 3) -> Iterator[tuple[torch.Tensor, ...]]:
+    """On CUDA: make the batches in a background thread on a side stream, `depth` ahead, so that
+    preparing batch i + 1 (mostly launching small kernels) overlaps the model's step on batch i.
+    The same batches in the same order; an error in the thread is raised here."""
+    side = torch.cuda.Stream(device)
+    ready: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            with torch.cuda.device(device), torch.cuda.stream(side):
+                for batch in batches:
+                    if stop.is_set():
+                        return
+                    done = torch.cuda.Event()
+                    done.record(side)
+                    ready.put((batch, done))
+            ready.put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            ready.put(e)
+
+    thread = threading.Thread(target=work, name="ablate-batches", daemon=True)
+    thread.start()
+    main = torch.cuda.current_stream(device)
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            batch, done = item
+            main.wait_event(done)
+            for t in batch:
+                t.record_stream(main)  # made on the side stream, used on this one
+            yield batch
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a thread blocked on a full queue see the stop
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.05)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ablate.batching import BucketBatchSampler
+from ablate.batching import BucketBatchSampler, prefetched
 from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
 from ablate.config import Config
 from ablate.data.cache import Cache
@@ -106,7 +106,8 @@ class _Feed:
 
     def train(self, epoch: int) -> Iterator[Batch]:
         self.train_sampler.epoch = epoch
-        return self._batches(self.train_idx, self.train_sampler, epoch)
+        batches = self._batches(self.train_idx, self.train_sampler, epoch)
+        return prefetched(batches, self.store.device) if self.store.device.type == "cuda" else batches
 
     def val(self) -> Iterable[Batch]:
         return self._val if self._val is not None else self._batches(self.val_idx, self.val_sampler, None)

@@ -120,13 +120,18 @@ def test_schedules_keep_the_rate_positive_and_bounded(name: str) -> None:
 
 @pytest.mark.parametrize("name", AUGMENTATIONS.names(tag="sequence"))
 def test_sequence_augmentations(name: str) -> None:
-    aug = AUGMENTATIONS.build(name, {"p": 1.0} if "p" in AUGMENTATIONS.get(name).params else {})
-    x = _raw(30).numpy()
-    keep = x.copy()
-    out = aug(x, np.random.default_rng(0))
-    np.testing.assert_array_equal(x, keep)  # the input is not modified
-    assert out.dtype == np.float32 and out.ndim == 3 and out.shape[1:] == (543, 3) and out.shape[0] >= 1
-    assert np.isnan(out).any(), "missing landmarks stay missing"
+    """Every raw-landmark augmentation takes a batch with a pending map and gives one the
+    features of every feature set can be made from (tests/test_augmentations.py holds the rest)."""
+    from ablate.components.augmentations import compose
+    from ablate.data.resident import raw_batch
+
+    for feature_set in FEATURES.names():
+        features = FEATURES.build(feature_set, {"max_len": 16})
+        clips = [_raw(30).numpy(), _raw(3).numpy()]
+        raw = compose([("hflip", {"p": 1.0}), (name, {"p": 1.0})])(raw_batch(clips, features.layout()))
+        x, mask = features.batched(raw)
+        assert x.dtype == torch.float32 and x.shape[2] == features.out_dim and torch.isfinite(x).all()
+        assert mask.shape == x.shape[:2] and bool(mask[:, 0].all())
 
 
 @pytest.mark.parametrize("name", FEATURES.names())

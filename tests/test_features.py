@@ -192,3 +192,67 @@ def test_onnx_parity_on_real_sample(name: str, sample: Path, onnx_session: Calla
     real = read_landmarks(sample / SAMPLE_FILES[0])
     want = FEATURES.build(name)(torch.from_numpy(real)).numpy()
     np.testing.assert_allclose(run_onnx(onnx_session(name, False), real), want, rtol=0, atol=1e-5)
+
+
+# ---- the batched form (training) against the per-sequence module (export) ------------------
+
+
+def _nan_clip(t: int, seed: int) -> np.ndarray:
+    """Like real data: hands missing for a while (whole hands), a few random landmarks missing."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, size=(t, 543, 3)).astype(np.float32)
+    x[..., 2] -= 0.5
+    x[: (t + 1) // 2, RH : RH + 21] = np.nan
+    x[t // 3 :, LH : LH + 5] = np.nan  # a partly missing hand
+    x[rng.random((t, 543)) < 0.05] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("keep_z", [False, True])
+@pytest.mark.parametrize("name", FEATURES.names())
+def test_batched_equals_per_sequence(name: str, keep_z: bool) -> None:
+    from ablate.data.resident import raw_batch
+
+    m = FEATURES.build(name, {"max_len": 16, "keep_z": keep_z})
+    clips = [_nan_clip(t, s) for s, t in enumerate([1, 5, 16, 23, 3, 40])]  # T = 1, T > max_len
+    clips.append(np.full((4, 543, 3), np.nan, np.float32))  # nothing detected
+    x, mask = m.batched(raw_batch(clips, m.layout()))
+    assert x.shape == (len(clips), 16, m.out_dim) and mask.dtype == torch.bool
+    for i, c in enumerate(clips):
+        want = m(torch.from_numpy(c))
+        n = want.shape[0]
+        assert int(mask[i].sum()) == n and bool(mask[i, :n].all())
+        torch.testing.assert_close(x[i, :n], want, rtol=1e-5, atol=2e-6)
+        assert (x[i, n:] == 0).all()  # padding
+
+
+@pytest.mark.parametrize("name", FEATURES.names())
+def test_batched_after_a_pending_map_equals_features_of_the_mapped_clip(name: str) -> None:
+    """Mirror and rotate are kept pending and folded into the normalisation: the result must be
+    the features of the mirrored and rotated raw clip."""
+    from ablate.components.augmentations import compose
+    from ablate.data import landmarks as lm
+    from ablate.data.resident import raw_batch
+
+    m = FEATURES.build(name, {"max_len": 32})
+    c = _nan_clip(20, 7)
+    got, _ = m.batched(compose([("hflip", {"p": 1.0}), ("rotate", {"p": 1.0, "degrees": [30, 30]})])(raw_batch([c], m.layout())))
+    mirrored = lm.mirror(c).astype(np.float64)
+    centre = np.nanmean(mirrored[..., :2].reshape(-1, 2), axis=0)
+    a = np.deg2rad(30.0)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    mirrored[..., :2] = (mirrored[..., :2] - centre) @ rot.T + centre
+    want = m(torch.from_numpy(mirrored.astype(np.float32)))
+    torch.testing.assert_close(got[0], want, rtol=1e-4, atol=2e-5)
+
+
+def test_batched_on_real_sample(sample: Path) -> None:
+    from ablate.data.resident import raw_batch
+
+    clips = [read_landmarks(sample / f) for f in SAMPLE_FILES]
+    for name in FEATURES.names():
+        m = FEATURES.build(name)
+        x, _ = m.batched(raw_batch(clips, m.layout()))
+        for i, c in enumerate(clips):
+            want = m(torch.from_numpy(c))
+            torch.testing.assert_close(x[i, : want.shape[0]], want, rtol=1e-5, atol=2e-6)

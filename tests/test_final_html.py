@@ -32,7 +32,7 @@ def summary() -> dict[str, Any]:
                    "schedule": {"name": "warmup_cosine", "params": {}},
                    "augmentations": [{"name": "shift", "params": {}}, {"name": "mirror", "params": {}}],
                    "epochs": 8, "batch_size": 32, "grad_clip": 1.0, "early_stopping": 0, "amp": "auto",
-                   "device": "auto", "seed": 0, "folds": 5, "fold_seed": 0, "fold_kind": "grouped", "workers": 0,
+                   "device": "auto", "seed": 0, "folds": 5, "fold_seed": 0, "fold_kind": "grouped",
                    "max_train_batches": 0},
         "choices": [{
             "space": "losses", "study": "losses-quick", "mode": "ablation", "baseline": "subcenter_arcface",

@@ -125,7 +125,7 @@ BAD_BASES = [
     (("  folds: 5 ", "  folds: 1 "), "base.yaml: recipe (preset smoke).folds: expected a value >= 2, got 1"),
     (("      transformer: {width: 64, heads: 4, dropout: 0.2}", "      transformr: {width: 64}"), "base.yaml: presets.quick.component_params.transformr: unknown component 'transformr' (did you mean 'transformer'?)"),
     (("      transformer: {width: 64, heads: 4, dropout: 0.2}", "      transformer: {widht: 64}"), "base.yaml: presets.quick.component_params.transformer: unknown parameter 'widht'"),
-    (("  workers: -1 ", "  workers: -3 "), "base.yaml: recipe (preset smoke).workers: expected a value >= -1, got -3"),
+    (("  seed: 0 ", "  seed: -3 "), "base.yaml: recipe (preset smoke).seed: expected a value >= 0, got -3"),
     (("  max_train_batches: 0 ", "  max_train_batch: 0 "), "base.yaml: recipe (preset smoke): unknown key 'max_train_batch' (did you mean 'max_train_batches'?)"),
     (("  fold_kind: grouped ", "  # no fold kind "), "base.yaml: recipe (preset smoke): missing fold_kind"),
     (("recipe:\n", "recipe:\n  recipe: 1\n"), "base.yaml: recipe (preset smoke): unknown key 'recipe'"),

@@ -18,7 +18,7 @@ TINY = recipe_config("full").replace(  # the baseline recipe, made small
     model=Component("transformer", {"width": 32, "heads": 4, "dropout": 0.1}),
     loss=Component("subcenter_arcface"),
     optimizer=Component("adamw", {"lr": 3e-3}),
-    epochs=3, batch_size=16, workers=0, amp="off",
+    epochs=3, batch_size=16, amp="off",
 )
 
 
@@ -47,11 +47,19 @@ def test_same_config_same_numbers(synth_cache: Path) -> None:
     assert [e.train_loss for e in c.epochs] != [e.train_loss for e in a.epochs]
 
 
-def test_loader_workers_give_the_same_numbers(synth_cache: Path) -> None:
+def test_the_resident_store_is_built_once_per_process(synth_cache: Path) -> None:
+    from ablate.components import FEATURES
+    from ablate.data import resident
+
     data = Cache(synth_cache)
-    cfg = TINY.replace(epochs=1)
-    a, b = train_fold(cfg, data, 2), train_fold(cfg.replace(workers=1), data, 2)
-    assert a.epochs[0].train_loss == pytest.approx(b.epochs[0].train_loss, rel=1e-6)
+    resident._LAST.clear()
+    train_fold(TINY.replace(epochs=1), data, 2)
+    (store,) = resident._LAST.values()
+    train_fold(TINY.replace(epochs=1, seed=3), data, 1)  # another fold and seed: the same store
+    assert list(resident._LAST.values()) == [store]
+    other = resident.store_for(data, FEATURES.build("xy_min").layout(), torch.device("cpu"))
+    assert other is not store and list(resident._LAST.values()) == [other]  # one data set held at a time
+    assert store.points.shape == (int(data.lengths.sum()) + 1, 3, 102)  # + the padding frame
 
 
 def test_nan_loss_stops_the_fold_with_a_reason(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

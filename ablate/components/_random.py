@@ -7,7 +7,9 @@ modulo 2**64 on CPU and CUDA alike. So an item gets the same numbers whatever ba
 wherever it sits in the batch, whatever the batch size and on whichever device; no generator
 state is carried from one batch to the next, and nothing waits for the host.
 
-The item's key itself hashes (seed, fold seed, fold, epoch, cache index): see `item_keys`.
+The item's key itself hashes (seed, fold seed, fold, epoch, cache index): see `item_keys`. Keys
+live on the host; the few numbers per item are hashed there and sent in one copy, which costs
+less than the dozens of tiny device operations a hash takes.
 """
 
 from __future__ import annotations
@@ -65,25 +67,40 @@ def normal(keys: Tensor, counter: Tensor) -> Tensor:
 
 
 class Draws:
-    """The numbers one augmentation draws for the items of a batch: parameter k of every item is
-    `u(k)`; per-element fields use counters from 2**32 up, so they never meet a parameter's."""
+    """The numbers one augmentation draws for the items of a batch. The per-item parameters (at
+    most PARAMS per augmentation: a flip, a shift, an angle, ...) are hashed on the host in one go
+    and sent to the device as one small table; per-element fields (noise, which frames to drop)
+    are hashed on the device, with counters from 2**32 up so they never meet a parameter's."""
 
+    PARAMS = 24
     FIELD = 1 << 32
 
-    def __init__(self, keys: Tensor, position: int) -> None:
-        self.keys = combine(keys, position)
+    def __init__(self, keys: Tensor, stream: int, device: torch.device) -> None:
+        self.keys = combine(keys, stream)  # on the host
+        self.device = device
+        table = uniform(self.keys[:, None], torch.arange(self.PARAMS))
+        self.table = table.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else table.to(device)
+        self._device_keys: Tensor | None = None
 
     def u(self, k: int) -> Tensor:
-        """Parameter k of each item: float64 [B] in [0, 1)."""
-        return uniform(self.keys, k)
+        """Parameter k of each item: float64 [B] in [0, 1), on the device."""
+        if not 0 <= k < self.PARAMS:
+            raise IndexError(f"draw {k}: an augmentation draws at most {self.PARAMS} parameters")
+        return self.table[:, k]
 
     def between(self, k: int, bounds: tuple[float, float]) -> Tensor:
         low, high = bounds
         return low + (high - low) * self.u(k)
 
+    def _keys_on_device(self, dims: int) -> Tensor:
+        if self._device_keys is None:
+            self._device_keys = self.keys.to(self.device)
+        return self._device_keys.view(-1, *([1] * (dims - 1)))
+
     def field_uniform(self, counter: Tensor) -> Tensor:
-        """float32 uniforms for per-element counters [B, ...] (the item's own frame and row)."""
-        return uniform(self.keys.view(-1, *([1] * (counter.dim() - 1))), self.FIELD + counter, torch.float32)
+        """float32 uniforms for per-element counters [1, ...] (the item's own frame and row),
+        on the counter's device: [B, ...]."""
+        return uniform(self._keys_on_device(counter.dim()), self.FIELD + counter, torch.float32)
 
     def field_normal(self, counter: Tensor) -> Tensor:
-        return normal(self.keys.view(-1, *([1] * (counter.dim() - 1))), self.FIELD + counter)
+        return normal(self._keys_on_device(counter.dim()), self.FIELD + counter)

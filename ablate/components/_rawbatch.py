@@ -91,7 +91,7 @@ class RawBatch:
     points: Tensor  # [B, T, 3, P] float32 as stored, before the pending map; NaN = missing or padding
     stats: Tensor  # [B, T, K, 9] float64 statistics of all landmarks, before the pending map; zero in padding
     lengths: Tensor  # [B] int64 frames of each item
-    keys: Tensor  # [B] int64 random key of each item (see _random.item_keys)
+    keys: Tensor  # [B] int64 random key of each item (see _random.item_keys), on the host
     layout: Layout
     order: Tensor | None = None  # [B, P] pending permutation: point p is stored point order[b, p]
     swapped: Tensor | None = None  # [B] pending swap of the hands' statistics (mirrored items)

@@ -49,7 +49,7 @@ class BatchAug:
         self.name, self.p, self.fn, self.lazy, self.params = name, p, fn, lazy, params
 
     def __call__(self, batch: RawBatch, stream: int) -> RawBatch:
-        draws = Draws(batch.keys, stream)
+        draws = Draws(batch.keys, stream, batch.stats.device)
         chosen = draws.u(0) < self.p
         if self.lazy:
             return self.fn(batch, draws, chosen, **self.params)
@@ -119,8 +119,9 @@ def _scale(batch: RawBatch, d: Draws, chosen: Tensor, scale: tuple[float, float]
 
 
 def _rotate(batch: RawBatch, d: Draws, chosen: Tensor, degrees: tuple[float, float]) -> RawBatch:
-    one = torch.ones_like(batch.keys, dtype=torch.float64)
-    m = _matrix(one, one, torch.deg2rad(d.between(1, degrees)))
+    angle = torch.deg2rad(d.between(1, degrees))
+    one = torch.ones_like(angle)
+    m = _matrix(one, one, angle)
     return _whole_body(batch, chosen, m, batch.centres(by_part=False))
 
 

@@ -58,7 +58,7 @@ def mask_span(batch: RawBatch, d: Draws, span: tuple[float, float]) -> RawBatch:
     length = torch.minimum(length, (batch.lengths - 1).clamp(min=0))
     t = torch.arange(batch.frames, device=start.device)[None]
     frames = (t >= start[:, None]) & (t < (start + length)[:, None])
-    everything = torch.ones(batch.points.shape[0], batch.points.shape[2], dtype=torch.bool, device=start.device)
+    everything = torch.ones(batch.points.shape[0], batch.points.shape[3], dtype=torch.bool, device=start.device)
     return batch.blank(frames, everything, torch.zeros(batch.points.shape[0], PARTS, dtype=torch.float64, device=start.device))
 
 

@@ -121,41 +121,33 @@ class LandmarkFeatures(nn.Module):
             parts.append((z - mean_z) / std_z)
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
-    def lag(self, p: Tensor, lag: int, end: Tensor, last: Tensor) -> Tensor:
-        """p[t + lag] - p[t] along the time axis (third from the end), zero where t + lag is past
-        `last` (the item's last frame: a scalar, or [B, 1, 1, 1] for a batch); `end` is the
-        tensor's last frame (the same as `last` for one sequence)."""
-        time = p.dim() - 3
-        t = torch.arange(p.shape[time], device=p.device)
-        later = p.index_select(time, torch.minimum(t + lag, end))
-        return torch.where((t + lag)[:, None, None] <= last, later - p, 0.0)
+    def lag(self, p: Tensor, lag: int) -> Tensor:
+        """p[t + lag] - p[t], zero where t + lag is past the last frame."""
+        t = torch.arange(p.shape[0], device=p.device)
+        last = frame_count(p) - 1
+        later = p.index_select(0, torch.minimum(t + lag, last))
+        return torch.where((t + lag <= last)[:, None, None], later - p, 0.0)
 
     def hand_distances(self, p: Tensor, first: int) -> Tensor:
-        """Euclidean distances [..., T, 210] between the 21 points of the hand starting at point `first`."""
-        point = p.dim() - 2
-        hand = p.narrow(point, first, HAND_POINTS)
-        d = hand.index_select(point, self.pair_i) - hand.index_select(point, self.pair_j)
-        return torch.sqrt((d * d).sum(dim=-1))
-
-    def assemble(self, p: Tensor, end: Tensor, last: Tensor) -> Tensor:
-        """Normalised points [..., T, P, coords] -> features [..., T, out_dim] without NaN: the
-        points, then each lag difference, then the hand distances."""
-        feats = [p.flatten(-2)]
-        feats += [self.lag(p, k, end, last).flatten(-2) for k in self.lags]
-        feats += [self.hand_distances(p, first) for first in self.hand_offsets]
-        out = torch.cat(feats, dim=-1)
-        return torch.where(torch.isnan(out), 0.0, out)
+        """Euclidean distances [T, 210] between the 21 points of the hand starting at p[:, first]."""
+        hand = p[:, first : first + HAND_POINTS]
+        d = hand.index_select(1, self.pair_i) - hand.index_select(1, self.pair_j)
+        return torch.sqrt((d * d).sum(dim=2))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.normalise(self.crop(x))
         p = x.index_select(1, self.points)  # [T', P, coords]
-        last = frame_count(p) - 1
-        return self.assemble(p, last, last)
+        feats = [p.flatten(1)]
+        feats += [self.lag(p, k).flatten(1) for k in self.lags]
+        feats += [self.hand_distances(p, first) for first in self.hand_offsets]
+        out = torch.cat(feats, dim=1)
+        return torch.where(torch.isnan(out), 0.0, out)
 
     def batched(self, raw: RawBatch) -> tuple[Tensor, Tensor]:
         """The same features for every item of a padded batch (the training path): x [B, T', F]
-        (zero in padding) and the frame mask [B, T'], T' = min(T, max_len). The normalisation's
-        sums come from the carried points plus the statistics of the others (_rawbatch.py)."""
+        (zero in padding) and the frame mask [B, T'], T' = min(T, max_len). The normalisation
+        comes from the batch's statistics of all 543 landmarks (_rawbatch.py), and is applied
+        together with the batch's pending whole-body map, to the set's points only."""
         frames = min(raw.frames, self.max_len)
         if raw.frames > self.max_len:  # only then can an item be longer than max_len
             start = (raw.lengths - self.max_len).clamp(min=0) // 2
@@ -179,7 +171,7 @@ class LandmarkFeatures(nn.Module):
         return out, raw.mask()
 
     def _fill_batch(self, out: Tensor, per_frame: int) -> None:
-        """`assemble` for a padded batch whose normalised points fill out[..., :per_frame]: the lags
+        """The rest of `forward` for a padded batch whose normalised points fill out[..., :per_frame]: the lags
         and hand distances are written into the rest of `out`, then NaN -> 0. Written for speed
         (lags on whole frames, hand distances as a matrix product per coordinate); the same
         numbers, held equal by tests. Padding frames hold NaN points, so they come out zero, and a

@@ -11,6 +11,9 @@ the cache's memory map is read in chunks.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,6 +52,8 @@ class LandmarkStore:
     """Every sequence of `cache`, prepared for `layout`; `batch(items)` gives a RawBatch."""
 
     def __init__(self, cache: Cache, layout: Layout, device: torch.device, sharing: int = 1) -> None:
+        if device.type == "cuda" and device.index is None:  # compare equal to the tensors' own device
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.layout = layout.to(device)
         self.offsets = cache.offsets.astype(np.int64)
@@ -59,20 +64,22 @@ class LandmarkStore:
         points = torch.full((total + 1, 3, p), torch.nan, dtype=torch.float32)
         stats = torch.zeros((total + 1, PARTS, STATS), dtype=torch.float32)
         self.padding = total
-        for a in range(0, total, CHUNK_FRAMES):
+
+        def fill(a: int) -> None:  # numpy releases the GIL in the heavy parts: threads share the work
             chunk = np.asarray(cache._frames[a : a + CHUNK_FRAMES], dtype=np.float32)
             pts, st = prepare_chunk(chunk, layout)
             points[a : a + len(chunk)] = torch.from_numpy(pts)
             stats[a : a + len(chunk)] = torch.from_numpy(st)
+
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(fill, range(0, total, CHUNK_FRAMES)))
         self.bytes = points.numel() * 4 + stats.numel() * 4
         self.resident = device.type != "cuda" or self.bytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0] / max(1, sharing)
         if self.resident:
             self.points, self.stats = points.to(device), stats.to(device)
         else:  # stream: gather on the host, copy asynchronously from page-locked memory
             self.points, self.stats = points.pin_memory(), stats.pin_memory()
-        self.labels = torch.from_numpy(cache.labels.astype(np.int64)).to(device)
-        self.offsets_t = torch.from_numpy(self.offsets).to(device if self.resident else "cpu")
-        self.lengths_t = torch.from_numpy(self.lengths).to(device if self.resident else "cpu")
+        self.host_labels = cache.labels.astype(np.int64)
 
     def _to_device(self, t: Tensor) -> Tensor:
         if t.device == self.device:
@@ -85,18 +92,21 @@ class LandmarkStore:
         """(RawBatch of the cache indices `items`, their labels), on the device. `key` = (seed,
         fold seed, fold, epoch) keys each item's random draws; None for unaugmented batches."""
         items = np.asarray(items, dtype=np.int64)
-        frames = int(self.lengths[items].max())
-        host_items = torch.from_numpy(items)
-        dev_items = self._to_device(host_items)
-        where = dev_items if self.resident else host_items
-        lengths = self.lengths_t[where]
-        t = torch.arange(frames, device=lengths.device)
-        index = torch.where(t[None] < lengths[:, None], self.offsets_t[where][:, None] + t[None], self.padding)
-        points, stats = self.points[index], self.stats[index]
-        points, stats, lengths = (self._to_device(v) for v in (points, stats, lengths))
-        keys = item_keys(dev_items, *key) if key else torch.zeros_like(dev_items)
-        raw = RawBatch(points=points, stats=stats.double(), lengths=lengths, keys=keys, layout=self.layout)
-        return raw, self.labels[dev_items]
+        lengths = self.lengths[items]
+        t = np.arange(int(lengths.max()))
+        index = np.where(t < lengths[:, None], self.offsets[items][:, None] + t, self.padding)
+        # index, lengths and labels go to the device as one small copy, then split there
+        packed = torch.from_numpy(np.concatenate([index.ravel(), lengths, self.host_labels[items]]))
+        if self.resident:
+            packed = self._to_device(packed)
+        n, b = index.size, len(items)
+        index_t, lengths_t, labels = packed[:n].view(index.shape), packed[n : n + b], packed[n + b :]
+        points, stats = self.points[index_t], self.stats[index_t]
+        if not self.resident:  # gathered on the host, copied from page-locked memory
+            points, stats, lengths_t, labels = (self._to_device(v) for v in (points, stats, lengths_t, labels))
+        keys = item_keys(torch.from_numpy(items), *key) if key else torch.zeros(b, dtype=torch.int64)
+        raw = RawBatch(points=points, stats=stats.double(), lengths=lengths_t, keys=keys, layout=self.layout)
+        return raw, labels
 
 
 _LAST: dict[tuple[object, ...], LandmarkStore] = {}
@@ -123,5 +133,5 @@ def raw_batch(sequences: list[np.ndarray], layout: Layout, keys: Tensor | None =
         points[i, : len(seq)], stats[i, : len(seq)] = torch.from_numpy(pts), torch.from_numpy(st).double()
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
     keys = keys if keys is not None else torch.arange(len(sequences), dtype=torch.int64)
-    return RawBatch(points=points.to(device), stats=stats.to(device), lengths=lengths.to(device), keys=keys.to(device),
+    return RawBatch(points=points.to(device), stats=stats.to(device), lengths=lengths.to(device), keys=keys.cpu(),
                     layout=layout.to(torch.device(device)))

@@ -1,0 +1,116 @@
+"""Training throughput of the baseline recipe on a GPU: trainer, bare step, memory, full-data epoch.
+
+    python benchmarks/gpu_throughput.py [--reps 4] [--epochs 3] [--cache DIR]
+    python benchmarks/gpu_throughput.py --small      # minutes on a CPU: keeps the script alive in CI
+
+The baseline recipe (`full` preset: seed828 features, 1-block transformer of width 512 with 16
+heads, sub-center ArcFace, Ranger, batch 64, baseline augmentations, AMP auto) on a synthetic set
+written straight into a cache (`ablate data synth --cache-only`: 250 signs, 21 participants,
+--reps sequences per participant and sign, 4 by default; the competition has about 18). Measured on fold 0:
+- trainer: training sequences/s of train_fold, median over the epochs after the first;
+- bare_step: the trainer's own step on ready-made device tensors of the same batch shapes;
+- the device's peak memory, whether the landmarks were resident, and the same batches prepared
+  on the CPU and on the device (largest difference of the features: the draws are device-free);
+- the time of one training epoch projected to the full competition set (94,477 sequences, 4/5
+  of them in training), from the trainer's rate.
+The last line is JSON with those figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ablate.batching import BucketBatchSampler
+from ablate.config import Component
+from ablate.data.cache import Cache, ablate_home
+from ablate.data.resident import LandmarkStore, store_for
+from ablate.data.synth import SynthConfig
+from ablate.data.synth_cache import synth_cache
+from ablate.device import resolve_device
+from ablate.parts import build_augmentations, build_parts
+from ablate.spaces import recipe_config
+from ablate.train import bare_steps, train_fold
+
+FULL_SEQUENCES = 94_477
+
+
+def _data(a: argparse.Namespace) -> Cache:
+    cfg = SynthConfig(n_signs=a.signs, n_participants=a.participants, reps=a.reps)
+    where = Path(a.cache or ablate_home() / "bench" / f"synth-{a.signs}x{a.participants}x{a.reps}")
+    try:
+        return Cache(where)
+    except Exception:  # not built yet (or damaged): build it
+        t = time.perf_counter()
+        r = synth_cache(where, cfg, workers=a.workers)
+        print(f"built {where}: {r.read} sequences, {r.frames_read} frames in {time.perf_counter() - t:.0f}s", flush=True)
+        return Cache(where)
+
+
+def _agreement(cfg, data: Cache, device: torch.device) -> float:  # noqa: ANN001
+    """Largest |difference| of the augmented features of a few batches made on the CPU and on `device`."""
+    if device.type == "cpu":
+        return 0.0
+    parts, augs = build_parts(cfg, data.num_classes), build_augmentations(cfg)
+    layout = parts.features.layout()
+    stores = {"cpu": LandmarkStore(data, layout, torch.device("cpu")), "device": store_for(data, layout, device)}
+    sampler = BucketBatchSampler(data.lengths, cfg.batch_size, shuffle=True, seed=1)
+    worst = 0.0
+    for items in sampler.batches()[:3]:
+        outs = []
+        for where, store in stores.items():
+            raw, _ = store.batch(items, (0, 0, 0, 0))
+            with torch.no_grad():
+                outs.append(parts.features.to(store.device).batched(augs(raw))[0].cpu())
+        worst = max(worst, float((outs[0] - outs[1]).abs().max()))
+    return worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--signs", type=int, default=250)
+    ap.add_argument("--participants", type=int, default=21)
+    ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--small", action="store_true", help="tiny data and model, for a CPU")
+    a = ap.parse_args()
+    if a.small:
+        a.signs, a.participants, a.reps, a.epochs = 12, 5, 2, 1
+    data = _data(a)
+    cfg = recipe_config("full").replace(epochs=a.epochs + 1, early_stopping=0)
+    if a.small:
+        cfg = cfg.replace(model=Component("transformer", {"width": 32, "heads": 4}), batch_size=16)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rates: list[float] = []
+    r = train_fold(cfg, data, 0, progress=False, on_epoch=lambda e: rates.append(e.train_rate))
+    trainer = float(np.median(rates[1:]))
+    idx = np.flatnonzero(data.folds(cfg.folds, cfg.fold_seed, cfg.fold_kind) != 0)
+    sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed)
+    shapes = [(len(b), int(min(data.lengths[idx][b].max(), 384))) for b in sampler.batches()[:300]]
+    bare = bare_steps(cfg, data.num_classes, shapes, repeats=1)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    store = store_for(data, build_parts(cfg, data.num_classes).features.layout(), device)
+    out = {
+        "device": r.device, "gpu": r.gpu, "amp": r.amp, "sequences": len(data), "train_sequences": r.n_train,
+        "trainer": round(trainer, 1), "bare_step": round(bare, 1), "share": round(trainer / bare, 3),
+        "epoch_rates": [round(x, 1) for x in rates], "peak_gpu_memory_gib": round(peak, 2),
+        "resident": store.resident, "store_gib": round(store.bytes / 2**30, 3),
+        "cpu_vs_device_max_diff": _agreement(cfg, data, device),
+        "full_data_epoch_seconds": round(FULL_SEQUENCES * 0.8 / trainer, 1),
+    }
+    print(f"{r.n_train} training sequences on {r.device} {r.gpu} ({r.amp}); trainer {trainer:.0f}/s, "
+          f"bare step {bare:.0f}/s; a full-data epoch ~{out['full_data_epoch_seconds']}s")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
