@@ -3,16 +3,15 @@
 Knows nothing of Optuna. Reproducible on CPU: the same config, fold and seed give the same numbers
 (model init, batch order and augmentations all derive from `config.seed`). On a GPU, only with
 `deterministic: true` (slower), because cuDNN and cuBLAS pick non-deterministic kernels otherwise.
-The parts: `_Feed` (batches made on the device), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
+The parts: `Feed` (feed.py: batches made on the device), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
 optimizer kind), `_epoch` (one pass, losses kept on the device), `evaluate`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,16 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ablate.batching import BucketBatchSampler, prefetched
 from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
 from ablate.config import Config
 from ablate.data.cache import Cache
-from ablate.data.resident import store_for
+from ablate.feed import Batch, Feed
 from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
 from ablate.parts import Parts, build_augmentations, build_parts
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
 
@@ -72,45 +69,6 @@ class FoldResult:
         d = {k: v for k, v in asdict(self).items() if k not in ("parts", "val_indices", "val_probs", "epochs")}
         d["epochs"] = [asdict(e) for e in self.epochs]
         return d
-
-
-VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
-
-
-class _Feed:
-    """Batches on the training device: cache positions -> carried landmarks (resident) ->
-    augmentations -> features, whole batches at a time. Validation features are made once."""
-
-    def __init__(self, config: Config, data: Cache, fold: int, train_idx: np.ndarray, val_idx: np.ndarray,
-                 features: torch.nn.Module, augs: Any, device: torch.device, sharing: int) -> None:
-        self.features = copy.deepcopy(features).to(device)  # the parts keep theirs, on the host
-        self.store = store_for(data, self.features.layout(), device, sharing)
-        self.augs, self.train_idx, self.val_idx = augs, train_idx, val_idx
-        self.key = (config.seed, config.fold_seed, fold)
-        self.train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
-                                                seed=config.seed, max_batches=config.max_train_batches)
-        self.val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
-        frames = int(np.minimum(data.lengths[val_idx], getattr(features, "max_len", 1 << 30)).sum())
-        keep = frames * getattr(features, "out_dim", 0) * 4 <= VAL_BUDGET_BYTES
-        self._val = list(self._batches(self.val_idx, self.val_sampler, None)) if keep else None
-
-    @torch.no_grad()
-    def _batches(self, idx: np.ndarray, sampler: BucketBatchSampler, epoch: int | None) -> Iterator[Batch]:
-        for positions in sampler:
-            key = None if epoch is None else (*self.key, epoch)
-            raw, y = self.store.batch(idx[positions], key)
-            if epoch is not None:
-                raw = self.augs(raw)
-            x, mask = self.features.batched(raw)
-            yield x, mask, y
-
-    def train(self, epoch: int) -> Iterator[Batch]:
-        self.train_sampler.epoch = epoch
-        batches = self._batches(self.train_idx, self.train_sampler, epoch)
-        return prefetched(batches, self.store.device) if self.store.device.type == "cuda" else batches
-
-    def val(self) -> Iterable[Batch]:
-        return self._val if self._val is not None else self._batches(self.val_idx, self.val_sampler, None)
 
 
 def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dtype | None,
@@ -157,7 +115,7 @@ def train_fold(
     parts.model.to(device)
     parts.head.to(device)
     augs = build_augmentations(config)
-    feed = _Feed(config, data, fold, train_idx, val_idx, parts.features, augs, device, sharing)
+    feed = Feed(config, data, fold, train_idx, val_idx, parts.features, augs, device, sharing)
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device)
     model = torch.compile(parts.model) if config.compile else parts.model
     step = _Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
@@ -202,7 +160,7 @@ def train_fold(
     return result
 
 
-def _epoch(step: _Step, feed: _Feed, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
+def _epoch(step: _Step, feed: Feed, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
     """One pass over the training batches: (mean loss, samples). The losses stay on the device and
     are checked for NaN/inf every CHECK_EVERY steps and at the end, not after every step; the first
     bad batch is named."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
@@ -27,10 +26,10 @@ from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.default import default_cache
 from ablate.spaces import recipe_config
-from ablate.train import EpochStats, bare_steps, train_fold
+from ablate.train import bare_steps, train_fold
 
 
-def shapes(cfg: Config, data: Cache, fold: int, epoch: int, out_dim: int) -> list[tuple[int, int]]:
+def shapes(cfg: Config, data: Cache, fold: int, epoch: int) -> list[tuple[int, int]]:
     """(batch size, padded frames) of each training batch of one epoch, as the trainer forms them."""
     idx = np.flatnonzero(data.folds(cfg.folds, cfg.fold_seed, cfg.fold_kind) != fold)
     sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -50,7 +49,7 @@ def main() -> None:
     rates: list[float] = []
     result = train_fold(cfg, data, 0, progress=False, on_epoch=lambda e: rates.append(e.train_rate))
     trainer = float(np.median(rates[1:]))
-    bare = bare_steps(cfg, data.num_classes, shapes(cfg, data, 0, 1, 0), repeats=a.epochs)
+    bare = bare_steps(cfg, data.num_classes, shapes(cfg, data, 0, 1), repeats=a.epochs)
     share = trainer / bare
     print(f"{result.n_train} training sequences, batch {cfg.batch_size}, {a.preset} preset, device "
           f"{result.device}, precision {result.amp}, {torch.get_num_threads()} threads")

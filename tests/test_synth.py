@@ -253,3 +253,23 @@ def test_repetitions_of_a_sign_are_closer_than_other_signs() -> None:
 def test_bad_config_is_a_user_error(bad: dict) -> None:
     with pytest.raises(UserError, match="synthetic data"):
         SynthConfig(**bad)
+
+
+def test_cache_only_equals_generate_then_ingest(synth_cache: Path, tmp_path: Path) -> None:
+    """`ablate data synth --cache-only` writes the cache that ingesting the files would give."""
+    from ablate.data.cache import Cache
+    from conftest import ablate_cli
+
+    out = tmp_path / "direct"
+    r = ablate_cli("data", "synth", "--out", str(out), "--signs", "6", "--participants", "5", "--reps", "4",
+                   "--seed", "11", "--cache-only", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "wrote a cache of 120 sequences" in r.stdout
+    direct, ingested = Cache(out), Cache(synth_cache)
+    assert not any(out.glob("train_landmark_files")) and not (out / "train.csv").exists()
+    for col in ("sequence_id", "participant_id", "label", "length", "digest"):
+        assert direct.index.column(col).to_pylist() == ingested.index.column(col).to_pylist(), col
+    assert direct.sign_map == ingested.sign_map
+    i = int(np.argmax(direct.lengths))
+    np.testing.assert_array_equal(direct.sequence(i), ingested.sequence(i))
+    assert ablate_cli("data", "verify", str(out)).returncode == 0  # no files to compare with: cache checks only
