@@ -4,7 +4,7 @@
 
 trainer:   training sequences/s of train_fold (the preset's recipe, baseline augmentations on:
            shift, scale, rotate, hflip), training-phase time only (validation excluded), epochs
-           after the first (the first builds the resident store and warms up).
+           after the first (the first warms up; the resident store is built before it).
 bare_step: the same model, loss, optimizer, schedule and precision (the trainer's own step)
            on feature tensors already on the device, of the very shapes the trainer's batches
            had (batch size and padded length of every batch of an epoch), no augmentation.

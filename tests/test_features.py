@@ -256,3 +256,17 @@ def test_batched_on_real_sample(sample: Path) -> None:
         for i, c in enumerate(clips):
             want = m(torch.from_numpy(c))
             torch.testing.assert_close(x[i, : want.shape[0]], want, rtol=1e-5, atol=2e-6)
+
+
+def test_batched_lag_longer_than_the_batch_is_zero_not_garbage() -> None:
+    from ablate.components.features import LandmarkFeatures
+    from ablate.data.resident import raw_batch
+
+    m = LandmarkFeatures(SEED828_POINTS, max_len=16, keep_z=True, lags=(3, 5), hand_offsets=(0, 21))
+    clips = [_nan_clip(2, 1), _nan_clip(1, 2)]
+    clips[0][:, LH + 3, 2] = np.nan  # z missing alone: the pairs touching that point have no distance
+    x, _ = m.batched(raw_batch(clips, m.layout()))
+    for i, c in enumerate(clips):
+        want = m(torch.from_numpy(c))
+        torch.testing.assert_close(x[i, : len(c)], want, rtol=1e-5, atol=2e-6)
+    assert torch.isfinite(x).all()

@@ -66,6 +66,11 @@ def normal(keys: Tensor, counter: Tensor) -> Tensor:
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
 
 
+def _to(t: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on `device`; to a GPU through page-locked memory, so that nothing waits."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 class Draws:
     """The numbers one augmentation draws for the items of a batch. The per-item parameters (at
     most PARAMS per augmentation: a flip, a shift, an angle, ...) are hashed on the host in one go
@@ -78,8 +83,8 @@ class Draws:
     def __init__(self, keys: Tensor, stream: int, device: torch.device) -> None:
         self.keys = combine(keys, stream)  # on the host
         self.device = device
-        table = uniform(self.keys[:, None], torch.arange(self.PARAMS))
-        self.table = table.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else table.to(device)
+        self.host_table = uniform(self.keys[:, None], torch.arange(self.PARAMS))  # [B, PARAMS]
+        self.table = _to(self.host_table, device)
         self._device_keys: Tensor | None = None
 
     def u(self, k: int) -> Tensor:
@@ -92,9 +97,14 @@ class Draws:
         low, high = bounds
         return low + (high - low) * self.u(k)
 
+    def host_between(self, k: int, bounds: tuple[float, float]) -> Tensor:
+        """The same numbers as `between`, on the host (for sizes the host must know)."""
+        low, high = bounds
+        return low + (high - low) * self.host_table[:, k]
+
     def _keys_on_device(self, dims: int) -> Tensor:
         if self._device_keys is None:
-            self._device_keys = self.keys.to(self.device)
+            self._device_keys = _to(self.keys, self.device)
         return self._device_keys.view(-1, *([1] * (dims - 1)))
 
     def field_uniform(self, counter: Tensor) -> Tensor:

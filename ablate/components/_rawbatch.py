@@ -24,7 +24,8 @@ the normalisation. An augmentation that needs the points themselves applies it f
 Conventions: points are coordinate-major, [B, T, 3, P], so that each coordinate is one contiguous
 run per frame; a landmark is missing when x or y is NaN (MediaPipe drops x, y and z together; the
 store makes x and y NaN together); padding frames hold NaN points and zero statistics; the first
-`lengths[b]` frames of item b are its frames. Statistics and maps are float64, points float32.
+`lengths[b]` frames of item b are its frames. Statistics and maps are float64 in a batch (each
+frame's sums are stored as float32, so "exactly" means up to that rounding), points float32.
 """
 
 from __future__ import annotations

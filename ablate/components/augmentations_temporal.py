@@ -3,8 +3,8 @@
 Time-axis functions take a RawBatch and the item's Draws (draw 0 is taken: it decides whether the
 item is augmented) and return a new RawBatch; frames are selected through index maps, so the
 statistics of the landmarks that are not carried follow exactly. The padded length of the result
-is known on the host (no wait for the device): frame_drop keeps it, speed bounds it by the
-slowest factor.
+is known on the host (no wait for the device): frame_drop keeps it, speed takes it from the
+slowest factor drawn for the batch (the draws are made on the host).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def resample(batch: RawBatch, d: Draws, factor: tuple[float, float]) -> RawBatch
     """Play the clip f times faster (f from `factor`): new frame k is input frame round(k * f),
     k = 0 .. floor((T - 1) / f); so f = 1 is the identity and f = 2 takes every other frame."""
     f = d.between(1, factor)
-    frames = int(math.floor(max(batch.frames - 1, 0) / factor[0])) + 1  # bound over the whole range
+    slowest = float(d.host_between(1, factor).min())  # the same draws, on the host: no wait
+    frames = int(math.floor(max(batch.frames - 1, 0) / slowest + 1e-9)) + 1
     new_len = torch.where(batch.lengths > 0, torch.floor((batch.lengths - 1).clamp(min=0) / f).long() + 1, 0)
     k = torch.arange(frames, device=f.device, dtype=torch.float64)[None]
     source = torch.floor(k * f[:, None] + 0.5).long()
@@ -79,12 +80,16 @@ class Mixup:
         self, x: Tensor, mask: Tensor, y: Tensor, gen: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         b = x.shape[0]
-        perm = torch.randperm(b, generator=gen, device=gen.device).to(x.device)
-        chosen = (torch.rand(b, generator=gen, device=gen.device) < self.p).to(x.device)
+        perm = torch.randperm(b, generator=gen, device=gen.device)
+        chosen = torch.rand(b, generator=gen, device=gen.device) < self.p
         # torch has no Beta sampler that takes a Generator: seed numpy's from it, deterministically
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
-        beta = np.random.default_rng(seed).beta(self.alpha, self.alpha, size=b)
-        lam = torch.where(chosen, torch.from_numpy(beta).to(x.device, torch.float32), 1.0)
+        beta = torch.from_numpy(np.random.default_rng(seed).beta(self.alpha, self.alpha, size=b))
+        # one copy to the device, from page-locked memory: the step does not wait for it
+        packed = torch.cat([perm.double().cpu(), chosen.double().cpu(), beta])
+        packed = packed.pin_memory().to(x.device, non_blocking=True) if x.device.type == "cuda" else packed.to(x.device)
+        perm, chosen = packed[:b].long(), packed[b : 2 * b] > 0
+        lam = torch.where(chosen, packed[2 * b :].float(), 1.0)
         shape = (b,) + (1,) * (x.dim() - 1)
         lam_x = lam.to(x.dtype).view(shape)
         x_out = torch.where(chosen.view(shape), x * lam_x + x[perm] * (1 - lam_x), x)

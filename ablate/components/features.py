@@ -181,15 +181,18 @@ class LandmarkFeatures(nn.Module):
         col = per_frame
         for k in self.lags:
             lag = out[:, :, col : col + per_frame]
-            torch.sub(p[:, k:], p[:, : frames - k], out=lag[:, : frames - k])
-            lag[:, frames - k :] = torch.nan
+            keep = max(frames - k, 0)  # frames with a frame k later in the tensor
+            torch.sub(p[:, k:], p[:, :keep], out=lag[:, :keep])
+            lag[:, keep:] = torch.nan
             col += per_frame
         if self.hand_offsets:
             pts = p.unflatten(2, (-1, self.coords))
             hands = [torch.stack([pts[:, :, f : f + HAND_POINTS, c] for f in self.hand_offsets], dim=2)
                      for c in range(self.coords)]  # [B, T, H, 21] per coordinate
             pairs, touches = self._pair_matrices(out.device)
-            missing = torch.isnan(hands[0])  # x and y are missing together (the store's rule)
+            missing = torch.isnan(hands[0])  # x and y are missing together (the store's rule); z may not be
+            for h in hands[2:]:
+                missing |= torch.isnan(h)
             exact = out.device.type != "cpu" or bool((missing.any(-1) & ~missing.all(-1)).any())
             if exact:  # some hand is partly missing: pairs of its present points keep their distance
                 hands = [torch.nan_to_num(h, nan=0.0) for h in hands]

@@ -115,7 +115,10 @@ class _Worker:
 
     def __init__(self, args: RunArgs, cache_dir: str, name: str, index: int) -> None:
         self.args, self.name, self.index = args, name, index
-        self.device = place(args.devices, torch.cuda.device_count()).of(index)
+        placement = place(args.devices, torch.cuda.device_count())
+        self.device = placement.of(index)
+        # the workers of this machine on the same device divide its memory for resident data
+        self.sharing = max(1, sum(placement.of(i) == self.device for i in range(args.workers)))
         self.data = Cache(Path(cache_dir))
         self.study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(index),
                                        pruner=pruner())
@@ -131,7 +134,7 @@ class _Worker:
         self.mode = mode_of(self.meta.mode)
         pruning = _pruning_on(self.args.pruning, self.meta.folds, self.meta.seeds)
         self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log, self.device,
-                                   sharing=max(1, self.args.workers))
+                                   sharing=self.sharing)
 
     def knows(self, arm: str | None) -> bool:
         if arm is None:
