@@ -117,8 +117,11 @@ class _Worker:
         self.args, self.name, self.index = args, name, index
         placement = place(args.devices, torch.cuda.device_count())
         self.device = placement.of(index)
-        # the workers of this machine on the same device divide its memory for resident data
+        # the workers of this machine on the same device divide its memory for resident data, and
+        # workers on the CPU divide its cores (each would otherwise start one thread per core)
         self.sharing = max(1, sum(placement.of(i) == self.device for i in range(args.workers)))
+        if self.device == "cpu" and self.sharing > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.sharing))
         self.data = Cache(Path(cache_dir))
         self.study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(index),
                                        pruner=pruner())
