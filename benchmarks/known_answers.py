@@ -18,6 +18,7 @@ to convergence. Run the two spaces in two processes to use two cores; a re-run r
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def known_spaces(out: Path) -> Path:
         if f.name == "base.yaml":
             data["recipe"]["loss"] = {"name": "ce", "params": {}}
             quick = data["presets"]["quick"]
-            data["presets"]["known"] = {**KNOWN_PRESET, "component_params": quick["component_params"]}
+            # a copy, not the same dict: safe_dump would write a YAML anchor, which ablate refuses
+            data["presets"]["known"] = {**KNOWN_PRESET, "component_params": copy.deepcopy(quick["component_params"])}
         (dst / f.name).write_text(yaml.safe_dump(data, sort_keys=False))
     return dst
 
