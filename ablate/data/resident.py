@@ -20,7 +20,8 @@ from torch import Tensor
 
 from ablate.components._random import item_keys
 from ablate.components._rawbatch import PARTS, STATS, Layout, RawBatch
-from ablate.data.cache import Cache
+from ablate.data.cache import FRAME_BYTES, Cache
+from ablate.data.landmarks import N_LANDMARKS
 from ablate.data.landmarks import PARTS as PART_ROWS
 
 CHUNK_FRAMES = 8192  # frames read from the memory map at a time (~50 MB of float32)
@@ -60,26 +61,26 @@ class LandmarkStore:
         self.lengths = cache.lengths.astype(np.int64)
         total = int((self.offsets + self.lengths).max()) if len(self.lengths) else 0
         p = len(layout.row_list)
-        # one extra frame at the end, NaN points and zero statistics, that padding frames point to
-        points = torch.full((total + 1, 3, p), torch.nan, dtype=torch.float32)
-        stats = torch.zeros((total + 1, PARTS, STATS), dtype=torch.float32)
-        self.padding = total
-
-        def fill(a: int) -> None:  # numpy releases the GIL in the heavy parts: threads share the work
-            chunk = np.asarray(cache._frames[a : a + CHUNK_FRAMES], dtype=np.float32)
-            pts, st = prepare_chunk(chunk, layout)
-            points[a : a + len(chunk)] = torch.from_numpy(pts)
-            stats[a : a + len(chunk)] = torch.from_numpy(st)
-
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            list(pool.map(fill, range(0, total, CHUNK_FRAMES)))
-        self.bytes = points.numel() * 4 + stats.numel() * 4
+        self.padding = total  # one extra frame at the end, NaN points and zero statistics
+        self.bytes = (total + 1) * (3 * p + PARTS * STATS) * 4
         self.resident = device.type != "cuda" or self.bytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0] / max(1, sharing)
-        if self.resident:
-            self.points, self.stats = points.to(device), stats.to(device)
-        else:  # stream: gather on the host, copy asynchronously from page-locked memory
-            self.points, self.stats = points.pin_memory(), stats.pin_memory()
+        # filled in place, chunk by chunk: on a GPU the host never holds the whole data set
+        where = device if self.resident else torch.device("cpu")
+        pin = not self.resident  # streamed: gathered on the host, copied from page-locked memory
+        self.points = torch.full((total + 1, 3, p), torch.nan, dtype=torch.float32, device=where, pin_memory=pin)
+        self.stats = torch.zeros((total + 1, PARTS, STATS), dtype=torch.float32, device=where, pin_memory=pin)
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda a: self._fill(cache, layout, a, total), range(0, total, CHUNK_FRAMES)))
         self.host_labels = cache.labels.astype(np.int64)
+
+    def _fill(self, cache: Cache, layout: Layout, first: int, total: int) -> None:
+        """Frames [first, first + CHUNK_FRAMES) read with a plain file read, not through the
+        cache's memory map, so that their pages are not counted (and kept) in this process."""
+        n = min(CHUNK_FRAMES, total - first)
+        raw = np.fromfile(cache.frames_file, dtype=np.float32, count=n * N_LANDMARKS * 3, offset=first * FRAME_BYTES)
+        pts, st = prepare_chunk(raw.reshape(n, N_LANDMARKS, 3), layout)
+        self.points[first : first + n].copy_(torch.from_numpy(pts))
+        self.stats[first : first + n].copy_(torch.from_numpy(st))
 
     def _to_device(self, t: Tensor) -> Tensor:
         if t.device == self.device:
