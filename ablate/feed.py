@@ -20,6 +20,9 @@ from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.resident import store_for
 
+# Recorded with each study: numbers from another input path (other augmentation draws, `speed` by
+# nearest frame) are not comparable, so a study is not resumed across a change of it.
+DATA_PATH = "batched-1"
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
 

@@ -57,7 +57,9 @@ def _legacy_study(storage: str, fingerprint: str) -> None:
     study.enqueue_trial({"arm": "focal"})
 
 
-def test_a_study_of_the_previous_version_reports_and_resumes(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+def test_a_study_of_the_previous_version_reports_but_is_not_resumed(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+    """Its report still reads (with the password masked); resuming it is refused, writing nothing,
+    because its numbers came from the per-sequence input path (see feed.DATA_PATH)."""
     from ablate.data.cache import Cache
     from ablate.report.writer import report_json
 
@@ -66,12 +68,12 @@ def test_a_study_of_the_previous_version_reports_and_resumes(spaces: Path, synth
     old = optuna.load_study(study_name="tiny-smoke", storage=open_storage(storage))
     report = json.dumps(report_json(old))
     assert SECRET not in report and [r["arm"] for r in json.loads(report)["arms"]] == ["ce", "ce_smooth", "focal"]
-    study = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage))  # runs the queued arm
-    recs = records.trial_records(study)
-    assert sorted(r.arm for r in recs if r.state == "COMPLETE") == ["ce", "ce_smooth", "focal"] and len(recs) == 3
-    meta = records.read_meta(study)
-    assert all(spec is not None for spec in meta.arms.values())  # the file's definitions, recorded now
-    assert SECRET not in json.dumps(study.user_attrs)  # the old flat attribute is overwritten
+    before = Path(storage).read_bytes()
+    with pytest.raises(UserError, match="per-sequence input path of earlier versions"):
+        run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage))
+    assert Path(storage).read_bytes() == before
+    study = run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=storage, study="tiny-new"))
+    assert sorted(r.arm for r in records.trial_records(study) if r.state == "COMPLETE") == ["ce", "ce_smooth", "focal"]
 
 
 def test_a_trial_no_worker_recorded_is_recovered_after_the_grace_period(spaces: Path, synth_cache: Path,
@@ -106,3 +108,21 @@ def test_a_worker_whose_file_lacks_an_arm_gives_the_trial_back(spaces: Path, syn
 
 def _recs(storage: str) -> list[records.TrialRecord]:
     return records.trial_records(optuna.load_study(study_name="tiny-smoke", storage=open_storage(storage)))
+
+
+def test_a_study_trained_on_another_input_path_is_not_resumed() -> None:
+    """Numbers from the per-sequence path (before batches on the device) or another DATA_PATH
+    have other augmentation draws: a resume across them would mix incomparable arms."""
+    import dataclasses
+
+    from ablate.errors import UserError
+    from ablate.feed import DATA_PATH
+    from ablate.study import setup
+    from ablate.study.records import StudyMeta
+
+    new = StudyMeta(space="s", question="q", axis="loss", mode="ablation", baseline="a", arms={}, preset="smoke",
+                    seeds=1, folds=5, fold_seed=0, fold_kind="grouped", fingerprint="f", data={}, recipe={},
+                    data_path=DATA_PATH)
+    setup._check_same_question("s", dataclasses.replace(new), new)  # the same path: fine
+    with pytest.raises(UserError, match="per-sequence input path of earlier versions.*--study NAME"):
+        setup._check_same_question("s", dataclasses.replace(new, data_path=""), new)

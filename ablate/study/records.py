@@ -56,6 +56,7 @@ class StudyMeta:
     arm_param: str = "arm"  # tune mode: the Optuna parameter that samples the arm
     space_file: str = ""
     storage: str = ""  # masked: never a password
+    data_path: str = ""  # the trainer's input path (feed.DATA_PATH); "" = per-sequence, before batches on the device
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -22,6 +22,7 @@ from optuna.storages import BaseStorage
 
 from ablate.data.cache import Cache
 from ablate.errors import UserError
+from ablate.feed import DATA_PATH
 from ablate.resolve import resolve
 from ablate.spaces import Space
 from ablate.study import queue, records
@@ -54,7 +55,7 @@ def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str,
         data={"source": data.meta["source"], "sequences": len(data), "signs": data.num_classes,
               "participants": int(len(set(data.participants.tolist())))},
         recipe=base.to_dict(), base_written=json.loads(json.dumps(written)), n_trials=space.n_trials,
-        space_file=str(space.path), storage=storage)
+        space_file=str(space.path), storage=storage, data_path=DATA_PATH)
 
 
 @dataclass
@@ -117,6 +118,10 @@ def _check_same_question(name: str, old: StudyMeta, new: StudyMeta) -> None:
         if have not in ("", None) and have != want:
             raise UserError(f"study {name!r} in {new.storage} was started with {key}={have!r}, this run has "
                             f"{key}={want!r}{hint}")
+    if old.data_path != new.data_path:
+        began = old.data_path or "the per-sequence input path of earlier versions"
+        raise UserError(f"study {name!r} was trained with {began}; this version prepares inputs with {new.data_path} "
+                        f"(other augmentation draws): their numbers are not comparable{hint}")
     if old.base_written:
         changed = differences(old.base_written, new.base_written, shared_only=True)
         if changed:
