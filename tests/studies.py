@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ablate.feed import DATA_PATH
 from ablate.study import records
 from ablate.study.records import FoldScore, StudyMeta
 
@@ -16,7 +17,7 @@ def meta(space: str, arms: list[str], **given: Any) -> StudyMeta:
     fields: dict[str, Any] = {"space": space, "question": "", "axis": "loss", "mode": "ablation", "baseline": arms[0],
                               "arms": {a: None for a in arms}, "preset": "smoke", "seeds": 1, "folds": 5,
                               "fold_seed": 0, "fold_kind": "grouped", "fingerprint": "f00", "data": {}, "recipe": {},
-                              "storage": "mem"}
+                              "storage": "mem", "data_path": DATA_PATH}
     return StudyMeta(**(fields | given))
 
 
