@@ -273,3 +273,13 @@ def test_cache_only_equals_generate_then_ingest(synth_cache: Path, tmp_path: Pat
     i = int(np.argmax(direct.lengths))
     np.testing.assert_array_equal(direct.sequence(i), ingested.sequence(i))
     assert ablate_cli("data", "verify", str(out)).returncode == 0  # no files to compare with: cache checks only
+
+
+def test_cache_only_onto_a_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    from conftest import ablate_cli
+
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    r = ablate_cli("data", "synth", "--out", str(target), "--signs", "2", "--cache-only")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--out" in r.stderr and "is a file" in r.stderr
+    assert target.read_text() == "keep me"

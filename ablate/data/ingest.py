@@ -112,9 +112,9 @@ def _frames_in(path: Path) -> int:
     return path.stat().st_size // FRAME_BYTES
 
 
-def _check_cache_dir(cache_dir: Path) -> None:
+def _check_cache_dir(cache_dir: Path, flag: str = "--cache") -> None:
     if cache_dir.exists() and not cache_dir.is_dir():
-        raise UserError(f"--cache {cache_dir}: is a file, expected a directory for the cache")
+        raise UserError(f"{flag} {cache_dir}: is a file, expected a directory for the cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
 
 

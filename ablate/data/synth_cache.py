@@ -38,7 +38,7 @@ def synth_cache(cache_dir: Path, cfg: SynthConfig, workers: int | None = None,
     once the new one is committed)."""
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
-    _check_cache_dir(cache_dir)
+    _check_cache_dir(cache_dir, flag="--out")
     sign_map = {name: i for i, name in enumerate(signs(cfg))}
     rows = plan(cfg)
     to_read = [(i, {"path": r.path, "participant_id": r.participant_id, "sequence_id": r.sequence_id, "sign": r.sign,
