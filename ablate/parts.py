@@ -1,7 +1,8 @@
 """Building the parts of one configuration, and the whole model that inference and export run.
 
-The same feature-set module runs in the training data pipeline (one sequence at a time) and inside
-`SignModel`, so training and the exported graph compute the same numbers.
+The same feature-set module serves training (its `batched` form, on whole batches on the device)
+and `SignModel` (its per-sequence `forward`, the exported graph); tests hold the two equal, so
+training and the exported graph compute the same numbers.
 """
 
 from __future__ import annotations

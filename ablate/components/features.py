@@ -160,7 +160,7 @@ class LandmarkFeatures(nn.Module):
         a, b = (matrix / std[:, None, None]).float(), ((offset - mean[:, None]) / std[:, None]).float()
         out = torch.empty(*points.shape[:2], self.out_dim, device=points.device)
         per_frame = points.shape[3] * self.coords
-        p = out[:, :, :per_frame].unflatten(2, (points.shape[3], self.coords))  # point-major, as assemble
+        p = out[:, :, :per_frame].unflatten(2, (points.shape[3], self.coords))  # point-major, as in forward
         x, y = points[:, :, 0], points[:, :, 1]
         for i in range(2):
             p[..., i] = a[:, i, 0, None, None] * x + a[:, i, 1, None, None] * y + b[:, i, None, None]
