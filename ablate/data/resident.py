@@ -102,7 +102,9 @@ class LandmarkStore:
             packed = self._to_device(packed)
         n, b = index.size, len(items)
         index_t, lengths_t, labels = packed[:n].view(index.shape), packed[n : n + b], packed[n + b :]
-        points, stats = self.points[index_t], self.stats[index_t]
+        flat = index_t.flatten()
+        points = self.points.index_select(0, flat).view(*index.shape, *self.points.shape[1:])
+        stats = self.stats.index_select(0, flat).view(*index.shape, *self.stats.shape[1:])
         if not self.resident:  # gathered on the host, copied from page-locked memory
             points, stats, lengths_t, labels = (self._to_device(v) for v in (points, stats, lengths_t, labels))
         keys = item_keys(torch.from_numpy(items), *key) if key else torch.zeros(b, dtype=torch.int64)
