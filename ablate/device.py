@@ -77,6 +77,14 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def from_host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`. To a GPU through page-locked memory and without blocking: a copy
+    from ordinary memory would make the host wait for the device's queued work."""
+    if t.device == device:
+        return t
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else ""
 

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from ablate.device import from_host
+
 _GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # 2**64 / golden ratio, as a signed int64
 _M1 = 0xBF58476D1CE4E5B9 - 2**64
 _M2 = 0x94D049BB133111EB - 2**64
@@ -66,11 +68,6 @@ def normal(keys: Tensor, counter: Tensor) -> Tensor:
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
 
 
-def _to(t: Tensor, device: torch.device) -> Tensor:
-    """A host tensor on `device`; to a GPU through page-locked memory, so that nothing waits."""
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
-
-
 class Draws:
     """The numbers one augmentation draws for the items of a batch. The per-item parameters (at
     most PARAMS per augmentation: a flip, a shift, an angle, ...) are hashed on the host in one go
@@ -84,7 +81,7 @@ class Draws:
         self.keys = combine(keys, stream)  # on the host
         self.device = device
         self.host_table = uniform(self.keys[:, None], torch.arange(self.PARAMS))  # [B, PARAMS]
-        self.table = _to(self.host_table, device)
+        self.table = from_host(self.host_table, device)
         self._device_keys: Tensor | None = None
 
     def u(self, k: int) -> Tensor:
@@ -104,7 +101,7 @@ class Draws:
 
     def _keys_on_device(self, dims: int) -> Tensor:
         if self._device_keys is None:
-            self._device_keys = _to(self.keys, self.device)
+            self._device_keys = from_host(self.keys, self.device)
         return self._device_keys.view(-1, *([1] * (dims - 1)))
 
     def field_uniform(self, counter: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ablate.components._random import Draws
 from ablate.components._rawbatch import PARTS, RawBatch
+from ablate.device import from_host
 
 
 def random_span(lengths: Tensor, frac: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,7 +88,7 @@ class Mixup:
         beta = torch.from_numpy(np.random.default_rng(seed).beta(self.alpha, self.alpha, size=b))
         # one copy to the device, from page-locked memory: the step does not wait for it
         packed = torch.cat([perm.double().cpu(), chosen.double().cpu(), beta])
-        packed = packed.pin_memory().to(x.device, non_blocking=True) if x.device.type == "cuda" else packed.to(x.device)
+        packed = from_host(packed, x.device)
         perm, chosen = packed[:b].long(), packed[b : 2 * b] > 0
         lam = torch.where(chosen, packed[2 * b :].float(), 1.0)
         shape = (b,) + (1,) * (x.dim() - 1)

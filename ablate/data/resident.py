@@ -22,6 +22,7 @@ from ablate.components._random import item_keys
 from ablate.components._rawbatch import PARTS, STATS, Layout, RawBatch
 from ablate.data.cache import FRAME_BYTES, Cache
 from ablate.data.landmarks import N_LANDMARKS
+from ablate.device import from_host
 from ablate.data.landmarks import PARTS as PART_ROWS
 
 CHUNK_FRAMES = 8192  # frames read from the memory map at a time (~50 MB of float32)
@@ -82,13 +83,6 @@ class LandmarkStore:
         self.points[first : first + n].copy_(torch.from_numpy(pts))
         self.stats[first : first + n].copy_(torch.from_numpy(st))
 
-    def _to_device(self, t: Tensor) -> Tensor:
-        if t.device == self.device:
-            return t
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
-
     def batch(self, items: np.ndarray, key: tuple[int, int, int, int] | None = None) -> tuple[RawBatch, Tensor]:
         """(RawBatch of the cache indices `items`, their labels), on the device. `key` = (seed,
         fold seed, fold, epoch) keys each item's random draws; None for unaugmented batches."""
@@ -99,14 +93,14 @@ class LandmarkStore:
         # index, lengths and labels go to the device as one small copy, then split there
         packed = torch.from_numpy(np.concatenate([index.ravel(), lengths, self.host_labels[items]]))
         if self.resident:
-            packed = self._to_device(packed)
+            packed = from_host(packed, self.device)
         n, b = index.size, len(items)
         index_t, lengths_t, labels = packed[:n].view(index.shape), packed[n : n + b], packed[n + b :]
         flat = index_t.flatten()
         points = self.points.index_select(0, flat).view(*index.shape, *self.points.shape[1:])
         stats = self.stats.index_select(0, flat).view(*index.shape, *self.stats.shape[1:])
         if not self.resident:  # gathered on the host, copied from page-locked memory
-            points, stats, lengths_t, labels = (self._to_device(v) for v in (points, stats, lengths_t, labels))
+            points, stats, lengths_t, labels = (from_host(v, self.device) for v in (points, stats, lengths_t, labels))
         keys = item_keys(torch.from_numpy(items), *key) if key else torch.zeros(b, dtype=torch.int64)
         raw = RawBatch(points=points, stats=stats.double(), lengths=lengths_t, keys=keys, layout=self.layout)
         return raw, labels
