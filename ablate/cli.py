@@ -58,13 +58,9 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 def _text_table(result: dict) -> str:
     """The verdict table for a terminal (the same numbers as the report and the dashboard note)."""
-    f = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    g = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    rows = [("arm", "folds", "mean acc [95% CI]", "diff vs baseline [CI]", "p corr (Holm)", "p Wilcoxon (Holm)", "verdict")]
-    for r in result["arms"]:
-        rows.append((r["arm"], str(r["n"]), f"{f(r['mean'])} [{f(r['ci_low'])}, {f(r['ci_high'])}]",
-                     f"{f(r['diff'])} [{f(r['diff_low'])}, {f(r['diff_high'])}]", g(r["p_corrected_holm"]),
-                     g(r["p_wilcoxon_holm"]), r["verdict"]))
+    from ablate.report.analysis import TABLE_HEAD, verdict_cells
+
+    rows = [TABLE_HEAD, *verdict_cells(result)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -76,7 +72,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from ablate.study.storage import mask_url
 
     study, broken = run_with_status(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
-                        workers=a.workers, seeds=a.seeds, n_trials=a.n_trials, timeout=a.timeout,
+                        workers=a.workers, seeds=a.seeds, repeats=a.repeats, n_trials=a.n_trials, timeout=a.timeout,
                         pruning=a.pruning, leaky_folds=a.leaky_folds, devices=a.devices))
     result = analyze(study)
     _say(f"\nstudy {result['study']}: {result['question']}")
@@ -124,8 +120,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     import json
 
     rope = tuple(a.rope) if a.rope else None
-    if rope and not rope[0] < rope[1]:
-        raise UserError(f"--rope {rope[0]} {rope[1]}: expected LOW < HIGH, e.g. --rope -0.01 0.01")
+    if rope and not rope[0] <= 0 <= rope[1] or rope and rope[0] == rope[1]:
+        raise UserError(f"--rope {rope[0]} {rope[1]}: expected LOW <= 0 <= HIGH and LOW < HIGH, e.g. --rope -0.01 0.01")
     studies = _studies(a.storage, a.spaces)
     if not studies:
         raise UserError("no studies in this storage yet (run `ablate run SPACE` first)")
@@ -171,12 +167,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--workers", type=positive_int, default=1, help="local worker processes on this study (default 1)")
     r.add_argument("--devices", help="the workers' devices, cycled: e.g. 0,1 or cuda:0,cuda:0,cuda:1 or cpu "
                                      "(default: worker i on GPU i mod G, or the CPU); used where the recipe says device: auto")
-    r.add_argument("--seeds", type=positive_int, default=1, help="training seeds per fold (default 1; 2 gives 10 pairs)")
+    r.add_argument("--seeds", type=positive_int, default=1,
+                   help="training seeds per fold, averaged per fold before the tests (default 1)")
+    r.add_argument("--repeats", type=positive_int, default=1,
+                   help="repeated cross-validation: R participant-grouped partitions of K folds each, "
+                        "R x K paired units (default 1)")
     r.add_argument("--n-trials", type=positive_int, default=None,
                    help="tune mode: the study's trial budget; ablation: at most this many trials in this run")
     r.add_argument("--timeout", type=positive_float, default=None, help="start no new trial after this many seconds")
     r.add_argument("--pruning", choices=("auto", "on", "off"), default="auto",
-                   help="Wilcoxon pruning over folds; auto = on when folds x seeds >= 6")
+                   help="Wilcoxon pruning over folds, tune and both modes only (ablation never prunes); "
+                        "auto = on when repeats x folds x seeds >= 6")
     r.add_argument("--leaky-folds", action="store_true",
                    help="ungrouped folds (participants leak), as the study SPACE-PRESET-leaky: only to show "
                         "how much leakage over-states accuracy next to the grouped study")
@@ -193,9 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--storage", help="Optuna storage URL or journal file (default: $ABLATE_HOME/studies.journal)")
     rp.add_argument("--out", default="reports", help="output folder (default: reports/)")
     rp.add_argument("--format", choices=("html", "json"), default="html", help="html files, or JSON on stdout")
-    rp.add_argument("--alpha", type=probability, default=0.05, help="significance level after Holm (default 0.05)")
+    rp.add_argument("--alpha", type=probability, default=0.05,
+                    help="level of the details section's Holm-adjusted corrected t-test (default 0.05); the "
+                         "verdicts use the posterior at 0.975 per side")
     rp.add_argument("--rope", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
-                    help="region of practical equivalence for the accuracy difference, e.g. -0.01 0.01")
+                    help="region of practical equivalence of the accuracy difference, e.g. -0.01 0.01 "
+                         "(default: the space file's rope, else -0.005 0.005)")
     rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("dashboard", help="start optuna-dashboard on the studies' storage")

@@ -16,13 +16,15 @@ import numpy as np
 import torch
 
 from ablate.batching import BucketBatchSampler, prefetched
+from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.resident import store_for
 
 # Recorded with each study: numbers from another input path (other augmentation draws, `speed` by
-# nearest frame) are not comparable, so a study is not resumed across a change of it.
-DATA_PATH = "batched-1"
+# nearest frame; "batched-2": model init and batch order seeded per fold and repeat) are not
+# comparable, so a study is not resumed across a change of it.
+DATA_PATH = "batched-2"
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
 
@@ -38,7 +40,8 @@ class Feed:
         self.augs, self.train_idx, self.val_idx = augs, train_idx, val_idx
         self.key = (config.seed, config.fold_seed, fold)
         self.train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
-                                                seed=config.seed, max_batches=config.max_train_batches)
+                                                seed=run_seed(config.seed, config.fold_seed, fold),
+                                                max_batches=config.max_train_batches)
         self.val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
         frames = int(np.minimum(data.lengths[val_idx], getattr(features, "max_len", 1 << 30)).sum())
         keep = frames * getattr(features, "out_dim", 0) * 4 <= VAL_BUDGET_BYTES

@@ -7,6 +7,8 @@ An axis file varies one part of the recipe. Each arm is a label with optional ke
                   {choices: [...]}
     augmentations the list of augmentations (the augmentations axis only)
     seed_offset   train with other seeds: a null arm, to see what seed noise alone looks like
+and, beside the arms, `rope:` (the region of practical equivalence of the accuracy difference:
+a half-width such as 0.005, or [low, high]; default +-0.005).
 Files hold names and numbers only. Everything is checked on load, and a space that cannot run is
 refused with the file and key path: every arm is resolved under every preset and built once (on
 PyTorch's meta device: no memory, no arithmetic), at both ends of each range and with each choice.
@@ -14,6 +16,7 @@ PyTorch's meta device: no memory, no arithmetic), at both ends of each range and
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +24,13 @@ from typing import Any
 
 from ablate.config import AXES, param_value
 from ablate.errors import UserError, close_match
+from ablate.report.stats import DEFAULT_ROPE
 from ablate.resolve import Base, check_component, load_base, resolve
 from ablate.yamlfile import load_yaml
 
 MODES = ("ablation", "tune", "both")
 AXIS_KEYS = tuple(AXES) + ("augmentations",)
-_SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune")
+_SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune", "rope")
 _COMPONENT_ARM_KEYS = ("name", "params", "ranges", "seed_offset")
 _AUG_ARM_KEYS = ("augmentations", "seed_offset")
 
@@ -84,6 +88,7 @@ class Space:
     arms: dict[str, Arm]
     n_trials: int  # tune budget (tune mode: total; both: per arm)
     base: Base
+    rope: tuple[float, float] = DEFAULT_ROPE  # region of practical equivalence of the accuracy difference
 
     @property
     def default_preset(self) -> str:
@@ -195,9 +200,22 @@ def load_space(name: str, directory: Path | None = None) -> Space:
     n_trials = _tune(data, mode, path)
     if mode != "ablation" and not any(a.ranges for a in arms.values()) and len(arms) < 2:
         raise UserError(f"{path}: mode {mode} needs ranges to tune or at least two arms")
-    space = Space(name, path, str(data.get("question", "")), axis, mode, str(baseline), arms, n_trials, base)
+    space = Space(name, path, str(data.get("question", "")), axis, mode, str(baseline), arms, n_trials, base,
+                  _rope(data.get("rope", list(DEFAULT_ROPE)), path))
     check_runnable(space)
     return space
+
+
+def _rope(value: Any, path: Path) -> tuple[float, float]:
+    """`rope: 0.005` (symmetric) or `rope: [low, high]`, in accuracy units, low <= 0 <= high."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [-abs(value), abs(value)]
+    ok = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not value[0] <= 0 <= value[1] or value[0] == value[1]:
+        raise UserError(f"{path}: rope: expected a half-width (0.005) or [low, high] with low <= 0 <= high, "
+                        f"in accuracy units, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _tune(data: dict[str, Any], mode: str, path: Path) -> int:

@@ -1,7 +1,8 @@
 """Train one configuration on one fold: `train_fold(config, data, fold) -> FoldResult`.
 
 Knows nothing of Optuna. Reproducible on CPU: the same config, fold and seed give the same numbers
-(model init, batch order and augmentations all derive from `config.seed`). On a GPU, only with
+(model init, batch order and augmentations all derive from `config.seed`, the fold seed of the
+repeat and the fold: `run_seed`, so no two folds share their luck and two arms share theirs fold by fold). On a GPU, only with
 `deterministic: true` (slower), because cuDNN and cuBLAS pick non-deterministic kernels otherwise.
 The parts: `Feed` (feed.py: batches made on the device), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
 optimizer kind), `_epoch` (one pass, losses kept on the device), `evaluate`.
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
+from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.feed import Batch, Feed
@@ -110,7 +112,8 @@ def train_fold(
     set_deterministic(config.deterministic)
     amp = resolve_amp(config.amp, device, rnn="rnn" in MODELS.get(config.model.name).tags)
 
-    torch.manual_seed(config.seed)
+    seed = run_seed(config.seed, config.fold_seed, fold)  # each fold and repeat its own luck
+    torch.manual_seed(seed)
     parts = build_parts(config, data.num_classes)
     parts.model.to(device)
     parts.head.to(device)
@@ -119,7 +122,7 @@ def train_fold(
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device)
     model = torch.compile(parts.model) if config.compile else parts.model
     step = _Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
-                 torch.Generator().manual_seed(config.seed))
+                 torch.Generator().manual_seed(seed))
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
                         gpu=gpu_name(device), amp=str(amp).replace("torch.", "") if amp else "off")
     train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None

@@ -36,15 +36,15 @@ def summary() -> dict[str, Any]:
                    "max_train_batches": 0},
         "choices": [{
             "space": "losses", "study": "losses-quick", "mode": "ablation", "baseline": "subcenter_arcface",
-            "chosen": "ce", "reason": "ce is better than subcenter_arcface (mean 0.4180, diff +0.1500, Holm p 0.0498)",
+            "chosen": "ce", "reason": "ce is better than subcenter_arcface (mean 0.4180, diff +0.1500, P(better) 0.988)",
             "changes": {"loss": {"name": "ce", "params": {}}},
             "evidence": [
                 {"arm": "subcenter_arcface", "mean": 0.268, "ci_low": 0.2, "ci_high": 0.33, "diff": 0.0,
-                 "diff_low": None, "diff_high": None, "p_corrected_holm": None, "p_wilcoxon_holm": None,
-                 "verdict": "baseline", "state": "COMPLETE"},
+                 "diff_low": None, "diff_high": None, "p_worse": None, "p_equivalent": None, "p_better": None,
+                 "mde": None, "verdict": "baseline", "state": "COMPLETE"},
                 {"arm": "ce", "mean": 0.418, "ci_low": 0.35, "ci_high": 0.48, "diff": 0.15, "diff_low": 0.02,
-                 "diff_high": 0.28, "p_corrected_holm": 0.0498, "p_wilcoxon_holm": None, "verdict": "better",
-                 "state": "COMPLETE"}],
+                 "diff_high": 0.28, "p_worse": 0.001, "p_equivalent": 0.011, "p_better": 0.988, "mde": 0.09,
+                 "verdict": "better", "state": "COMPLETE"}],
             "fingerprint": "4897"}],
         "warnings": ["losses-quick ran on other data"], "versions": {"python": "3.11.2", "torch": "2.13.0"},
         "git": "9be87ca-dirty",
@@ -113,7 +113,7 @@ def test_sections_in_order_with_the_numbers(tmp_path: Path, summary: dict[str, A
     # provenance: the chosen row is marked and carries its numbers
     chosen = re.search(r'<tr class="chosen"[^>]*>(.*?)</tr>', page, re.S).group(1)
     assert ">ce" in chosen and "0.4180 [0.3500, 0.4800]" in chosen and "+0.1500 [+0.0200, +0.2800]" in chosen
-    assert "0.0498" in chosen and page.count('class="chosen"') == 1
+    assert "0.001 / 0.011 / 0.988" in chosen and page.count('class="chosen"') == 1
     assert "ce is better than subcenter_arcface" in text and "loss = ce" in text
     # accuracy
     assert "Pooled out-of-fold accuracy: 0.7708 over 720 sequences" in text

@@ -71,7 +71,7 @@ def test_no_detectable_difference_keeps_the_base_unless_prefer_mean(storage: str
     assert "kept subcenter_arcface" in kept.choices[0].reason and "--prefer-mean" in kept.choices[0].reason
     taken = compose(["losses"], "smoke", storage=storage, prefer_mean=True)
     assert taken.config.loss.name == "focal"
-    assert "NO significant difference" in taken.choices[0].reason
+    assert "its verdict against subcenter_arcface is undecided, not better" in taken.choices[0].reason
 
 
 def test_choices_from_two_studies_compose(storage: str) -> None:

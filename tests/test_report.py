@@ -108,20 +108,22 @@ def _ci(v: float | None, low: float | None, high: float | None, spec: str = ".4f
 
 
 def check_same_numbers(text: str, a: dict[str, Any]) -> None:
-    rows = summary_rows(text)
+    rows = summary_rows(text.split('id="details-table"')[0])
     assert list(rows) == [r["arm"] for r in a["arms"]]
     for r in a["arms"]:
         cells = rows[r["arm"]]
         assert cells["mean"] == _ci(r["mean"], r["ci_low"], r["ci_high"])
         assert cells["verdict"] == r["verdict"]
-        assert cells["n"] == f"{r['n']} of {a['folds'] * a['seeds']}"
+        assert cells["n"] == f"{r['n_units']} of {a['folds'] * (a.get('repeats') or 1)}"
         if r["verdict"] == "baseline":
-            assert cells["diff"] == "baseline" and cells["p-corrected"] == "–"
+            assert cells["diff"] == "baseline" and cells["probs"] == "" and cells["mde"] == ""
             continue
         assert cells["diff"] == _ci(r["diff"], r["diff_low"], r["diff_high"], "+.4f")
-        assert cells["p-corrected"] == _f(r["p_corrected_holm"], ".3g")
-        w = r["p_wilcoxon_holm"]
-        assert cells["p-wilcoxon"] == (f"{w:.3g}" if w is not None else "n/a (< 6 pairs)")
+        probs = "–" if r["p_better"] is None else f"{r['p_worse']:.3f} / {r['p_equivalent']:.3f} / {r['p_better']:.3f}"
+        assert cells["probs"] == probs and cells["mde"] == _f(r["mde"], "+.4f")
+    details = summary_rows(text[text.index('id="details-table"'):])
+    for r in a["arms"][1:]:
+        assert details[r["arm"]]["p-holm"] == _f(r["p_corrected_holm"], ".3g")
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +138,12 @@ def test_summary_table_shows_the_json_numbers(rich: tuple[Path, dict[str, Any]])
     path, a = rich
     verdicts = {r["arm"]: r["verdict"] for r in a["arms"]}
     # the hand-made scores exercise every kind of row
-    assert verdicts == {"ce": "baseline", "better": "better", "worse": "worse", "same": "no detectable difference",
-                        "pruned": "no detectable difference", "x<b>": "too few pairs"}
+    assert verdicts == {"ce": "baseline", "better": "better", "worse": "worse", "same": "undecided",
+                        "pruned": "incomplete", "x<b>": "incomplete"}
     text = path.read_text()
     check_same_numbers(text, a)
-    assert summary_rows(text)["x<b>"]["trials"] == "0 / 0 / 1"
-    assert summary_rows(text)["pruned"]["trials"] == "0 / 1 / 0"
+    summary = summary_rows(text.split('id="details-table"')[0])
+    assert summary["x<b>"]["trials"] == "0 / 0 / 1" and summary["pruned"]["trials"] == "0 / 1 / 0"
     # the JSON beside the page is the same dict, strict JSON
     beside = json.loads(path.with_suffix(".json").read_text())
     assert [r["mean"] for r in beside["arms"]] == [r["mean"] for r in a["arms"]]
@@ -150,14 +152,18 @@ def test_summary_table_shows_the_json_numbers(rich: tuple[Path, dict[str, Any]])
 def test_report_json_is_strict_and_complete(rich: tuple[Path, dict[str, Any]]) -> None:
     _, a = rich
     json.dumps(a, allow_nan=False)
-    for key in ("study", "question", "axis", "mode", "baseline", "preset", "folds", "seeds", "fingerprint", "data",
-                "recipe", "storage", "alpha", "n_train", "n_test", "finished", "arms", "warnings", "versions", "commit"):
+    for key in ("study", "question", "axis", "mode", "baseline", "preset", "folds", "seeds", "repeats", "fingerprint",
+                "data", "recipe", "storage", "alpha", "rope", "decision", "sensitivity", "n_train", "n_test",
+                "finished", "arms", "warnings", "versions", "commit"):
         assert key in a, key
     assert set(a["versions"]) >= {"python", "torch", "optuna", "scipy", "numpy", "ablate"}
     for r in a["arms"]:
-        for key in ("arm", "n", "mean", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_corrected_holm",
-                    "p_wilcoxon_holm", "verdict", "trials", "scores", "train_seconds", "curves", "warnings"):
+        for key in ("arm", "n", "n_units", "mean", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_better",
+                    "p_equivalent", "p_worse", "mde", "effect_size", "p_corrected", "p_corrected_holm", "verdict",
+                    "trials", "scores", "train_seconds", "curves", "warnings"):
             assert key in r, key
+        assert r["verdict"] in ("baseline", "better", "worse", "equivalent", "undecided", "incomplete")
+        assert not any("wilcoxon" in k for k in r)
 
 
 def test_an_empty_study_still_reports(tmp_path: Path) -> None:
@@ -216,13 +222,13 @@ def test_index_links_every_report_with_its_question(rich: tuple[Path, dict[str, 
     assert sorted(hrefs) == [other_path.name, "rich.html"]
     assert all((out / h).is_file() for h in hrefs)
     assert "Is b any good?" in text and "Which loss? &lt;script&gt;" in text
-    assert "better: better; worse: worse; no detectable difference: 2 arms; too few pairs: 1 arm" in text
+    assert "better: better; worse: worse; undecided: 1 arm; incomplete: 2 arms" in text
 
 
 def test_verdict_summary_by_hand() -> None:
     rows = [{"arm": "b", "verdict": "baseline"}, {"arm": "hflip", "verdict": "better"}] + [
-        {"arm": f"a{i}", "verdict": "no detectable difference"} for i in range(5)]
-    assert verdict_summary({"arms": rows}) == "better: hflip; worse: none; no detectable difference: 5 arms"
+        {"arm": f"a{i}", "verdict": "undecided"} for i in range(5)] + [{"arm": "p", "verdict": "incomplete"}]
+    assert verdict_summary({"arms": rows}) == "better: hflip; worse: none; undecided: 5 arms; incomplete: 1 arm"
     assert verdict_summary({"arms": rows[:1]}) == "no results yet"
 
 
@@ -240,7 +246,7 @@ def test_rope_band_and_equivalent_verdict(tmp_path: Path) -> None:
     assert a["arms"][1]["verdict"] == "equivalent"
     text = write_report(study, tmp_path, rope=(-0.02, 0.02)).read_text()
     check_same_numbers(text, a)
-    assert "region of practical equivalence [-0.02, 0.02]" in text
+    assert "ROPE [-0.02, 0.02]" in text and "ROPE [-0.02, +0.02]" in text
     forest = json.loads(re.search(r'type="application/json">(.*?)</script>', text, re.S).group(1))["forest"]
     assert [s["type"] for s in forest["layout"]["shapes"]] == ["rect", "line"]
 

@@ -1,10 +1,9 @@
-"""Statistics of study reports: hand-computed corrected t-test, Wilcoxon, Holm, verdicts, pairing."""
+"""Statistics of study reports: hand-computed posteriors and decisions, Holm, power, the design's units."""
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -12,26 +11,28 @@ from scipy import stats as st
 
 from ablate.errors import UserError
 from ablate.report.stats import (
-    HIGH_FOLD_STD,
-    ArmStats,
-    compare_arms,
-    corrected_ttest,
+    DECISION,
+    DEFAULT_ROPE,
+    decide,
+    detectable,
     holm,
     mean_ci,
-    verdict,
-    wilcoxon_test,
+    posterior,
+    repeats_needed,
 )
+from ablate.report.verdicts import HIGH_FOLD_STD, ArmStats, Design, compare_arms, units_of
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
-# 5-fold CV: each fold trains on 4/5 and tests on 1/5 of 1000 samples.
-N_TRAIN, N_TEST = 800.0, 200.0
+RHO = 200.0 / 800.0  # 5-fold CV: each fold trains on 4/5 and tests on 1/5
+FIVE = Design(1, 1, 5)
 
 
-def _t4_two_sided_p(t: float) -> float:
-    """Student t with 4 df in closed form: P(|T| >= t) = 1 - (3/4) x (1 - x^2/12), x = t/sqrt(1+t^2/4)."""
-    x = abs(t) / math.sqrt(1 + t * t / 4)
-    return 1 - 0.75 * x * (1 - x * x / 12)
+def _t4_cdf(t: float) -> float:
+    """Student t with 4 df in closed form: P(T <= t) = 1/2 + (3/8) x (1 - x^2/12) with x = t/sqrt(1+t^2/4)
+    (from P(|T| <= t) = (3/4) x (1 - x^2/12))."""
+    x = t / math.sqrt(1 + t * t / 4)
+    return 0.5 + 0.375 * x * (1 - x * x / 12)
 
 
 def _t4_quantile(q: float) -> float:
@@ -40,237 +41,181 @@ def _t4_quantile(q: float) -> float:
     return 2 * math.sqrt(math.cos(math.acos(math.sqrt(a)) / 3) / math.sqrt(a) - 1)
 
 
-def test_corrected_ttest_by_hand() -> None:
+def test_posterior_by_hand() -> None:
     d = [0.02, 0.03, 0.01, 0.04, 0.02]
     mean = 0.12 / 5  # 0.024
     # deviations -0.004, 0.006, -0.014, 0.016, -0.004 -> squares sum to 520e-6
     s2 = 520e-6 / 4
-    se = math.sqrt((1 / 5 + 200 / 800) * s2)  # correction factor 0.45
-    t = mean / se
+    se = math.sqrt((1 / 5 + 0.25) * s2)  # correction factor 0.45
+    post = posterior(d, RHO, (-0.005, 0.005))
+    assert post.mean == pytest.approx(mean, abs=1e-15) and post.df == 4
+    assert post.se == pytest.approx(se, rel=1e-12) and post.sd == pytest.approx(math.sqrt(s2), rel=1e-12)
+    assert post.p_better == pytest.approx(1 - _t4_cdf((0.005 - mean) / se), rel=1e-9)
+    assert post.p_worse == pytest.approx(_t4_cdf((-0.005 - mean) / se), rel=1e-9)
+    assert post.p_better + post.p_worse + post.p_equivalent == pytest.approx(1.0, abs=1e-12)
     half = _t4_quantile(0.975) * se
-    res = corrected_ttest(d, N_TRAIN, N_TEST)
-    assert res.mean_diff == pytest.approx(mean, abs=1e-15)
-    assert res.se == pytest.approx(se, rel=1e-12)
-    assert res.t == pytest.approx(t, rel=1e-12) and t == pytest.approx(3.1379, abs=1e-4)
-    assert res.p == pytest.approx(_t4_two_sided_p(t), rel=1e-9)
-    assert (res.ci_low, res.ci_high) == pytest.approx((mean - half, mean + half), rel=1e-9)
-    assert res.reason == ""
-
-    # The plain paired t-test on the same differences: same mean, variance s2/n instead of 0.45*s2,
-    # so its t is sqrt(0.45/0.2) = 1.5 times larger and its p smaller (too optimistic for CV).
+    assert (post.low, post.high) == pytest.approx((mean - half, mean + half), rel=1e-9)
+    assert post.p_two_sided == pytest.approx(2 * (1 - _t4_cdf(mean / se)), rel=1e-9)
+    # P(better) = 0.9660 here: below the 0.975 threshold, so undecided although p = 0.035 < 0.05
+    assert post.p_better == pytest.approx(0.9660, abs=1e-4) and post.p_two_sided < 0.05
+    assert decide(post) == "undecided"
+    # the plain paired t-test uses s2/n: its t is sqrt(0.45/0.2) = 1.5 times the corrected one
     base = np.array([0.70, 0.72, 0.68, 0.71, 0.69])
     plain = st.ttest_rel(base + np.array(d), base)
-    assert plain.statistic == pytest.approx(1.5 * res.t, rel=1e-6)
-    assert plain.pvalue < res.p / 3  # about 0.0093 against 0.0349
+    assert plain.statistic == pytest.approx(1.5 * mean / se, rel=1e-6)
 
 
-def test_corrected_ttest_correction_grows_with_test_fraction() -> None:
-    d = [0.02, 0.03, 0.01, 0.04, 0.02, 0.05, 0.0, 0.03]
-    p_10fold = corrected_ttest(d, 900, 100).p
-    p_3fold = corrected_ttest(d, 2, 1).p  # n_test/n_train = 1/2
-    assert p_10fold < p_3fold
+def test_zero_width_rope_is_the_two_sided_corrected_t_test() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        d = rng.normal(0.01, 0.01, 5)
+        post = posterior(d, RHO, (0.0, 1e-300))
+        assert (decide(post) in ("better", "worse")) == (post.p_two_sided < 0.05)
 
 
-def test_corrected_ttest_edge_cases_are_silent() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        none = corrected_ttest([], N_TRAIN, N_TEST)
-        one = corrected_ttest([0.03], N_TRAIN, N_TEST)
-        zeros = corrected_ttest([0.0] * 4, N_TRAIN, N_TEST)
-        # 0.4-0.3 and 0.7-0.6 differ from 0.1 in the last bits, and even np.var([0.1] * 3) is
-        # 2e-34, not 0; still "the same difference on every pair"
-        same = corrected_ttest([0.4 - 0.3, 0.1, 0.7 - 0.6], N_TRAIN, N_TEST)
-        neg = corrected_ttest([-0.01] * 3, N_TRAIN, N_TEST)
-    assert math.isnan(none.mean_diff) and math.isnan(none.p) and "no pairs" in none.reason
-    assert one.mean_diff == 0.03 and math.isnan(one.p) and math.isnan(one.ci_low) and "1 pair" in one.reason
-    assert (zeros.t, zeros.p, zeros.ci_low, zeros.ci_high) == (0.0, 1.0, 0.0, 0.0)
-    assert same.p == 0.0 and same.t == math.inf and same.ci_low == same.ci_high == 0.1
-    assert "zero variance" in same.reason
-    assert neg.p == 0.0 and neg.t == -math.inf and neg.mean_diff == -0.01
-    with pytest.raises(ValueError):
-        corrected_ttest([0.1, 0.2], 0, 10)
+def test_interval_inside_the_rope_with_tiny_p_is_equivalent() -> None:
+    d = [0.002, 0.0021, 0.0019, 0.002, 0.0021, 0.0019, 0.002, 0.002, 0.0021, 0.0019]
+    post = posterior(d, RHO, DEFAULT_ROPE)
+    assert post.p_two_sided < 1e-6  # certainly not zero ...
+    assert DEFAULT_ROPE[0] < post.low and post.high < DEFAULT_ROPE[1]  # ... but certainly inside the ROPE
+    assert post.p_equivalent > DECISION and decide(post) == "equivalent"
 
 
-@pytest.mark.parametrize("n", range(6))
-def test_wilcoxon_needs_six_pairs(n: int) -> None:
-    res = wilcoxon_test([0.01 * (i + 1) for i in range(n)])
-    assert math.isnan(res.p) and f"only {n} pairs" in res.reason
+@pytest.mark.parametrize(("d", "why"), [
+    ([0.03], "1 paired unit"),
+    ([], "0 paired unit"),
+    ([0.02, 0.02, 0.02, 0.02, 0.02], "zero variance"),
+    ([0.0, 0.0, 0.0], "zero variance"),
+])
+def test_no_posterior_is_incomplete(d: list[float], why: str) -> None:
+    post = posterior(d, RHO)
+    assert why in post.reason and math.isnan(post.p_better) and decide(post) == "incomplete"
 
 
-def test_wilcoxon_matches_scipy_and_hand_values() -> None:
-    d = np.array([0.031, -0.012, 0.044, 0.027, 0.005, -0.021, 0.038, 0.016, 0.052, -0.003])
-    res = wilcoxon_test(d)
-    assert res.p == pytest.approx(st.wilcoxon(d).pvalue, rel=1e-12) and res.reason == ""
-    assert res.p < 0.1
-    # 6 pairs, all positive: only 2 of the 2**6 sign patterns are as extreme -> p = 2/64
-    assert wilcoxon_test([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]).p == pytest.approx(2 / 64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        zeros = wilcoxon_test([0.0] * 8)
-    assert zeros.p == 1.0
-
-
-def test_wilcoxon_keeps_ties_in_the_ranking() -> None:
-    """zero_method zsplit on 20 pairs (normal approximation): 10 ties and 10 gains, by hand."""
-    d = [0.0] * 10 + [0.01 * (i + 1) for i in range(10)]
-    # ties hold ranks 1..10 split evenly: R+ = (11 + ... + 20) + 55/2 = 182.5; null mean 20*21/4 = 105;
-    # variance 20*21*41/24 - (10^3 - 10)/48 (tie correction for the ten tied zeros) = 696.875
-    z = (182.5 - 105) / math.sqrt(696.875)
-    assert wilcoxon_test(d).p == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-9)
-    # dropping the ties ("wilcox") would test 10 pairs: R+ = 55, mean 27.5, var 10*11*21/24
-    z_dropped = (55 - 27.5) / math.sqrt(10 * 11 * 21 / 24)
-    assert wilcoxon_test(d).p != pytest.approx(math.erfc(z_dropped / math.sqrt(2)), rel=1e-3)
+def test_rounding_keeps_real_ties_exact() -> None:
+    # 0.3 - 0.1 and 0.5 - 0.3 differ in the last bit; rounded they tie: zero variance, not an absurd t
+    assert "zero variance" in posterior([0.3 - 0.1, 0.5 - 0.3, 0.7 - 0.5], RHO).reason
 
 
 def test_holm_hand_example() -> None:
     # non-NaN m = 3; sorted 0.01, 0.03, 0.04 -> 3*0.01 = 0.03, 2*0.03 = 0.06, max(0.06, 1*0.04) = 0.06
-    out = holm([0.01, 0.04, 0.03, math.nan])
+    out, level = holm([0.01, 0.04, 0.03, math.nan])
     np.testing.assert_allclose(out[:3], [0.03, 0.06, 0.06], rtol=1e-12)
-    assert math.isnan(out[3])
-    # capped at 1 and monotone: sorted 0.2, 0.5, 0.6 -> 0.6, min(1, 1.0), max(1.0, 0.6)
-    np.testing.assert_allclose(holm([0.5, 0.6, math.nan, 0.2]), [1.0, 1.0, math.nan, 0.6], rtol=1e-12)
-    assert holm([0.04]).tolist() == [0.04]
-    assert holm([]).size == 0 and np.isnan(holm([math.nan, math.nan])).all()
+    np.testing.assert_allclose(level[:3], [1 / 3, 1.0, 1 / 2], rtol=1e-12)
+    assert math.isnan(out[3]) and math.isnan(level[3])
+    np.testing.assert_allclose(holm([0.5, 0.6, math.nan, 0.2])[0], [1.0, 1.0, math.nan, 0.6], rtol=1e-12)
+    assert holm([])[0].size == 0 and np.isnan(holm([math.nan, math.nan])[0]).all()
 
 
-@pytest.mark.parametrize(
-    ("args", "rope", "expected"),
-    [
-        ((0.03, 0.01, 0.05, 0.001), None, "better"),
-        ((-0.03, -0.05, -0.01, 0.001), None, "worse"),
-        ((0.01, -0.01, 0.03, 0.2), None, "no detectable difference"),
-        ((0.001, -0.004, 0.006, 0.6), (-0.01, 0.01), "equivalent"),
-        ((0.001, -0.004, 0.016, 0.6), (-0.01, 0.01), "no detectable difference"),
-        ((0.03, math.nan, math.nan, math.nan), None, "too few pairs"),
-    ],
-)
-def test_verdict_table(
-    args: tuple[float, float, float, float], rope: tuple[float, float] | None, expected: str
-) -> None:
-    assert verdict(*args, alpha=0.05, rope=rope) == expected
+def test_detectable_difference_by_hand_and_by_simulation() -> None:
+    sd, n = 0.01, 5
+    se = math.sqrt((1 / n + RHO) * sd * sd)
+    want = 0.005 + (st.t.ppf(0.975, 4) + st.t.ppf(0.8, 4)) * se
+    assert detectable(sd, n, RHO) == pytest.approx(want, rel=1e-12)
+    assert math.isnan(detectable(0.0, n, RHO)) and math.isnan(detectable(sd, 1, RHO))
+    # a true difference at the detectable size is called better in roughly 80% of simulated studies
+    rng = np.random.default_rng(0)
+    calls = [decide(posterior(rng.normal(want, sd, n), RHO)) == "better" for _ in range(4000)]
+    assert 0.70 < np.mean(calls) < 0.90  # the t approximation of the power is rough at 4 df
+
+
+def test_repeats_needed() -> None:
+    sd = 0.003  # the limit with endless repeats: (1.96 + 0.84) * sqrt(0.25) * 0.003 = 0.0042 < 0.005
+    r = repeats_needed(sd, 5, RHO, 0.005)
+    assert r is not None and r >= 1
+    se = lambda k: math.sqrt((1 / (k * 5) + RHO)) * sd  # noqa: E731
+    reach = lambda k: (st.t.ppf(0.975, 5 * k - 1) + st.t.ppf(0.8, 5 * k - 1)) * se(k)  # noqa: E731
+    assert reach(r) <= 0.005 and (r == 1 or reach(r - 1) > 0.005)
+    # the rho term does not shrink with repeats: a noisy design never gets there
+    assert repeats_needed(0.05, 5, RHO, 0.005) is None
+
+
+def test_units_average_seeds_and_need_every_seed() -> None:
+    d = Design(repeats=2, seeds=2, folds=3)
+    slots = list(range(12))  # slot (r*2 + s)*3 + k
+    u = units_of([float(v) for v in slots], d)
+    # repeat 0, fold 0: slots 0 and 3 -> 1.5; repeat 1, fold 2: slots 8 and 11 -> 9.5
+    np.testing.assert_allclose(u, [1.5, 2.5, 3.5, 7.5, 8.5, 9.5])
+    slots[3] = None  # type: ignore[call-overload]
+    assert math.isnan(units_of(slots, d)[0]) and np.isfinite(units_of(slots, d)[1:]).all()
+    assert d.place(8) == (1, 0, 2) and d.label(8) == "repeat 1 fold 2 seed 0"
+    assert Design(1, 2, 5).label(7) == "fold 2 seed 1"
 
 
 def _study(seed: int = 0) -> dict[str, list[float | None]]:
     rng = np.random.default_rng(seed)
-    base = 0.70 + rng.normal(0, 0.02, 10)  # 5 folds x 2 seeds
+    base = 0.70 + rng.normal(0, 0.02, 10)  # 2 repeats x 5 folds
     return {
         "base": base.tolist(),
         "plus": (base + 0.05 + rng.normal(0, 0.005, 10)).tolist(),
         "minus": (base - 0.05 + rng.normal(0, 0.005, 10)).tolist(),
         "same": base.tolist(),
-        "noise": (base + rng.normal(0, 0.01, 10)).tolist(),  # null: independent noise of mean zero
+        "noise": (base + rng.normal(0, 0.01, 10)).tolist(),
     }
 
 
-def test_compare_arms_planted_and_null() -> None:
-    rows = compare_arms(_study(), "base", N_TRAIN, N_TEST)
+def test_compare_arms_planted_null_and_identical() -> None:
+    rows = compare_arms(_study(), "base", Design(2, 1, 5), RHO)
     by = {r.arm: r for r in rows}
     assert [r.arm for r in rows] == ["base", "plus", "minus", "same", "noise"]
-    assert by["base"].verdict == "baseline" and by["base"].diff == 0.0 and math.isnan(by["base"].p_corrected)
-    assert by["plus"].verdict == "better" and by["plus"].diff == pytest.approx(0.05, abs=0.005)
-    assert by["minus"].verdict == "worse" and by["minus"].diff == pytest.approx(-0.05, abs=0.005)
-    for name in ("same", "noise"):
-        assert by[name].verdict == "no detectable difference", by[name]
-    assert by["same"].p_corrected == 1.0 and by["same"].p_wilcoxon == 1.0
-    assert all(r.n == r.n_pairs == 10 for r in rows)
-    assert by["same"].warnings == ["identical scores on every pair: p set to 1"]
-    assert all(r.warnings == [] for r in rows if r.arm != "same")
-    # Holm across the 4 non-baseline arms, per test; adjusted >= raw
-    others = rows[1:]
-    np.testing.assert_allclose([r.p_corrected_holm for r in others], holm([r.p_corrected for r in others]))
-    np.testing.assert_allclose([r.p_wilcoxon_holm for r in others], holm([r.p_wilcoxon for r in others]))
-    assert by["plus"].p_corrected_holm > by["plus"].p_corrected
+    assert by["base"].verdict == "baseline" and by["base"].diff == 0.0
+    assert by["plus"].verdict == "better" and by["plus"].p_better > DECISION
+    assert by["minus"].verdict == "worse" and by["minus"].p_worse > DECISION
+    assert by["noise"].verdict == "undecided"
+    assert by["same"].verdict == "incomplete" and "zero variance" in by["same"].warnings[0]
+    assert all(r.n == r.n_pairs == r.n_units == 10 for r in rows)
+    # Holm details over the arms that have a test ("same" has none); each interval at its step's level
+    tested = [by[a] for a in ("plus", "minus", "noise")]
+    adjusted, level = holm([r.p_corrected for r in tested])
+    np.testing.assert_allclose([r.p_corrected_holm for r in tested], adjusted)
+    for r, lv in zip(tested, level, strict=True):
+        assert r.holm_confidence == pytest.approx(1 - 0.05 * lv)
+        assert (r.holm_low > 0 or r.holm_high < 0) == (r.p_corrected < 0.05 * lv)
+    assert math.isnan(by["same"].p_corrected_holm)
 
 
-def test_null_rejection_rate_is_at_most_alpha() -> None:
-    """Independent zero-mean noise (10 pairs, 5-fold sizes): neither test calls it often."""
-    rng = np.random.default_rng(1)
-    sims = [rng.normal(0, 0.01, 10) for _ in range(200)]
-    corrected = np.mean([corrected_ttest(d, N_TRAIN, N_TEST).p < 0.05 for d in sims])
-    wilcox = np.mean([wilcoxon_test(d).p < 0.05 for d in sims])
-    plain = np.mean([st.ttest_1samp(d, 0).pvalue < 0.05 for d in sims])
-    assert corrected <= 0.05 and corrected < plain
-    assert wilcox <= 0.09  # exact test at level 0.05 plus sampling slack of 200 runs
+def test_pruned_or_partial_arm_is_incomplete() -> None:
+    scores = _study()
+    scores["plus"][7] = None
+    rows = {r.arm: r for r in compare_arms(scores, "base", Design(2, 1, 5), RHO,
+                                           complete={"minus": False})}
+    assert rows["plus"].verdict == "incomplete" and rows["plus"].n_units == 9
+    assert any("9 of 10 units" in w for w in rows["plus"].warnings)
+    assert rows["minus"].verdict == "incomplete"  # all its scores, but its trial did not complete
+    assert math.isnan(rows["plus"].p_corrected_holm) and math.isnan(rows["minus"].p_corrected_holm)
+    assert rows["noise"].verdict == "undecided"
 
 
-def test_rope_equivalent() -> None:
-    base = [0.70, 0.72, 0.68, 0.71, 0.69, 0.73, 0.70, 0.66, 0.71, 0.72]
-    d = [0.002, -0.001, 0.001, -0.002, 0.0, 0.001, -0.001, 0.002, -0.002, 0.0]  # mean 0
-    scores = {"base": base, "twin": [b + x for b, x in zip(base, d, strict=True)]}
-    # CI half width: t_{9,.975} * sqrt(0.1 + 0.25) * sqrt(20e-6/9) = 2.262 * 0.5916 * 0.00149 ~ 0.0020
-    wide = compare_arms(scores, "base", N_TRAIN, N_TEST, rope=(-0.01, 0.01))[1]
-    narrow = compare_arms(scores, "base", N_TRAIN, N_TEST, rope=(-0.001, 0.001))[1]
-    plain = compare_arms(scores, "base", N_TRAIN, N_TEST)[1]
-    assert wide.diff_high == pytest.approx(2.2622 * math.sqrt(0.35) * math.sqrt(20e-6 / 9), rel=1e-3)
-    assert wide.verdict == "equivalent"
-    assert narrow.verdict == plain.verdict == "no detectable difference"
-
-
-def test_missing_entries_pair_by_index() -> None:
-    scores: dict[str, list[float | None]] = {
-        "base": [0.70, 0.72, None, 0.68, 0.71, 0.69],
-        "arm": [None, 0.75, 0.74, 0.70, 0.75],  # shorter: index 5 missing too
-    }
-    base, arm = compare_arms(scores, "base", N_TRAIN, N_TEST)
-    # common indices 1, 3, 4 -> differences 0.03, 0.02, 0.04 (zipping the present values would
-    # pair wrong splits: 0.05, 0.02, 0.02, 0.04)
-    assert (base.n, arm.n, arm.n_pairs) == (5, 4, 3)
-    assert arm.diff == pytest.approx(0.03, abs=1e-12)
-    assert arm.p_corrected == pytest.approx(corrected_ttest([0.03, 0.02, 0.04], N_TRAIN, N_TEST).p, rel=1e-9)
-    assert math.isnan(arm.p_wilcoxon)
-    assert arm.warnings == [
-        "2 of 6 runs missing (pruned or failed folds)",
-        "only 3 pairs: the Wilcoxon test needs at least 6",
-    ]
-    assert base.warnings == ["1 of 6 runs missing (pruned or failed folds)"]
-    # NaN means missing as well
-    scores["arm"] = [math.nan, 0.75, 0.74, 0.70, 0.75, math.nan]
-    nan_arm = compare_arms(scores, "base", N_TRAIN, N_TEST)
-    assert nan_arm[1].n_pairs == 3 and nan_arm[1].diff == pytest.approx(0.03, abs=1e-12)
-
-
-def test_too_few_pairs_is_left_out_of_holm() -> None:
-    study = _study()
-    scores = {"base": study["base"], "plus": study["plus"], "lonely": [None] * 9 + [0.9]}
-    rows = {r.arm: r for r in compare_arms(scores, "base", N_TRAIN, N_TEST)}
-    assert rows["lonely"].verdict == "too few pairs" and rows["lonely"].n_pairs == 1
-    assert rows["lonely"].warnings[-1] == "only 1 pair: the t-test needs at least 2"
-    assert math.isnan(rows["lonely"].p_corrected_holm)
-    assert rows["plus"].p_corrected_holm == rows["plus"].p_corrected  # m = 1, not 2
+def test_incomplete_baseline_gives_no_verdicts() -> None:
+    scores = _study()
+    scores["base"][0] = None
+    rows = compare_arms(scores, "base", Design(2, 1, 5), RHO)
+    assert [r.verdict for r in rows[1:]] == ["incomplete"] * 4
+    assert any("baseline lacks" in w for w in rows[0].warnings)
 
 
 def test_high_fold_variance_warning() -> None:
-    rows = compare_arms({"base": [0.7] * 6, "wild": [0.5, 0.8] * 3}, "base", N_TRAIN, N_TEST)
-    std = float(np.std([0.5, 0.8] * 3, ddof=1))  # 0.164
-    assert std > HIGH_FOLD_STD
-    assert rows[1].warnings == [f"high fold variance: std {std:.2f} across folds (above {HIGH_FOLD_STD:.2f})"]
-    assert rows[0].warnings == []
+    scores = {"base": [0.7, 0.72, 0.71, 0.69, 0.70], "wild": [0.9, 0.3, 0.8, 0.2, 0.7]}
+    rows = compare_arms(scores, "base", FIVE, RHO)
+    assert any("high fold variance" in w for w in rows[1].warnings) and HIGH_FOLD_STD == 0.10
+    assert not any("high fold variance" in w for w in rows[0].warnings)
 
 
 def test_json_and_errors() -> None:
-    rows = compare_arms(_study(), "base", N_TRAIN, N_TEST)
+    rows = compare_arms(_study(), "base", Design(2, 1, 5), RHO)
     text = json.dumps([r.to_json() for r in rows], allow_nan=False)
     back = json.loads(text)
-    assert back[0]["p_corrected"] is None and back[0]["verdict"] == "baseline"
-    assert back[1]["p_corrected"] == rows[1].p_corrected
-    assert set(back[0]) == set(ArmStats.__dataclass_fields__)
-    only = compare_arms({"base": [0.7, None]}, "base", N_TRAIN, N_TEST)
-    assert len(only) == 1 and only[0].warnings == ["1 of 2 runs missing (pruned or failed folds)"]
-    with pytest.raises(UserError, match="unknown baseline arm 'bsae'.*known: base, minus"):
-        compare_arms(_study(), "bsae", N_TRAIN, N_TEST)
-    with pytest.raises(UserError, match="rope"):
-        compare_arms(_study(), "base", N_TRAIN, N_TEST, rope=(0.01, -0.01))
-    with pytest.raises(UserError, match="alpha"):
-        compare_arms(_study(), "base", N_TRAIN, N_TEST, alpha=1.5)
+    assert back[0]["p_better"] is None and isinstance(back[1]["p_better"], float)
+    assert set(ArmStats.__dataclass_fields__) == set(back[0])
+    with pytest.raises(UserError, match="baseline arm"):
+        compare_arms(_study(), "nope", Design(2, 1, 5), RHO)
+    for bad in ((0.01, 0.02), (-0.01, -0.02), (0.0, 0.0)):
+        with pytest.raises(UserError, match="rope"):
+            compare_arms(_study(), "base", Design(2, 1, 5), RHO, rope=bad)
 
 
 def test_mean_ci_by_hand() -> None:
-    # [0.7, 0.8, 0.9]: mean 0.8, s = 0.1; t_{2,.975} = 0.95 / sqrt(2 * 0.975 * 0.025) (closed form, 2 df)
-    half = 0.95 / math.sqrt(2 * 0.975 * 0.025) * 0.1 / math.sqrt(3)
-    assert mean_ci([0.7, None, 0.8, 0.9]) == pytest.approx((0.8, 0.8 - half, 0.8 + half), rel=1e-9)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        empty, one, flat = mean_ci([]), mean_ci([0.5, math.nan]), mean_ci([0.6, 0.6])
-    assert all(math.isnan(v) for v in empty)
-    assert one[0] == 0.5 and math.isnan(one[1]) and math.isnan(one[2])
-    assert flat == pytest.approx((0.6, 0.6, 0.6))
+    mean, low, high = mean_ci([0.6, 0.7, 0.8])
+    half = st.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)
+    assert (mean, low, high) == pytest.approx((0.7, 0.7 - half, 0.7 + half))
+    assert math.isnan(mean_ci([0.5])[1]) and math.isnan(mean_ci([])[0])

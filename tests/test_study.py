@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -304,3 +305,40 @@ def test_both_mode_tunes_each_arm_then_compares_with_fresh_seeds(spaces: Path, s
     rows = {r["arm"]: r for r in analyze(study)["arms"]}
     compare = {r.arm: r for r in recs if r.stage == "compare"}
     assert all(rows[a]["trial"] == compare[a].number for a in rows)
+
+
+def test_repeats_repartition_by_participant_and_pair_by_unit(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+    from ablate.data.cache import Cache
+    from ablate.errors import UserError
+    from ablate.report.analysis import analyze
+
+    (spaces / "two.yaml").write_text("question: q\naxis: loss\nmode: ablation\nbaseline: ce\nrope: 0.01\n"
+                                     "arms:\n  ce: {}\n  focal: {}\n")
+    storage = str(tmp_path / "s.journal")
+    study = run(RunArgs("two", preset="smoke", data=str(synth_cache), storage=storage, repeats=2))
+    meta = records.read_meta(study)
+    assert meta.repeats == 2 and meta.rope == [-0.01, 0.01]
+    for t, r in zip(study.get_trials(), records.trial_records(study)):
+        assert sorted(t.intermediate_values) == list(range(10))
+        assert [(f.repeat, f.fold, f.step) for f in r.folds] == [(i // 5, i % 5, i) for i in range(10)]
+    data = Cache(synth_cache)
+    parts = [data.folds(5, 0), data.folds(5, 1)]  # base.yaml's fold seed 0, plus the repeat
+    assert not np.array_equal(parts[0], parts[1])  # re-partitioned
+    for fold in parts:
+        for k in range(5):  # within a repeat, no participant in two folds
+            inside = set(data.participants[fold == k].tolist())
+            assert not inside & set(data.participants[fold != k].tolist())
+    a = analyze(study)
+    assert a["repeats"] == 2 and a["rope"] == [-0.01, 0.01]
+    assert [r["n_units"] for r in a["arms"]] == [10, 10] and a["arms"][1]["verdict"] != "incomplete"
+    assert a["sensitivity"]["units"] == 10
+    with pytest.raises(UserError, match="repeats=2"):
+        run(RunArgs("two", preset="smoke", data=str(synth_cache), storage=storage))
+
+
+def test_ablation_never_prunes(spaces: Path, synth_cache: Path, tmp_path: Path) -> None:
+    from ablate.errors import UserError
+
+    with pytest.raises(UserError, match="ablation mode, which never prunes"):
+        run(RunArgs("tiny", preset="smoke", data=str(synth_cache), storage=str(tmp_path / "s.journal"), pruning="on"))
+    assert not (tmp_path / "s.journal").exists()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ablate import train as train_mod
+from ablate.components._random import run_seed
 from ablate.config import Component
 from ablate.data.cache import Cache
 from ablate.spaces import recipe_config
@@ -110,3 +111,38 @@ def test_device_and_amp_resolution() -> None:
     assert train_mod.resolve_device("cpu") == torch.device("cpu")
     assert train_mod.resolve_amp("off", torch.device("cpu")) is None
     assert train_mod.resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_luck_is_drawn_per_fold_and_repeat_and_shared_by_arms(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model init and batch order derive from (seed, fold seed, fold): two folds (or repeats) of one
+    seed never share their initial weights or batch order; two arms on one fold share both."""
+    data = Cache(synth_cache)
+    seen: list[tuple[torch.Tensor, list[list[int]]]] = []
+    real_feed, real_build = train_mod.Feed, train_mod.build_parts
+    weights: list[torch.Tensor] = []
+
+    class Stop(Exception):
+        pass
+
+    def build(config, n):  # noqa: ANN001, ANN202
+        parts = real_build(config, n)
+        weights.append(next(parts.model.parameters()).detach().clone())
+        return parts
+
+    def feed(*args):  # noqa: ANN002, ANN202
+        f = real_feed(*args)
+        seen.append((weights[-1], [list(b) for b in f.train_sampler]))
+        raise Stop
+
+    monkeypatch.setattr(train_mod, "build_parts", build)
+    monkeypatch.setattr(train_mod, "Feed", feed)
+    runs = [(TINY, 0), (TINY, 1), (TINY.replace(fold_seed=1), 0), (TINY.replace(loss=Component("focal")), 0)]
+    for cfg, fold in runs:
+        with pytest.raises(Stop):
+            train_fold(cfg, data, fold)
+    (w0, order0), (w1, _), (w_repeat, order_repeat), (w_arm, order_arm) = seen
+    assert not torch.equal(w0, w1) and not torch.equal(w0, w_repeat)  # folds and repeats: their own luck
+    assert order0 != order_repeat
+    assert torch.equal(w0, w_arm) and order0 == order_arm  # another arm: the same luck on the same fold
+    assert len({run_seed(0, 0, f) for f in range(5)} | {run_seed(0, 1, f) for f in range(5)}) == 10
+    assert run_seed(1, 0, 0) != run_seed(0, 0, 0)

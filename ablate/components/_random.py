@@ -53,6 +53,14 @@ def item_keys(items: Tensor, seed: int, fold_seed: int, fold: int, epoch: int) -
     return combine(combine(base, seed, fold_seed, fold, epoch) + torch.zeros_like(items), items)
 
 
+def run_seed(seed: int, fold_seed: int, fold: int) -> int:
+    """The seed of a training run's own generators (model init, batch order, mixup): a hash of
+    (seed, fold seed, fold), so each fold and each repeat (its fold seed) has its own luck, while two
+    arms on the same fold draw the same numbers. 63 bits (torch.manual_seed takes non-negative)."""
+    key = combine(torch.zeros((), dtype=torch.int64), 0x5EED, seed, fold_seed, fold)
+    return int(key.item()) & ((1 << 63) - 1)
+
+
 def uniform(keys: Tensor, counter: int | Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     """Uniform numbers in [0, 1), one per key (broadcast with `counter`): 53 bits for float64
     (parameters), 24 bits for float32 (noise)."""

@@ -85,16 +85,16 @@ def _decide(rows: list[dict[str, Any]], baseline: str, prefer_mean: bool) -> tup
     if best["arm"] == baseline:
         return baseline, f"kept {baseline}: no arm has a higher mean ({best['mean']:.4f})"
     if prefer_mean:
-        return best["arm"], (f"{best['arm']} has the highest mean but NO significant difference from "
-                             f"{baseline} ({_row_words(best)}); taken because of --prefer-mean")
+        return best["arm"], (f"{best['arm']} has the highest mean but its verdict against {baseline} is "
+                             f"{best['verdict']}, not better ({_row_words(best)}); taken because of --prefer-mean")
     return baseline, (f"kept {baseline}: the highest mean, {best['arm']}, shows {best['verdict']} "
                       f"({_row_words(best)}); pass --prefer-mean to take it anyway")
 
 
 def _row_words(r: dict[str, Any]) -> str:
-    p = r.get("p_corrected_holm")
-    ci = "" if r.get("diff_low") is None else f", 95% CI [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]"
-    return f"mean {r['mean']:.4f}, diff {r['diff']:+.4f}{ci}, Holm p {'-' if p is None else f'{p:.3g}'}"
+    ci = "" if r.get("diff_low") is None else f", 95% interval [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]"
+    pb = r.get("p_better")
+    return f"mean {r['mean']:.4f}, diff {r['diff']:+.4f}{ci}, P(better) {'-' if pb is None else f'{pb:.3f}'}"
 
 
 def _same_definitions(study: optuna.Study, space: Space, arms: tuple[str, ...], where: str) -> None:
@@ -185,9 +185,9 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
             owner[key] = name
         recipe.config = recipe.config.replace(**{k: getattr(chosen, k) for k in changes})
         evidence = [{k: r.get(k) for k in ("arm", "mean", "ci_low", "ci_high", "diff", "diff_low", "diff_high",
-                                           "p_corrected_holm", "p_wilcoxon_holm", "verdict", "state")}
+                                           "p_worse", "p_equivalent", "p_better", "mde", "verdict", "state")}
                     for r in a["arms"]]
         recipe.choices.append(Choice(name, sname, space.mode, space.baseline, arm, reason, changes, evidence,
                                      records.read_meta(study).fingerprint or None))
-        recipe.warnings += [f"{sname}: {w}" for w in a["warnings"] if "Wilcoxon" not in w]
+        recipe.warnings += [f"{sname}: {w}" for w in a["warnings"]]
     return recipe

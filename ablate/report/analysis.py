@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ablate.report.stats import compare_arms
+from scipy import stats
+
+from ablate.report.stats import DECISION, POWER, detectable, repeats_needed
+from ablate.report.verdicts import ArmStats, Design, compare_arms
 from ablate.study import records
 from ablate.study.modes import mode_of
 from ablate.study.records import FoldScore, StudyMeta, TrialRecord
@@ -38,7 +41,7 @@ def _leakage(study: optuna.Study, arms: list[dict[str, Any]]) -> None:
 
 
 def fold_vector(rec: TrialRecord, n_slots: int) -> list[float | None]:
-    """The trial's fold scores placed at their step (seed * K + fold); None where missing."""
+    """The trial's fold scores placed at their step ((repeat * seeds + seed) * K + fold); None where missing."""
     out: list[float | None] = [None] * n_slots
     for f in rec.folds:
         if 0 <= f.step < n_slots:
@@ -74,20 +77,24 @@ def _where(f: FoldScore) -> str:
 
 def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] | None = None,
             with_leakage: bool = True) -> dict[str, Any]:
-    """Everything a reader needs to judge the study: setup, per-arm statistics, trial counts, warnings."""
+    """Everything a reader needs to judge the study: setup, per-arm statistics, trial counts, warnings.
+    `rope` overrides the study's own (its space file's, else the default +-0.005)."""
     meta = records.read_meta(study)
     mode = mode_of(meta.mode)
+    rope = (float(rope[0]), float(rope[1])) if rope else (float(meta.rope[0]), float(meta.rope[1]))
+    design = Design(int(meta.repeats), int(meta.seeds), int(meta.folds))
     arms = list(meta.arms)
     baseline = meta.baseline or (arms[0] if arms else "")
-    n_slots = int(meta.folds) * int(meta.seeds)
     recs = records.trial_records(study, meta)
     by_arm: dict[str, list[TrialRecord]] = {a: [r for r in recs if r.arm == a] for a in arms}
     reps = {a: mode.representative(rs) for a, rs in by_arm.items()}
-    scores = {a: (fold_vector(r, n_slots) if r else [None] * n_slots) for a, r in reps.items()}
+    scores = {a: (fold_vector(r, design.slots) if r else [None] * design.slots) for a, r in reps.items()}
+    complete = {a: bool(r) and r.state == "COMPLETE" and not r.unfinished for a, r in reps.items()}
     folds = [f for r in reps.values() if r for f in r.folds]
     n_train = float(np.mean([f.n_train for f in folds])) if folds else math.nan
     n_test = float(np.mean([f.n_val for f in folds])) if folds else math.nan
-    rows = compare_arms(scores, baseline, n_train, n_test, alpha=alpha, rope=rope) if folds and baseline in scores else []
+    rows = compare_arms(scores, baseline, design, n_test / n_train, rope, alpha, complete) \
+        if folds and baseline in scores else []
     base_rep = reps.get(baseline)
     base_sources = base_rep.sources if base_rep else {}
     out_arms = []
@@ -101,7 +108,26 @@ def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] 
     if with_leakage:
         _leakage(study, out_arms)
     return _summary(study, meta, recs, out_arms, alpha, rope, n_train, n_test, base_sources) | {
-        "warnings": _warnings(meta, mode.warnings(), recs, n_slots) + _precision_warning(out_arms)}
+        "sensitivity": sensitivity(rows, design, n_test / n_train if folds else math.nan, rope),
+        "warnings": _warnings(meta, mode.warnings(), recs) + _precision_warning(out_arms)}
+
+
+HALF_POINT = 0.005  # the improvement beyond the ROPE's edge the summary asks the design about
+
+
+def sensitivity(rows: list[ArmStats], design: Design, rho: float, rope: tuple[float, float]) -> dict[str, Any]:
+    """What the design could have detected: the smallest improvement called "better" with 80% power
+    at the typical (median) spread of the arms' unit differences, and the repeats that would detect
+    one half a point beyond the ROPE's edge (None: repeats alone cannot, see stats.repeats_needed)."""
+    sds = [r.sd_diff for r in rows[1:] if math.isfinite(r.sd_diff) and r.sd_diff > 0]
+    if not sds or not math.isfinite(rho):
+        return {"sd_diff": None, "mde": None, "target": rope[1] + HALF_POINT, "repeats_needed": None,
+                "mde_limit": None, "units": design.units}
+    sd = float(np.median(sds))
+    limit = rope[1] + (stats.norm.ppf(DECISION) + stats.norm.ppf(POWER)) * math.sqrt(rho) * sd
+    return {"sd_diff": sd, "mde": detectable(sd, design.units, rho, rope), "target": rope[1] + HALF_POINT,
+            "repeats_needed": repeats_needed(sd, design.folds, rho, HALF_POINT, rope), "mde_limit": float(limit),
+            "units": design.units}
 
 
 def _precision_warning(arms: list[dict[str, Any]]) -> list[str]:
@@ -114,14 +140,12 @@ def _precision_warning(arms: list[dict[str, Any]]) -> list[str]:
             "machine; differences may come from the precision, not the arms (see each arm's trained_on)"]
 
 
-def _warnings(meta: StudyMeta, mode_warnings: list[str], recs: list[TrialRecord], n_slots: int) -> list[str]:
+def _warnings(meta: StudyMeta, mode_warnings: list[str], recs: list[TrialRecord]) -> list[str]:
     out = []
     if meta.fold_kind == "ungrouped-leaky":
         out.append("UNGROUPED (leaky) folds: the same participants are in training and validation; "
                    "these scores only measure how much leakage flatters accuracy")
     out += mode_warnings
-    if n_slots < 6:
-        out.append(f"{n_slots} paired scores per arm: the Wilcoxon test needs at least 6 (use --seeds 2)")
     unfinished = sum(not r.finished for r in recs)
     if unfinished:
         out.append(f"{unfinished} trial(s) still waiting or running: the study is not finished")
@@ -133,20 +157,36 @@ def _summary(study: optuna.Study, meta: StudyMeta, recs: list[TrialRecord], arms
     return {
         "study": study.study_name, "space": meta.space, "question": meta.question, "axis": meta.axis,
         "mode": meta.mode, "baseline": meta.baseline, "preset": meta.preset, "folds": meta.folds,
-        "seeds": meta.seeds, "fold_seed": meta.fold_seed, "fingerprint": meta.fingerprint, "data": meta.data,
+        "seeds": meta.seeds, "repeats": meta.repeats, "decision": DECISION, "fold_seed": meta.fold_seed, "fingerprint": meta.fingerprint, "data": meta.data,
         "recipe": meta.recipe, "sources": sources, "storage": meta.storage, "alpha": alpha,
         "rope": list(rope) if rope else None, "n_train": n_train, "n_test": n_test,
         "finished": bool(recs) and all(r.finished for r in recs), "n_trials": len(recs), "arms": arms,
     }
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
+def _fmt(v: Any, digits: int = 4, sign: str = "") -> str:
+    return "–" if v is None else f"{v:{sign}.{digits}f}"
 
 
-def _fmt_p(v: Any) -> str:
-    """p-values with 3 significant digits, as in the HTML report."""
-    return "–" if v is None else f"{v:.3g}"
+TABLE_HEAD = ("arm", "units", "mean acc", "diff vs baseline [95% interval]", "P(worse/equiv/better)",
+              "detectable", "verdict")
+
+
+def verdict_cells(a: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The verdict table's rows as text cells (the terminal and the dashboard note; the HTML report
+    shows the same numbers): units complete of the design, the posterior interval the verdict was
+    decided on, the three posterior probabilities and the smallest detectable improvement."""
+    units = int(a.get("repeats") or 1) * int(a.get("folds") or 0)
+    out = []
+    for r in a["arms"]:
+        base = r["verdict"] == "baseline"
+        diff = "baseline" if base else f"{_fmt(r['diff'], sign='+')} [{_fmt(r['diff_low'], sign='+')}, " \
+                                       f"{_fmt(r['diff_high'], sign='+')}]"
+        probs = "" if base or r["p_better"] is None else \
+            f"{r['p_worse']:.3f} / {r['p_equivalent']:.3f} / {r['p_better']:.3f}"
+        out.append((str(r["arm"]), f"{r['n_units']}/{units}", _fmt(r["mean"]), diff, probs,
+                    "" if base else _fmt(r["mde"], sign="+"), str(r["verdict"])))
+    return out
 
 
 def md(text: Any) -> str:
@@ -161,11 +201,6 @@ def md(text: Any) -> str:
 
 def verdict_table_markdown(a: dict[str, Any]) -> str:
     """The summary table as Markdown (the dashboard note)."""
-    lines = ["| arm | folds | mean acc [95% CI] | diff vs baseline [CI] | p corrected (Holm) | p Wilcoxon (Holm) | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for r in a["arms"]:
-        lines.append(
-            f"| {md(r['arm'])} | {r['n']} | {_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
-            f"{_fmt(r['diff'])} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}] | "
-            f"{_fmt_p(r['p_corrected_holm'])} | {_fmt_p(r['p_wilcoxon_holm'])} | {md(r['verdict'])} |")
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in verdict_cells(a)]
     return "\n".join(lines)

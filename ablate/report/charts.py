@@ -16,14 +16,16 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from ablate.report.verdicts import Design
+
 # Colour per verdict; the verdict is always written out as well, so colour is never the only cue.
 VERDICT_COLOURS = {
     "baseline": "#555555",
     "better": "#1a7f37",
     "worse": "#c62828",
     "equivalent": "#1f5fad",
-    "no detectable difference": "#8a8a8a",
-    "too few pairs": "#b26b00",
+    "undecided": "#8a8a8a",
+    "incomplete": "#b26b00",
 }
 # Colour-blind-safe qualitative palette (Okabe and Ito, "Color Universal Design", 2008).
 # Its yellow is left out: too faint on white.
@@ -72,13 +74,13 @@ def fold_chart(a: dict[str, Any]) -> Chart:
     if not arms or not any(v is not None for r in arms for v in r["scores"]):
         chart.notes.append("No fold scores yet.")
         return chart
-    k = int(a.get("folds") or 1)
+    design = Design.of(a)
     names = [esc(r["arm"]) for r in arms]
     fig = go.Figure()
     for i in range(max(len(r["scores"]) for r in arms)):
         ys = [r["scores"][i] if i < len(r["scores"]) else None for r in arms]
-        fold, seed = i % k, i // k  # colour by fold, dash by seed
-        fig.add_trace(go.Scatter(x=names, y=ys, mode="lines+markers", name=f"fold {fold} seed {seed}", opacity=0.75,
+        _, seed, fold = design.place(i)  # colour by fold, dash by seed
+        fig.add_trace(go.Scatter(x=names, y=ys, mode="lines+markers", name=design.label(i), opacity=0.75,
                                  line={"width": 1, "color": PALETTE[fold % len(PALETTE)],
                                        "dash": DASHES[seed % len(DASHES)]}))
     means = [r["mean"] for r in arms]
@@ -95,8 +97,9 @@ def fold_chart(a: dict[str, Any]) -> Chart:
 def forest_chart(a: dict[str, Any]) -> Chart:
     """Paired difference to the baseline per arm with its corrected interval, a zero line and the ROPE."""
     chart = Chart("forest", "Difference to the baseline",
-                  f"Mean paired difference (arm minus {esc(a['baseline'])}) with its corrected-t interval; "
-                  "an interval that crosses zero is no evidence of a difference.")
+                  f"Mean paired difference (arm minus {esc(a['baseline'])}) with the central 95% of its posterior "
+                  "(the corrected t): 'better' when it lies wholly above the shaded region of practical "
+                  "equivalence, 'equivalent' when 97.5% of it lies inside.")
     rows = [r for r in a["arms"] if r["verdict"] != "baseline" and r["diff"] is not None]
     if not rows:
         chart.notes.append("No arm has paired scores against the baseline yet.")
@@ -116,7 +119,7 @@ def forest_chart(a: dict[str, Any]) -> Chart:
         low, high = a["rope"]
         shapes.insert(0, {"type": "rect", "x0": low, "x1": high, "y0": 0, "y1": 1, "yref": "paper",
                           "fillcolor": "#1f5fad", "opacity": 0.12, "line": {"width": 0}})
-        chart.caption += f" The shaded band is the region of practical equivalence [{low:g}, {high:g}]."
+        chart.caption += f" The shaded band is the ROPE [{low:g}, {high:g}]."
     layout = _LAYOUT | {"height": max(220, 60 + 45 * len(rows))}
     fig.update_layout(**layout, shapes=shapes, xaxis_title="accuracy difference to the baseline",
                       yaxis={"autorange": "reversed", "type": "category"})

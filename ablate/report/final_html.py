@@ -14,8 +14,9 @@ from urllib.parse import quote
 import plotly.graph_objects as go
 
 from ablate.report.charts import _LAYOUT, Chart, _fig_json, esc
-from ablate.report.fmt import DASH, acc, duration, pval, signed, with_interval
-from ablate.report.html import _RENDER_JS, PLOTLY_JS, _figures_json, _verdict_tag, page
+from ablate.report.fmt import DASH, acc, duration, signed, with_interval
+from ablate.report.html import _RENDER_JS, PLOTLY_JS, _figures_json, page
+from ablate.report.verdict_html import verdict_tag
 from ablate.report.setup_html import _component, _kv_table
 from ablate.files import atomic_write
 from ablate.report.writer import _now, report_stem, write_index, write_plotly_js
@@ -73,12 +74,19 @@ def recipe_section(s: dict[str, Any]) -> str:
     return '<h2 id="recipe">Recipe</h2><p>The base recipe with every chosen change applied.</p>' + table
 
 
+def _probs(r: dict[str, Any]) -> str:
+    """P(worse) / P(equivalent) / P(better), or a dash (the baseline; evidence from older versions)."""
+    if r.get("p_better") is None:
+        return DASH
+    return f"{r['p_worse']:.3f} / {r['p_equivalent']:.3f} / {r['p_better']:.3f}"
+
+
 def _evidence_table(ch: dict[str, Any]) -> str:
     rows = ch.get("evidence") or []
     if not rows:
         return '<p class="note">No evidence rows recorded.</p>'
-    head = ("<tr><th>arm</th><th>mean accuracy [CI]</th><th>difference to baseline [CI]</th>"
-            "<th>p corrected t (Holm)</th><th>p Wilcoxon (Holm)</th><th>verdict</th><th>state</th></tr>")
+    head = ("<tr><th>arm</th><th>mean accuracy [CI]</th><th>difference to baseline [95% posterior interval]</th>"
+            "<th>P(worse) / P(equivalent) / P(better)</th><th>verdict</th><th>state</th></tr>")
     body = []
     for r in rows:
         chosen = r.get("arm") == ch.get("chosen")
@@ -88,9 +96,8 @@ def _evidence_table(ch: dict[str, Any]) -> str:
         attrs = ' class="chosen" style="background:#e6f4ea"' if chosen else ""
         body.append(f'<tr{attrs}><td class="arm">{esc(r.get("arm"))}{mark}</td>'
                     f'<td class="num">{with_interval(r.get("mean"), r.get("ci_low"), r.get("ci_high"))}</td>'
-                    f'<td class="num">{diff}</td><td class="num">{pval(r.get("p_corrected_holm"))}</td>'
-                    f'<td class="num">{pval(r.get("p_wilcoxon_holm"))}</td>'
-                    f'<td class="verdict">{_verdict_tag(str(r.get("verdict")))}</td><td>{esc(r.get("state"))}</td></tr>')
+                    f'<td class="num">{diff}</td><td class="num">{_probs(r)}</td>'
+                    f'<td class="verdict">{verdict_tag(str(r.get("verdict")))}</td><td>{esc(r.get("state"))}</td></tr>')
     return f'<table class="evidence">{head}{"".join(body)}</table>'
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ablate.report.charts import VERDICT_COLOURS, Chart, esc
+from ablate.report.charts import Chart, esc
 from ablate.report.fmt import DASH, acc, duration, plain, pval, signed, with_interval
 from ablate.report.setup_html import differences_table, params_table, setup_section
+from ablate.report.verdict_html import details_section, how_to_read, summary_table, verdict_summary
 
 __all__ = ["DASH", "PLOTLY_JS", "acc", "duration", "page", "plain", "pval", "render_index", "render_report", "signed",
            "verdict_summary", "with_interval"]
 
-VERDICT_ORDER = ("better", "worse", "equivalent", "no detectable difference", "too few pairs")
 PLOTLY_JS = "plotly.min.js"
 
 CSS = """
@@ -42,92 +42,6 @@ footer { margin-top: 3em; font-size: 0.85em; color: #555; }
 @media print { body { max-width: none; margin: 0; } a { color: inherit; text-decoration: none; }
                h2 { break-after: avoid; } tr { break-inside: avoid; } }
 """
-
-
-def confidence(a: dict[str, Any]) -> str:
-    return f"{(1 - a['alpha']) * 100:g}%"
-
-
-def verdict_summary(a: dict[str, Any]) -> str:
-    """One line (plain text): which arms beat or trail the baseline, and how many show no difference."""
-    rows = [r for r in a["arms"] if r["verdict"] != "baseline"]
-    if not rows:
-        return "no results yet"
-    by = {v: [r["arm"] for r in rows if r["verdict"] == v] for v in VERDICT_ORDER}
-    parts = [f"{v}: {', '.join(by[v]) or 'none'}" for v in ("better", "worse")]
-    if by["equivalent"]:
-        parts.append(f"equivalent: {', '.join(by['equivalent'])}")
-    for v in ("no detectable difference", "too few pairs"):
-        if by[v]:
-            parts.append(f"{v}: {len(by[v])} arm{'s' if len(by[v]) > 1 else ''}")
-    return "; ".join(parts)
-
-
-def _verdict_tag(verdict: str) -> str:
-    colour = VERDICT_COLOURS.get(verdict, "#333333")
-    return f'<span class="tag" style="background:{colour}">{esc(verdict)}</span>'
-
-
-def _trials_cell(r: dict[str, Any]) -> str:
-    t = r["trials"]
-    text = f"{t['COMPLETE']} / {t['PRUNED']} / {t['FAIL']}"
-    waiting = t.get("RUNNING", 0) + t.get("WAITING", 0)
-    return text + (f" (+{waiting} open)" if waiting else "")
-
-
-def _wilcoxon_cell(r: dict[str, Any]) -> str:
-    if r["p_wilcoxon_holm"] is None and r["verdict"] != "baseline" and r["n_pairs"] < 6:
-        return "n/a (&lt; 6 pairs)"
-    return pval(r["p_wilcoxon_holm"])
-
-
-def summary_table(a: dict[str, Any]) -> str:
-    if not a["arms"]:
-        return '<p class="note">No finished folds yet: nothing to compare.</p>'
-    n_slots = int(a.get("folds") or 0) * int(a.get("seeds") or 0)
-    ci = confidence(a)
-    head = ("<tr><th>arm</th><th>scores</th><th>mean accuracy [" + ci + " CI]</th>"
-            "<th>difference to baseline [" + ci + " CI]</th><th>p corrected t (Holm)</th>"
-            "<th>p Wilcoxon (Holm)</th><th>verdict</th><th>trials complete / pruned / failed</th>"
-            "<th>training time</th></tr>")
-    body = []
-    for r in a["arms"]:
-        base = r["verdict"] == "baseline"
-        diff = "baseline" if base else with_interval(r["diff"], r["diff_low"], r["diff_high"], signed)
-        raw = f"unadjusted {pval(r['p_corrected'])}; Wilcoxon unadjusted {pval(r['p_wilcoxon'])}"
-        body.append(
-            f'<tr data-arm="{esc(r["arm"])}"><td class="arm">{esc(r["arm"])}</td>'
-            f'<td class="num n">{r["n"]} of {n_slots}</td>'
-            f'<td class="num mean">{with_interval(r["mean"], r["ci_low"], r["ci_high"])}</td>'
-            f'<td class="num diff">{diff}</td>'
-            f'<td class="num p-corrected" title="{raw}">{pval(r["p_corrected_holm"])}</td>'
-            f'<td class="num p-wilcoxon">{_wilcoxon_cell(r)}</td>'
-            f'<td class="verdict">{_verdict_tag(r["verdict"])}</td>'
-            f'<td class="num trials">{_trials_cell(r)}</td>'
-            f'<td class="num time">{duration(r["train_seconds"])}</td></tr>')
-    return f'<table id="summary-table">{head}{"".join(body)}</table>'
-
-
-def how_to_read(a: dict[str, Any]) -> str:
-    ratio = (f" (here about {a['n_test']:.0f}/{a['n_train']:.0f} = {a['n_test'] / a['n_train']:.3f})"
-             if a.get("n_train") and a.get("n_test") else "")
-    rope = (f" A region of practical equivalence (ROPE) of [{a['rope'][0]:g}, {a['rope'][1]:g}] accuracy was "
-            "given: an arm is <b>equivalent</b> when its whole interval of the difference lies inside it."
-            if a.get("rope") else " No region of practical equivalence was given, so no arm can be called equivalent.")
-    return f"""<h3>How to read this</h3>
-<p>Every arm is trained and scored on the same participant-grouped folds and seeds, so its scores pair
-with the baseline's. For each pair i = 1..n, d_i = arm accuracy minus baseline accuracy on the same fold
-and seed. The <b>Nadeau-Bengio corrected resampled t-test</b> divides the mean difference by
-se = sqrt((1/n + n_test/n_train) * s2), where s2 is the sample variance of the d_i, and compares
-t = mean / se with Student's t with n - 1 degrees of freedom (two-sided). The plain paired t-test
-would use s2/n; the extra n_test/n_train term{ratio} widens the error because the folds share
-training data. The interval of the difference is mean -/+ t(n - 1) * se at {confidence(a)}.</p>
-<p>The p-values are <b>Holm-adjusted</b> across the non-baseline arms, which keeps the chance of any false
-"better" or "worse" at alpha = {a['alpha']:g}. The verdict is <b>better</b> or <b>worse</b> when the adjusted
-corrected p is below alpha; <b>no detectable difference</b> is not evidence that the arms are the same.
-The <b>Wilcoxon signed-rank</b> p (also Holm-adjusted) is a check that does not assume normal
-differences; it needs at least 6 pairs (with 5 the smallest possible p is 0.0625) and ignores that folds
-share training data, so it is optimistic. The interval of an arm's mean accuracy is descriptive only.{rope}</p>"""
 
 
 def warnings_section(a: dict[str, Any]) -> str:
@@ -202,7 +116,7 @@ def render_report(a: dict[str, Any], charts: list[Chart], generated: str, json_h
         f"<p><b>In one line:</b> {esc(verdict_summary(a))}.</p>",
         setup_section(a, a["versions"], a["commit"]),
         '<h2 id="summary">Summary</h2>', summary_table(a), params_table(a), differences_table(a), how_to_read(a),
-        warnings_section(a), leakage_section(a), charts_section(charts),
+        details_section(a), warnings_section(a), leakage_section(a), charts_section(charts),
         f'<footer>Made by ablate on {esc(generated)}. The same numbers as JSON: '
         f'<a href="{esc(json_href)}">{esc(json_href)}</a>.</footer>',
     ])

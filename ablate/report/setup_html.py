@@ -61,13 +61,15 @@ def setup_section(a: dict[str, Any], versions: dict[str, str], commit: str) -> s
         ("what varies", f"the <b>{esc(a.get('axis'))}</b>, in <b>{esc(a.get('mode'))}</b> mode"),
         ("arms", arms or esc(a.get("baseline"))),
         ("preset", esc(a.get("preset"))),
-        ("evidence", f"{esc(a.get('folds'))} participant-grouped folds (fold seed {esc(a.get('fold_seed'))}) "
-                     f"x {esc(a.get('seeds'))} seed(s), the same splits for every arm"),
+        ("evidence", f"{esc(a.get('repeats') or 1)} repeat(s) x {esc(a.get('folds'))} participant-grouped folds "
+                     f"(fold seed {esc(a.get('fold_seed'))} + repeat) x {esc(a.get('seeds'))} seed(s) averaged per fold, "
+                     "the same splits for every arm"),
         ("data", f"fingerprint <code>{esc(a.get('fingerprint'))}</code>: {esc(data.get('sequences'))} sequences, "
                  f"{esc(data.get('signs'))} signs, {esc(data.get('participants'))} participants; {esc(per_fold)}"),
         ("data source", esc(data.get("source"))),
         ("trials", f"{esc(a.get('n_trials'))} ({'finished' if a.get('finished') else 'NOT finished'})"),
-        ("significance level", f"alpha {a['alpha']:g}" + (f"; ROPE [{a['rope'][0]:g}, {a['rope'][1]:g}]" if a.get("rope") else "")),
+        ("decision rule", f"ROPE [{a['rope'][0]:+g}, {a['rope'][1]:+g}], posterior probability "
+                          f"{a.get('decision', 0.975):g}; details at alpha {a['alpha']:g} (Holm)"),
         ("storage", esc(a.get("storage"))),
         ("trained on", esc("; ".join(sorted({w for r in a["arms"] for w in r.get("trained_on", []) if w})) or DASH)),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in versions.items()))),

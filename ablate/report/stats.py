@@ -1,318 +1,201 @@
-"""Paired comparison of ablation arms over the same cross-validation folds and seeds.
+"""The statistics of a paired comparison over cross-validation folds: the corrected t distribution,
+the Bayesian correlated t-test with a region of practical equivalence, Holm, and power.
 
-Every arm is scored on the same K participant-grouped folds x S seeds, so arm scores are vectors of
-n = K*S entries where index i = seed*K + fold is the same split for every arm (None or NaN where a
-trial was pruned or failed). Arms are compared with the baseline on the indices both have.
+Inputs are paired differences d_i (arm minus baseline), one per unit i = (repeat, fold), each unit's
+training seeds already averaged (ablate.report.verdicts). Higher scores are better (accuracies).
 
-The verdict rests on the Nadeau-Bengio corrected resampled t-test, Holm-adjusted across arms. The
-Wilcoxon signed-rank p is reported beside it as a check that does not assume normal differences;
-like the plain t-test it ignores that fold scores share training data, so it is optimistic.
-Higher scores are better (accuracies).
+Every test here rests on one distribution. With n units, sample variance s2 of the d_i, and
+rho = n_test / n_train (the correlation that folds sharing training data induce, Nadeau & Bengio
+2003), the mean difference has scale
+    se = sqrt((1/n + rho) * s2)
+and (mean_true - mean_d) / se follows Student's t with n - 1 degrees of freedom. Read as a
+frequentist statistic it is the corrected resampled t-test (C. Nadeau and Y. Bengio, "Inference
+for the Generalization Error", Machine Learning 52(3):239-281, 2003; for r x K-fold CV with
+n = r*K: R. R. Bouckaert and E. Frank, PAKDD 2004, LNCS 3056:3-12). Read as a posterior of the
+true mean difference under a flat prior it is the Bayesian correlated t-test (A. Benavoli,
+G. Corani, J. Demsar, M. Zaffalon, "Time for a Change: a Tutorial for Comparing Multiple
+Classifiers Through Bayesian Analysis", JMLR 18(77):1-36, 2017, section 4), from which
+P(worse), P(equivalent) and P(better) are the masses below, inside and above the ROPE.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 
-from ablate.errors import UserError, unknown
-
-MIN_WILCOXON_PAIRS = 6  # with 5 pairs the smallest exact two-sided p is 2/2**5 = 0.0625 > 0.05
-# Std of one arm's scores across its folds and seeds above which the row is flagged. Accuracy
-# points: healthy participant-grouped folds differ by a few points; above 0.10 usually one fold or
-# seed collapsed (diverged, or one participant far off the rest) and the mean hides it.
-HIGH_FOLD_STD = 0.10
-# Differences are rounded to 12 decimals: accuracy differences are multiples of 1/n_test, far
-# coarser, while float rounding (0.3 - 0.1 != 0.5 - 0.3) would otherwise break real ties and turn
-# "identical on every fold" into a tiny nonzero variance with an absurd t.
-_DECIMALS = 12
-
 Rope = tuple[float, float]
 
+# A verdict needs this posterior probability. 0.975 per side: with a zero-width ROPE the rule is
+# exactly the two-sided corrected t-test at 5%, and a ROPE only makes "better"/"worse" rarer, so
+# both sides together call at most about 5% of true nulls (benchmarks/calibration.py measures it;
+# 0.95 per side would allow about 10%).
+DECISION = 0.975
+# Default ROPE for accuracy: half a point either way; the space file's `rope:` or `--rope` overrides.
+DEFAULT_ROPE: Rope = (-0.005, 0.005)
+POWER = 0.8  # the power at which the smallest detectable difference is stated
+# Differences are rounded to 12 decimals: accuracy differences are multiples of 1/n_test, far
+# coarser, while float rounding (0.3 - 0.1 != 0.5 - 0.3) would otherwise break real ties and turn
+# "identical on every unit" into a tiny nonzero variance with an absurd t.
+_DECIMALS = 12
+_ZERO_SD = 1e-9  # below any real spread of quantised accuracies (steps of 1/n_test), above float noise
 
-class CorrectedTTest(NamedTuple):
-    """Result of `corrected_ttest`; `reason` says why p is nan or was set by convention."""
 
-    mean_diff: float
+class Posterior(NamedTuple):
+    """The corrected t distribution of the mean difference, and what it says about the ROPE.
+    `reason` is set (and the probabilities nan) when there is no distribution to speak of."""
+
+    mean: float
+    sd: float  # sample std of the differences (ddof 1)
     se: float
-    t: float
-    p: float
-    ci_low: float
-    ci_high: float
+    df: int
+    p_worse: float
+    p_equivalent: float
+    p_better: float
+    low: float  # central interval at 2 * DECISION - 1 (95%): the one the verdict is decided on
+    high: float
+    p_two_sided: float  # the frequentist corrected t-test's p for "no difference"
     reason: str = ""
 
 
-class WilcoxonResult(NamedTuple):
-    """Result of `wilcoxon_test`; `reason` says why p is nan or was set by convention."""
-
-    p: float
-    reason: str = ""
-
-
-def _slots(values: Sequence[float | None] | np.ndarray, length: int = 0) -> np.ndarray:
-    """float64 with None as NaN, padded with NaN (missing) up to `length`."""
-    vals = [math.nan if v is None else v for v in values]
-    return np.array(vals + [math.nan] * (length - len(vals)), dtype=np.float64)
-
-
-def _present(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
-    """The finite entries (None and NaN mean missing)."""
-    arr = _slots(values)
-    return arr[np.isfinite(arr)]
-
-
-def _diffs(diffs: Sequence[float] | np.ndarray) -> np.ndarray:
+def diffs_of(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Differences as a flat float64 array, rounded to _DECIMALS (see there)."""
-    return np.round(np.asarray(diffs, dtype=np.float64).ravel(), _DECIMALS)
+    return np.round(np.asarray(values, dtype=np.float64).ravel(), _DECIMALS)
 
 
-def _t_quantile(confidence: float, df: int) -> float:
+def t_quantile(confidence: float, df: int) -> float:
+    """The two-sided Student-t quantile for a central interval at `confidence`."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     return float(stats.t.ppf(0.5 + confidence / 2.0, df))
 
 
-def mean_ci(
-    scores: Sequence[float | None] | np.ndarray, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """(mean, low, high): Student-t interval for the mean of the present scores.
+def mean_ci(scores: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval for the mean of the finite scores.
 
-    mean -/+ t_{n-1, (1+confidence)/2} * s / sqrt(n), with s the sample std (ddof 1).
-    Descriptive only: fold scores share training data and seeds share folds, so they are not
-    independent and this interval is too narrow; to compare arms trust `corrected_ttest`.
-    Fewer than 2 scores: nan bounds (and nan mean for none); all scores equal: zero width.
+    Descriptive only: fold scores share training data, so they are not independent and this
+    interval is too narrow; arms are compared with `posterior`. Fewer than 2 scores: nan bounds.
     """
-    x = _present(scores)
-    n = x.size
-    if n == 0:
+    x = np.asarray(scores, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(np.mean(x))
-    if n < 2:
+    if x.size < 2:
         return mean, math.nan, math.nan
-    half = _t_quantile(confidence, n - 1) * float(np.std(x, ddof=1)) / math.sqrt(n)
+    half = t_quantile(confidence, x.size - 1) * float(np.std(x, ddof=1)) / math.sqrt(x.size)
     return mean, mean - half, mean + half
 
 
-def corrected_ttest(
-    diffs: Sequence[float] | np.ndarray, n_train: float, n_test: float, confidence: float = 0.95
-) -> CorrectedTTest:
-    """Nadeau-Bengio corrected resampled t-test on n paired differences (arm minus baseline).
+def scale(s2: float, n: int, rho: float) -> float:
+    """se = sqrt((1/n + rho) * s2): the corrected scale of a mean of n unit differences."""
+    return math.sqrt((1.0 / n + rho) * s2)
 
-    Formula (d_i = difference on fold-and-seed i, i = 1..n):
-        mean_diff = (1/n) * sum_i d_i
-        s2        = (1/(n-1)) * sum_i (d_i - mean_diff)^2          (sample variance)
-        se        = sqrt( (1/n + n_test/n_train) * s2 )
-        t         = mean_diff / se,   with n - 1 degrees of freedom
-        p         = 2 * P(T_{n-1} >= |t|)                            (two-sided, scipy.stats.t)
-        CI        = mean_diff -/+ t_{n-1, (1+confidence)/2} * se
-    The plain paired t-test uses s2/n; the n_test/n_train term corrects for the correlation between
-    folds that share training data (for K-fold CV n_test/n_train = 1/(K-1); pass the actual, or the
-    average, fold sizes). Sources: C. Nadeau and Y. Bengio, "Inference for the Generalization
-    Error", Machine Learning 52(3):239-281, 2003 (corrected resampled t-test); R. R. Bouckaert and
-    E. Frank, "Evaluating the Replicability of Significance Tests for Comparing Learning
-    Algorithms", PAKDD 2004, LNCS 3056:3-12 (the same correction for r x K-fold CV, n = r*K).
 
-    Edge cases (no division by zero, no warnings): n < 2 -> se, t, p and the CI are nan (reason
-    given). All differences equal (zero variance): if they are all 0 the arms tie on every split,
-    so t = 0 and p = 1; otherwise every split moved the same way by the same amount, which we take
-    as a certain difference: t = +-inf, p = 0, CI = [mean_diff, mean_diff] (reason given).
+def posterior(values: Sequence[float] | np.ndarray, rho: float, rope: Rope = DEFAULT_ROPE,
+              decision: float = DECISION) -> Posterior:
+    """The Bayesian correlated t-test on paired unit differences (see the module docstring).
+
+        mean = (1/n) sum d_i,  s2 = sample variance,  se = sqrt((1/n + rho) s2),  df = n - 1
+        P(better)     = P(T > (rope_high - mean)/se)       T ~ Student t(df)
+        P(worse)      = P(T < (rope_low - mean)/se)
+        P(equivalent) = 1 - P(better) - P(worse)
+        interval      = mean -/+ t_{df, decision} * se   (the 95% central interval for 0.975)
+        p_two_sided   = 2 P(T > |mean| / se)              (the corrected t-test)
+
+    No distribution (nan probabilities, `reason` set) with fewer than 2 units or zero variance:
+    identical differences on every unit (accuracies are quantised, so this happens with a few
+    units) say nothing about how much they vary, and a t with zero scale would claim certainty.
     """
-    if n_train <= 0 or n_test <= 0:
-        raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
-    d = _diffs(diffs)
-    n = d.size
-    nan = math.nan
-    if n == 0:
-        return CorrectedTTest(nan, nan, nan, nan, nan, nan, "no pairs: no test possible")
-    mean = float(np.mean(d))
+    if rho < 0 or not math.isfinite(rho):
+        raise ValueError(f"rho must be finite and >= 0, got {rho}")
+    d = diffs_of(values)
+    n, nan = d.size, math.nan
+    mean = float(np.mean(d)) if n else nan
     if n < 2:
-        return CorrectedTTest(mean, nan, nan, nan, nan, nan, "only 1 pair: the t-test needs at least 2")
-    if np.ptp(d) == 0.0:
-        if d[0] == 0.0:
-            return CorrectedTTest(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, "identical scores on every pair: p set to 1")
-        same = float(d[0])
-        reason = "the same difference on every pair (zero variance): p set to 0"
-        return CorrectedTTest(same, 0.0, math.copysign(math.inf, same), 0.0, same, same, reason)
-    se = math.sqrt((1.0 / n + n_test / n_train) * float(np.var(d, ddof=1)))
-    t = mean / se
-    p = float(2.0 * stats.t.sf(abs(t), n - 1))
-    half = _t_quantile(confidence, n - 1) * se
-    return CorrectedTTest(mean, se, t, p, mean - half, mean + half)
+        return Posterior(mean, nan, nan, max(n - 1, 0), nan, nan, nan, nan, nan, nan,
+                         f"{n} paired unit(s): the test needs at least 2")
+    sd = float(np.std(d, ddof=1))
+    if sd < _ZERO_SD:
+        return Posterior(mean, 0.0, 0.0, n - 1, nan, nan, nan, nan, nan, nan,
+                         f"the same difference ({mean:+.4f}) on all {n} units: zero variance, no test")
+    se, df = scale(sd * sd, n, rho), n - 1
+    p_better = float(stats.t.sf((rope[1] - mean) / se, df))
+    p_worse = float(stats.t.cdf((rope[0] - mean) / se, df))
+    half = float(stats.t.ppf(decision, df)) * se
+    p = float(2.0 * stats.t.sf(abs(mean) / se, df))
+    return Posterior(mean, sd, se, df, p_worse, max(0.0, 1.0 - p_better - p_worse), p_better,
+                     mean - half, mean + half, p)
 
 
-def wilcoxon_test(diffs: Sequence[float] | np.ndarray) -> WilcoxonResult:
-    """Two-sided Wilcoxon signed-rank p (scipy.stats.wilcoxon) on paired differences, or nan.
-
-    Needs at least 6 pairs: with n pairs the smallest attainable two-sided p is 2/2**n, which is
-    0.0625 for n = 5, so fewer pairs could never reach 0.05; p is then nan with a reason.
-    zero_method="zsplit": a zero difference (the arms tie on that split) stays in the ranking with
-    its rank split half to each sign, so the sample size is the number of pairs ("wilcox" drops
-    ties and tests fewer pairs). Up to 13 pairs scipy's method="auto" is exact (or, with ties or
-    zeros, an exhaustive permutation over the signs of the nonzero differences), where all zero
-    methods agree; beyond, it uses the normal approximation, where zsplit counts the zeros in n and
-    in the tie correction. All differences zero -> p = 1, set here (scipy gives nan and warns for
-    the other zero methods, and older scipy versions differ).
-    """
-    d = _diffs(diffs)
-    if d.size < MIN_WILCOXON_PAIRS:
-        return WilcoxonResult(
-            math.nan, f"only {d.size} pairs: the Wilcoxon test needs at least {MIN_WILCOXON_PAIRS}"
-        )
-    if not np.any(d):
-        return WilcoxonResult(1.0, "identical scores on every pair: Wilcoxon p set to 1")
-    return WilcoxonResult(float(stats.wilcoxon(d, zero_method="zsplit", alternative="two-sided").pvalue))
+def decide(post: Posterior, decision: float = DECISION) -> str:
+    """'better', 'worse' or 'equivalent' when that posterior probability reaches `decision`, else
+    'undecided'; 'incomplete' when there is no posterior (post.reason). The ROPE decides first:
+    a difference that is certainly non-zero but certainly inside the ROPE is 'equivalent'."""
+    if post.reason:
+        return "incomplete"
+    if post.p_better >= decision:
+        return "better"
+    if post.p_worse >= decision:
+        return "worse"
+    if post.p_equivalent >= decision:
+        return "equivalent"
+    return "undecided"
 
 
-def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni step-down adjusted p-values, in the input order; NaN stays NaN.
+def _reach(sd: float, n: int, rho: float, decision: float, power: float) -> float:
+    """How far beyond the ROPE's edge a true difference must lie to be called with `power`."""
+    df = n - 1
+    return (float(stats.t.ppf(decision, df)) + float(stats.t.ppf(power, df))) * scale(sd * sd, n, rho)
+
+
+def detectable(sd: float, n: int, rho: float, rope: Rope = DEFAULT_ROPE, decision: float = DECISION,
+               power: float = POWER) -> float:
+    """The smallest true improvement the rule calls 'better' with probability `power`, given the
+    std `sd` of the unit differences: rope_high + (t_{df,decision} + t_{df,power}) * se.
+
+    The usual normal-theory approximation (the posterior's lower bound, mean - t*se, must clear
+    the ROPE's edge; the mean falls short of the truth by more than t_{power}*se in 1 - power of
+    studies). nan when there is no variance estimate (fewer than 2 units, zero variance)."""
+    if n < 2 or not math.isfinite(sd) or sd <= 0:
+        return math.nan
+    return rope[1] + _reach(sd, n, rho, decision, power)
+
+
+def repeats_needed(sd: float, folds: int, rho: float, beyond: float, rope: Rope = DEFAULT_ROPE,
+                   decision: float = DECISION, power: float = POWER, most: int = 100) -> int | None:
+    """The fewest repeats R (R x folds units) at which a true improvement of `beyond` past the
+    ROPE's edge is detected with `power`; None when even `most` repeats do not reach it (the rho
+    term of the corrected variance does not shrink with repeats, so some targets are out of reach
+    of repeats at any number: then only a lower variance, e.g. more seeds per fold, helps)."""
+    if folds < 1 or not math.isfinite(sd) or sd <= 0:
+        return None
+    for r in range(1, most + 1):
+        if r * folds >= 2 and _reach(sd, r * folds, rho, decision, power) <= beyond:
+            return r
+    return None
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Holm-Bonferroni step-down: (adjusted p, the level each p was tested at), in the input order.
 
     With the m non-NaN p-values sorted ascending, p_(1) <= ... <= p_(m):
-        adjusted p_(i) = min(1, max_{j <= i} (m - j + 1) * p_(j))
-    The running max keeps the adjusted values monotone in the raw ones. Reject where adjusted < alpha:
-    controls the family-wise error rate at alpha (S. Holm, "A Simple Sequentially Rejective Multiple
-    Test Procedure", Scandinavian Journal of Statistics 6(2):65-70, 1979). NaNs (no test) are not
-    counted in m.
+        adjusted p_(i) = min(1, max_{j <= i} (m - j + 1) * p_(j)),   level of step i = 1 / (m - i + 1)
+    (a p is rejected at alpha when p_(i) < alpha * level and every earlier step rejected). Controls
+    the family-wise error rate (S. Holm, Scandinavian Journal of Statistics 6(2):65-70, 1979).
+    NaNs (no test) are not counted in m and stay NaN.
     """
     p = np.asarray(pvalues, dtype=np.float64).ravel()
-    out = np.full(p.shape, math.nan)
+    out, level = np.full(p.shape, math.nan), np.full(p.shape, math.nan)
     idx = np.flatnonzero(~np.isnan(p))
     m = idx.size
     if m == 0:
-        return out
+        return out, level
     order = idx[np.argsort(p[idx], kind="stable")]
     scaled = (m - np.arange(m)) * p[order]
     out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
-    return out
-
-
-def _check_alpha_rope(alpha: float, rope: Rope | None) -> None:
-    if not 0.0 < alpha < 1.0:
-        raise UserError(f"alpha must be between 0 and 1, got {alpha}")
-    if rope is not None and not (len(rope) == 2 and rope[0] < rope[1]):
-        raise UserError(f"rope must be (low, high) with low < high, got {rope}")
-
-
-def verdict(
-    mean_diff: float,
-    ci_low: float,
-    ci_high: float,
-    p_adj: float,
-    alpha: float = 0.05,
-    rope: Rope | None = None,
-) -> str:
-    """One of "better", "worse", "equivalent", "no detectable difference", "too few pairs".
-
-    p_adj is the Holm-adjusted corrected-t p; ci_low/ci_high its (unadjusted) corrected CI.
-    nan p (fewer than 2 pairs) -> "too few pairs"; p_adj < alpha -> "better" or "worse" by the sign
-    of mean_diff (higher scores are better); else, with a region of practical equivalence
-    rope = (low, high) given, "equivalent" when the whole CI lies inside it; else "no detectable
-    difference" (which is not evidence that the arms are the same).
-    """
-    _check_alpha_rope(alpha, rope)
-    if math.isnan(p_adj):
-        return "too few pairs"
-    if p_adj < alpha:
-        return "better" if mean_diff > 0 else "worse"
-    if rope is not None and rope[0] <= ci_low and ci_high <= rope[1]:
-        return "equivalent"
-    return "no detectable difference"
-
-
-@dataclass
-class ArmStats:
-    """One report row: an arm, its scores, and its paired comparison with the baseline.
-
-    Floats are nan where a value does not apply (the baseline's p-values, too few scores);
-    `to_json` turns those into None. diff* are arm minus baseline on the common indices.
-    """
-
-    arm: str
-    n: int  # scores present
-    mean: float
-    ci_low: float
-    ci_high: float
-    n_pairs: int = 0  # indices present in both this arm and the baseline
-    diff: float = math.nan
-    diff_low: float = math.nan
-    diff_high: float = math.nan
-    p_corrected: float = math.nan
-    p_wilcoxon: float = math.nan
-    p_corrected_holm: float = math.nan
-    p_wilcoxon_holm: float = math.nan
-    verdict: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """dataclasses.asdict with nan and inf as None (JSON has neither)."""
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                for k, v in asdict(self).items()}
-
-
-def _row(name: str, x: np.ndarray, n_slots: int, alpha: float, high_std: float) -> ArmStats:
-    """The arm's own statistics; comparison fields are filled in by compare_arms."""
-    present = np.isfinite(x)
-    mean, low, high = mean_ci(x[present], 1.0 - alpha)
-    row = ArmStats(name, int(present.sum()), mean, low, high)
-    missing = n_slots - row.n
-    if row.n == 0:
-        row.warnings.append("no scores (every run missing)")
-    elif missing:
-        row.warnings.append(f"{missing} of {n_slots} runs missing (pruned or failed folds)")
-    if row.n >= 2 and (std := float(np.std(x[present], ddof=1))) > high_std:
-        row.warnings.append(f"high fold variance: std {std:.2f} across folds (above {high_std:.2f})")
-    return row
-
-
-def compare_arms(
-    scores: Mapping[str, Sequence[float | None]],
-    baseline: str,
-    n_train: float,
-    n_test: float,
-    alpha: float = 0.05,
-    rope: Rope | None = None,
-    high_std: float = HIGH_FOLD_STD,
-) -> list[ArmStats]:
-    """One ArmStats per arm: the baseline first, then the other arms in the given order.
-
-    scores[arm][i] is the score on fold-and-seed i (the same split for every arm), None or NaN
-    where missing; lists may be shorter than the longest (the tail is missing). Each arm is paired
-    with the baseline on the indices both have. n_train, n_test: training and test set sizes (the
-    average per fold is fine) for `corrected_ttest`. Intervals are at confidence 1 - alpha.
-    Holm adjustment runs across the non-baseline arms, separately for the corrected and the
-    Wilcoxon p; the verdict uses the Holm-adjusted corrected p. The baseline row has diff 0, nan
-    p-values and verdict "baseline".
-    """
-    if baseline not in scores:
-        raise unknown("baseline arm", baseline, scores)
-    _check_alpha_rope(alpha, rope)
-    n_slots = max(len(v) for v in scores.values())
-    arrays = {name: _slots(vals, n_slots) for name, vals in scores.items()}
-    base = arrays[baseline]
-    rows = [_row(baseline, base, n_slots, alpha, high_std)]
-    rows[0].n_pairs, rows[0].diff, rows[0].verdict = rows[0].n, 0.0, "baseline"
-    for name, x in arrays.items():
-        if name == baseline:
-            continue
-        row = _row(name, x, n_slots, alpha, high_std)
-        both = np.isfinite(x) & np.isfinite(base)
-        d = x[both] - base[both]
-        tt = corrected_ttest(d, n_train, n_test, confidence=1.0 - alpha)
-        wx = wilcoxon_test(d)
-        row.n_pairs, row.diff, row.diff_low, row.diff_high = d.size, tt.mean_diff, tt.ci_low, tt.ci_high
-        row.p_corrected, row.p_wilcoxon = tt.p, wx.p
-        row.warnings += [tt.reason] if tt.reason else []
-        if math.isnan(wx.p) and not math.isnan(tt.p):  # below 2 pairs the t-test reason says it all
-            row.warnings.append(wx.reason)
-        rows.append(row)
-    others = rows[1:]
-    p_corrected = holm([r.p_corrected for r in others])
-    p_wilcoxon = holm([r.p_wilcoxon for r in others])
-    for row, pc, pw in zip(others, p_corrected, p_wilcoxon, strict=True):
-        row.p_corrected_holm, row.p_wilcoxon_holm = float(pc), float(pw)
-        row.verdict = verdict(row.diff, row.diff_low, row.diff_high, row.p_corrected_holm, alpha, rope)
-    return rows
+    level[order] = 1.0 / (m - np.arange(m))
+    return out, level

@@ -12,6 +12,8 @@ from typing import Any
 import optuna
 
 from ablate.report.analysis import analyze, md, verdict_table_markdown
+from ablate.report.verdict_html import sensitivity_text
+from ablate.report.verdicts import Design
 from ablate.study import records
 
 FOLD_CHART_ID = "ablate-fold-scores"  # save_plotly_graph_object overwrites the chart saved under this id
@@ -28,15 +30,19 @@ def note_markdown(a: dict[str, Any]) -> str:
         f"**What varies:** the {md(a['axis'])} ({md(a['mode'])} mode); baseline arm **{md(a['baseline'])}**.",
         f"**Base recipe:** {parts}; augmentations {augs or 'none'}; batch {recipe.get('batch_size')}, "
         f"{recipe.get('epochs')} epochs (preset {md(a['preset'])}).",
-        f"**Evidence:** {a['folds']} participant-grouped folds x {a['seeds']} seed(s), paired across arms; "
+        f"**Evidence:** {a.get('repeats') or 1} repeat(s) x {a['folds']} participant-grouped folds x {a['seeds']} "
+        "seed(s) (averaged per fold), paired across arms; "
         f"data {md(a['fingerprint'])} ({data.get('sequences')} sequences, {data.get('participants')} participants, "
         f"{data.get('signs')} signs); storage {md(a['storage'])}.",
         "",
         "## Current verdict" + ("" if a["finished"] else " (study not finished)"),
         verdict_table_markdown(a) if a["arms"] else "_no finished folds yet_",
         "",
-        "Verdicts use the Nadeau-Bengio corrected resampled t-test, Holm-adjusted across arms "
-        f"(alpha {a['alpha']}); the Wilcoxon p is shown beside it.",
+        "Verdicts: the Bayesian correlated t-test (the Nadeau-Bengio corrected t as a posterior) against the "
+        f"ROPE [{a['rope'][0]:+g}, {a['rope'][1]:+g}]; better, worse or equivalent at posterior probability "
+        f"{a.get('decision', 0.975):g}, else undecided; incomplete without the full design.",
+        "",
+        md(sensitivity_text(a)),
     ]
     warnings = [md(w) for w in a["warnings"]] + [f"{md(r['arm'])}: {md(w)}" for r in a["arms"] for w in r["warnings"]]
     if warnings:
@@ -52,7 +58,7 @@ def fold_chart(a: dict[str, Any]) -> Any:
     n = max((len(r["scores"]) for r in a["arms"]), default=0)
     for i in range(n):
         fig.add_trace(go.Scatter(x=[r["arm"] for r in a["arms"]], y=[r["scores"][i] for r in a["arms"]],
-                                 mode="lines+markers", name=f"fold {i % (a['folds'] or 1)} seed {i // (a['folds'] or 1)}"))
+                                 mode="lines+markers", name=Design.of(a).label(i)))
     fig.update_layout(title="Fold scores per arm (lines join the same fold)", yaxis_title="accuracy")
     return fig
 

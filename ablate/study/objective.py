@@ -1,7 +1,8 @@
-"""One Optuna trial: its arm (and tuned values) -> config -> every fold x seed -> mean accuracy.
+"""One Optuna trial: its arm (and tuned values) -> config -> every repeat x seed x fold -> mean accuracy.
 
-Every trial uses the same fold ids and the same seeds, so the fold scores of two arms are paired.
-Each fold's score is reported as an intermediate value (step = seed * K + fold) and stored, with its
+Every trial uses the same partitions (one per repeat), fold ids and seeds, so the fold scores of two
+arms are paired. Each fold's score is reported as an intermediate value (step = (repeat * seeds +
+seed) * K + fold) and stored, with its
 curve and time, in the trial's record as soon as it is known, so a pruned or failed trial keeps
 the folds it finished.
 """
@@ -47,25 +48,34 @@ class Objective:
         settings = self.settings
         first = resolve(self.space.base, self.meta.preset, self.space.arms[arm], tuned, stage, settings=settings)
         records.start(trial, arm, stage, first.config.to_dict(), first.sources, self.data.fingerprint)
-        k = first.config.folds
+        k, n_seeds = first.config.folds, self.meta.seeds
         folds: list[FoldScore] = []
-        for s in range(self.meta.seeds):
-            cfg = resolve(self.space.base, self.meta.preset, self.space.arms[arm], tuned, stage, seed=s,
-                          settings=settings).config
-            for fold in range(k):
-                where = f"trial {trial.number} [{arm}] seed {s} fold {fold + 1}/{k}"
-                result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs),
-                                    progress=False, sharing=self.sharing)
-                folds.append(_fold_score(s * k + fold, cfg.seed, fold, result))
-                trial.report(result.last_acc, s * k + fold)  # the last epoch: the best one on val would flatter
-                records.add_folds(trial, folds)
-                self.log(f"{where}: acc {result.last_acc:.4f} ({result.seconds:.0f}s) | elapsed {self._elapsed()}", False)
-                checkpoints.reached("trial:fold-stored")
-                if self.pruning and stage != STAGE_COMPARE and trial.should_prune():
-                    mean = np.mean([f.score for f in folds])
-                    raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s): mean {mean:.4f}")
+        for r in range(self.meta.repeats):
+            for s in range(n_seeds):
+                cfg = resolve(self.space.base, self.meta.preset, self.space.arms[arm], tuned, stage, repeat=r,
+                              seed=s, settings=settings).config
+                for fold in range(k):
+                    step = (r * n_seeds + s) * k + fold
+                    folds.append(self._fold(trial, arm, cfg, r, s, fold, step))
+                    records.add_folds(trial, folds)
+                    checkpoints.reached("trial:fold-stored")
+                    if self.pruning and stage != STAGE_COMPARE and trial.should_prune():
+                        mean = np.mean([f.score for f in folds])
+                        raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s): mean {mean:.4f}")
         _attach_curves(trial, folds)
         return float(np.mean([f.score for f in folds]))
+
+    def _fold(self, trial: optuna.Trial, arm: str, cfg: Any, repeat: int, seed: int, fold: int,
+              step: int) -> FoldScore:
+        """Train one fold, report it to Optuna (for the pruner) and log it."""
+        k = cfg.folds
+        rep = f" repeat {repeat}" if self.meta.repeats > 1 else ""
+        where = f"trial {trial.number} [{arm}]{rep} seed {seed} fold {fold + 1}/{k}"
+        result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs), progress=False,
+                            sharing=self.sharing)
+        trial.report(result.last_acc, step)  # the last epoch: the best one on val would flatter
+        self.log(f"{where}: acc {result.last_acc:.4f} ({result.seconds:.0f}s) | elapsed {self._elapsed()}", False)
+        return _fold_score(step, cfg.seed, fold, repeat, result)
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.started)
@@ -78,12 +88,12 @@ class Objective:
         return show
 
 
-def _fold_score(step: int, seed: int, fold: int, r: FoldResult) -> FoldScore:
+def _fold_score(step: int, seed: int, fold: int, repeat: int, r: FoldResult) -> FoldScore:
     return FoldScore(step, seed, fold, r.last_acc, r.best_acc, round(r.seconds, 2), round(r.samples_per_sec, 1),
                      r.n_train, r.n_val, {"val_acc": [round(e.val_acc, 5) for e in r.epochs],
                                           "val_loss": [round(e.val_loss, 5) for e in r.epochs],
                                           "train_loss": [round(e.train_loss, 5) for e in r.epochs]},
-                     r.device, r.gpu, r.amp)
+                     r.device, r.gpu, r.amp, repeat)
 
 
 def _attach_curves(trial: optuna.Trial, folds: list[FoldScore]) -> None:

@@ -21,6 +21,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ablate.report.stats import DEFAULT_ROPE
 from ablate.study.storage import mask_url
 
 META = "ablate"  # the study attribute holding StudyMeta
@@ -57,6 +58,8 @@ class StudyMeta:
     space_file: str = ""
     storage: str = ""  # masked: never a password
     data_path: str = ""  # the trainer's input path (feed.DATA_PATH); "" = per-sequence, before batches on the device
+    repeats: int = 1  # re-partitions of the data (fold seed fold_seed + repeat); 1 in studies before repeats
+    rope: list[float] = field(default_factory=lambda: list(DEFAULT_ROPE))  # the space file's, for the verdicts
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -66,7 +69,7 @@ class StudyMeta:
 class FoldScore:
     """One fold (of one seed) of a trial: the paired unit every comparison is built from."""
 
-    step: int  # seed index * K + fold
+    step: int  # (repeat * seeds + seed index) * K + fold
     seed: int
     fold: int
     score: float  # last-epoch validation accuracy
@@ -79,6 +82,7 @@ class FoldScore:
     device: str = ""  # where it trained ("cpu", "cuda:1"), the GPU's name, and the precision it ran at
     gpu: str = ""
     amp: str = ""
+    repeat: int = 0
 
 
 @dataclass

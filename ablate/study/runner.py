@@ -46,6 +46,7 @@ class RunArgs:
     study: str | None = None  # study name override
     workers: int = 1
     seeds: int = 1
+    repeats: int = 1  # re-partitions of the data, each with K folds (repeated cross-validation)
     n_trials: int | None = None
     timeout: float | None = None
     pruning: str = "auto"  # auto | on | off
@@ -71,9 +72,13 @@ def study_name(space: Space, preset: str, leaky: bool = False) -> str:
     return f"{space.name}-{preset}" + (records.LEAKY_SUFFIX if leaky else "")
 
 
-def _pruning_on(mode: str, folds: int, seeds: int) -> bool:
-    """WilcoxonPruner needs >= 6 paired fold scores before it can ever reach p < 0.05."""
-    return mode == "on" or (mode == "auto" and folds * seeds >= 6)
+def _pruning_on(asked: str, meta: records.StudyMeta) -> bool:
+    """Only tune mode (and the tuning stage of both) prunes: it saves compute there and decides
+    nothing, while a pruned ablation arm would get no verdict. WilcoxonPruner needs >= 6 paired fold
+    scores before it can ever reach p < 0.05."""
+    if meta.mode == "ablation":
+        return False
+    return asked == "on" or (asked == "auto" and meta.folds * meta.seeds * meta.repeats >= 6)
 
 
 class _Printer:
@@ -135,7 +140,7 @@ class _Worker:
             raise UserError(f"cache {self.data.dir}: its data changed (fingerprint {self.data.fingerprint}) since "
                             f"study {self.name!r} began on {self.meta.fingerprint}; this worker stops")
         self.mode = mode_of(self.meta.mode)
-        pruning = _pruning_on(self.args.pruning, self.meta.folds, self.meta.seeds)
+        pruning = _pruning_on(self.args.pruning, self.meta)
         self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log, self.device,
                                    sharing=self.sharing)
 
@@ -263,12 +268,16 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     space = load_space(args.space)
     preset = args.preset or space.default_preset
     space.base.preset(preset)  # an unknown preset is refused before any data is read
+    if args.pruning == "on" and space.mode == "ablation":
+        raise UserError(f"--pruning on: {space.path} is in ablation mode, which never prunes (a pruned arm gets no "
+                        "verdict); pruning is for modes tune and both")
     placement = place(args.devices, torch.cuda.device_count())  # a bad --devices before any data is read
     cache_dir = resolve_data(args.data)
     data = Cache(cache_dir)
     where = storage_label(args.storage)
     name = args.study or study_name(space, preset, args.leaky_folds)
-    meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where)
+    meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where,
+                    args.repeats)
     p = prepare(open_storage(args.storage), name, space, meta)
     study, meta = p.study, p.meta
     for note in p.notes:
@@ -279,7 +288,8 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
         print(f"resuming study {name!r}: {sum(t.state.is_finished() for t in trials)}/{len(trials)} trials finished, "
               f"{p.recovered} stale recovered, {p.queued} queued{grown}", file=sys.stderr)
     refresh_note(study)
-    print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, preset {preset}, {meta.folds} folds x "
+    reps = f"{meta.repeats} repeats x " if meta.repeats > 1 else ""
+    print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, preset {preset}, {reps}{meta.folds} folds x "
           f"{meta.seeds} seed(s)) on {data.fingerprint} in {where}; worker device(s): "
           f"{', '.join(placement.of(i) for i in range(args.workers))}", file=sys.stderr, flush=True)
     deadline = time.time() + args.timeout if args.timeout else None

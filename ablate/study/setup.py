@@ -29,7 +29,7 @@ from ablate.study import queue, records
 from ablate.study.modes import mode_of
 from ablate.study.records import StudyMeta
 
-_SAME = ("fingerprint", "folds", "seeds", "fold_seed", "fold_kind", "axis", "mode", "baseline", "preset")
+_SAME = ("fingerprint", "folds", "seeds", "repeats", "fold_seed", "fold_kind", "axis", "mode", "baseline", "preset")
 
 
 def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
@@ -44,7 +44,8 @@ def pruner() -> optuna.pruners.BasePruner:
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
 
 
-def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str, storage: str) -> StudyMeta:
+def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str, storage: str,
+             repeats: int = 1) -> StudyMeta:
     base = resolve(space.base, preset, space.arms[space.baseline]).config
     written = {"recipe": space.base.recipe, "preset": {"scalars": space.base.presets[preset].scalars,
                                                        "component_params": space.base.presets[preset].component_params}}
@@ -55,7 +56,7 @@ def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str,
         data={"source": data.meta["source"], "sequences": len(data), "signs": data.num_classes,
               "participants": int(len(set(data.participants.tolist())))},
         recipe=base.to_dict(), base_written=json.loads(json.dumps(written)), n_trials=space.n_trials,
-        space_file=str(space.path), storage=storage, data_path=DATA_PATH)
+        space_file=str(space.path), storage=storage, data_path=DATA_PATH, repeats=repeats, rope=list(space.rope))
 
 
 @dataclass
@@ -150,8 +151,10 @@ def _grow(name: str, old: StudyMeta, new: StudyMeta, space: Space) -> tuple[Stud
     added = [a for a in new.arms if a not in arms]
     for a in added:
         arms[a] = new.arms[a]
+    if list(old.rope) != list(new.rope):  # how the evidence is read, not how it was made: the file's wins
+        notes.append(f"rope: {list(old.rope)} -> {list(new.rope)} (from {space.path}); the verdicts follow it")
     merged = StudyMeta(**{**old.to_json(), "arms": arms, "storage": new.storage, "space_file": new.space_file,
-                          "question": new.question or old.question, "base_written": old.base_written or new.base_written,
+                          "question": new.question or old.question, "rope": list(new.rope), "base_written": old.base_written or new.base_written,
                           "recipe": old.recipe or new.recipe})
     if added and old.mode == "tune":  # Optuna fixes a categorical's choices: sample the grown set under a new name
         merged.arm_param = f"arm@{len(arms)}"
