@@ -68,7 +68,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         records.write_meta(study, new_meta(space, "smoke", data, 1, "grouped", str(w.storage)))
         records.mark_enqueued(study)
         for i, arm in enumerate(space.arms):
-            add(study, TrialState.COMPLETE, arm, [0.3 + 0.01 * i + 0.002 * k for k in range(5)])
+            # fold noise (odd arms) so that differences have a spread: zero variance gets no verdict
+            add(study, TrialState.COMPLETE, arm, [0.3 + 0.01 * i + 0.002 * k + 0.002 * ((i + k) % 2) for k in range(5)])
     write_report(optuna.load_study(study_name="tiny-smoke", storage=storage), w.reports)
     write_index(w.reports)
     (w.home).mkdir()
