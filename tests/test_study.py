@@ -328,7 +328,16 @@ def test_repeats_repartition_by_participant_and_pair_by_unit(spaces: Path, synth
         for k in range(5):  # within a repeat, no participant in two folds
             inside = set(data.participants[fold == k].tolist())
             assert not inside & set(data.participants[fold != k].tolist())
+    from ablate.study import predictions
+
+    for t in study.get_trials():  # each fold's validation predictions, stored in the trial
+        preds = predictions.predictions(t)
+        assert sorted(preds) == list(range(10))
+        for step, p in preds.items():
+            assert (p.index == np.flatnonzero(parts[step // 5] == step % 5)).all()
+            assert ((0 <= p.p_true) & (p.p_true <= 1)).all() and (p.predicted < data.num_classes).all()
     a = analyze(study)
+    assert len(a["participants"]) == 5 and all(r["generator"] for r in a["participants"])
     assert a["repeats"] == 2 and a["rope"] == [-0.01, 0.01]
     assert [r["n_units"] for r in a["arms"]] == [10, 10]  # full design; smoke scores may still tie (zero variance)
     assert a["arms"][1]["verdict"] != "incomplete" or "zero variance" in " ".join(a["arms"][1]["warnings"])

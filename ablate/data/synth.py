@@ -40,6 +40,7 @@ import numpy as np
 
 from ablate.data.kaggle import SIGN_MAP, TRAIN_CSV, write_landmarks
 from ablate.data.synth_motion import SynthConfig, participant, sequence_length, synthesize
+from ablate.data.participants import GENERATOR_FILE, generator_csv
 
 __all__ = ["SIGN_NAMES", "SynthConfig", "Row", "plan", "lengths", "synthesize", "generate"]
 
@@ -177,6 +178,7 @@ def generate(
             pool.shutdown(cancel_futures=True)
     names = signs(cfg)
     _replace_text(out_dir / SIGN_MAP, json.dumps({name: i for i, name in enumerate(names)}))
+    _replace_text(out_dir / GENERATOR_FILE, generator_csv(cfg))  # who is left-handed, scale, tilt: the truth
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "participant_id", "sequence_id", "sign"])

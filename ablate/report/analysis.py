@@ -15,6 +15,7 @@ import optuna
 
 from scipy import stats
 
+from ablate.report.participants import panel
 from ablate.report.stats import DECISION, POWER, detectable, repeats_needed
 from ablate.report.verdicts import ArmStats, Design, compare_arms
 from ablate.study import records
@@ -109,6 +110,7 @@ def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] 
         _leakage(study, out_arms)
     return _summary(study, meta, recs, out_arms, alpha, rope, n_train, n_test, base_sources) | {
         "sensitivity": sensitivity(rows, design, n_test / n_train if folds else math.nan, rope),
+        **panel(study, reps, baseline, design, arms),
         "warnings": _warnings(meta, mode.warnings(), recs) + _precision_warning(out_arms)}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ablate.report.charts import Chart, esc
 from ablate.report.fmt import DASH, acc, duration, plain, pval, signed, with_interval
+from ablate.report.participants_html import participant_section
 from ablate.report.setup_html import differences_table, params_table, setup_section
 from ablate.report.verdict_html import details_section, how_to_read, summary_table, verdict_summary
 
@@ -116,7 +117,7 @@ def render_report(a: dict[str, Any], charts: list[Chart], generated: str, json_h
         f"<p><b>In one line:</b> {esc(verdict_summary(a))}.</p>",
         setup_section(a, a["versions"], a["commit"]),
         '<h2 id="summary">Summary</h2>', summary_table(a), params_table(a), differences_table(a), how_to_read(a),
-        details_section(a), warnings_section(a), leakage_section(a), charts_section(charts),
+        details_section(a), participant_section(a), warnings_section(a), leakage_section(a), charts_section(charts),
         f'<footer>Made by ablate on {esc(generated)}. The same numbers as JSON: '
         f'<a href="{esc(json_href)}">{esc(json_href)}</a>.</footer>',
     ])

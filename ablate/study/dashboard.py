@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from ablate.report.analysis import analyze, md, verdict_table_markdown
+from ablate.report.participants_html import effect_sentences
 from ablate.report.verdict_html import sensitivity_text
 from ablate.report.verdicts import Design
 from ablate.study import records
@@ -43,6 +44,11 @@ def note_markdown(a: dict[str, Any]) -> str:
         f"{a.get('decision', 0.975):g}, else undecided; incomplete without the full design.",
         "",
         md(sensitivity_text(a)),
+        "",
+        "## Who each arm helps",
+        *([f"- {md(t)}" for t in effect_sentences(a)] or ["No arm's effect differs between groups of participants "
+                                                          "(family-wise 5%)." if a.get("participants") else
+                                                          "_no participant panel yet_"]),
     ]
     warnings = [md(w) for w in a["warnings"]] + [f"{md(r['arm'])}: {md(w)}" for r in a["arms"] for w in r["warnings"]]
     if warnings:

@@ -22,7 +22,7 @@ from ablate import checkpoints
 from ablate.data.cache import Cache
 from ablate.resolve import STAGE_COMPARE, resolve
 from ablate.spaces import Space
-from ablate.study import records
+from ablate.study import predictions, records
 from ablate.study.modes import Mode
 from ablate.study.records import FoldScore, StudyMeta
 from ablate.train import EpochStats, FoldResult, train_fold
@@ -72,7 +72,11 @@ class Objective:
         rep = f" repeat {repeat}" if self.meta.repeats > 1 else ""
         where = f"trial {trial.number} [{arm}]{rep} seed {seed} fold {fold + 1}/{k}"
         result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs), progress=False,
-                            sharing=self.sharing)
+                            sharing=self.sharing, keep_predictions=True)
+        if result.val_probs is not None and result.val_indices is not None:  # for the participant panel
+            labels = self.data.labels[result.val_indices]
+            predictions.add_predictions(trial, step, result.val_indices, result.val_probs.argmax(1),
+                                        result.val_probs[np.arange(labels.size), labels])
         trial.report(result.last_acc, step)  # the last epoch: the best one on val would flatter
         self.log(f"{where}: acc {result.last_acc:.4f} ({result.seconds:.0f}s) | elapsed {self._elapsed()}", False)
         return _fold_score(step, cfg.seed, fold, repeat, result)

@@ -292,3 +292,4 @@ def trial_stage(trial: optuna.Trial, default: str) -> str:
 
 def trial_retries(trial: optuna.Trial) -> int:
     return int(trial.user_attrs.get("retries", 0))
+

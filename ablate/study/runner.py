@@ -24,10 +24,11 @@ import torch
 from ablate.data.cache import META, Cache, resolve_cache_dir
 from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
 from ablate.data.ingest import ingest
+from ablate.data.participants import participant_facts, sequence_table
 from ablate.device import place, release_memory
 from ablate.errors import EXIT_DEVICE, EXIT_USER_ERROR, UserError
 from ablate.spaces import Space, load_space
-from ablate.study import queue, records
+from ablate.study import predictions, queue, records
 from ablate.study.dashboard import refresh_note
 from ablate.study.modes import Mode, mode_of
 from ablate.study.objective import Objective
@@ -280,6 +281,9 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
                     args.repeats)
     p = prepare(open_storage(args.storage), name, space, meta)
     study, meta = p.study, p.meta
+    if not predictions.has_sequences(study):  # a new study, or one begun before the participant panel
+        facts = participant_facts(data)
+        predictions.write_sequences(study, sequence_table(data, facts), data.labels, facts)
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
     if not p.created:

@@ -1,0 +1,115 @@
+"""Who an arm helps: participant facts derived from the landmarks, per-sequence predictions stored
+with each trial, the participant panel and its group effects, on hand-made and real tiny studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from ablate.data.cache import Cache
+from ablate.data.participants import GENERATOR_FILE, participant_facts, read_generator_file, sequence_table
+from ablate.errors import UserError
+from ablate.report.analysis import analyze
+from ablate.report.html import render_report
+from ablate.study import predictions, records
+from studies import folds, meta, new_study
+
+K = 5
+
+
+def test_synthetic_facts_beside_train_csv_and_the_derived_dominant_hand(synth_cache: Path) -> None:
+    data = Cache(synth_cache)
+    facts = participant_facts(data)
+    assert [f["participant"] for f in facts] == sorted(set(data.participants.tolist()))
+    assert sum(f["n_sequences"] for f in facts) == len(data)
+    truth = [f["generator"]["left_handed"] for f in facts]
+    assert sum(truth) == 2  # round(0.3 * 5)
+    # the landmarks alone find the generator's left-handers (they sign mirrored: left hand dominant)
+    assert [f["dominant_hand"] == "left" for f in facts] == truth
+    assert all(0 < f["no_hand_share"] < 1 and f["median_length"] > 0 for f in facts)
+    who = sequence_table(data, facts)
+    assert (np.array([facts[i]["participant"] for i in who]) == data.participants).all()
+
+
+def test_a_malformed_generator_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / GENERATOR_FILE
+    path.write_text("participant_id,left_handed,scale,tilt_deg,speed\n12,1,0.3,five,1\n")
+    with pytest.raises(UserError, match=r"participants.csv: line 2: expected columns"):
+        read_generator_file(path)
+
+
+def test_predictions_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    index = rng.permutation(1000)[:300]
+    pred, p = rng.integers(0, 250, 300), rng.random(300).astype(np.float32)
+    name, value = predictions.encode(7, index, pred, p)
+    assert name == "pred:7" and sum(len(v) for v in value.values()) < 300 * 5 * 4 / 3 + 100
+
+    class T:
+        user_attrs = {name: value}
+
+    (back,) = predictions.predictions(T()).values()  # type: ignore[arg-type]
+    order = np.argsort(index)
+    assert (back.index == index[order]).all() and (back.predicted == pred[order]).all()
+    np.testing.assert_allclose(back.p_true, p[order], atol=5e-4)
+
+
+def _hand_made_study():  # noqa: ANN202
+    """4 participants x 10 sequences, labels 0/1, fold = sequence % 5. The baseline is right on every
+    sequence but each participant's first; 'lefty_bad' is wrong on every sequence of the two
+    left-dominant participants, like the baseline elsewhere; 'null' is the baseline plus one miss."""
+    n = 40
+    who = np.repeat(np.arange(4), 10)
+    labels = np.arange(n) % 2
+    facts = [{"participant": 100 + p, "n_sequences": 10, "dominant_hand": "left" if p < 2 else "right",
+              "median_length": 20.0 + p, "no_hand_share": 0.1 * p} for p in range(4)]
+    base = np.ones(n, bool)
+    base[::10] = False
+    arms = {"base": base, "lefty_bad": base & (who >= 2), "null": base.copy()}
+    arms["null"][5] = False
+    study = new_study("panel", meta("panel", list(arms)))
+    predictions.write_sequences(study, who, labels, facts)
+    fold = np.arange(n) % K
+    for arm, ok in arms.items():
+        scores = [float(ok[fold == k].mean()) + 1e-3 * ((k * 7 + len(arm)) % 3) for k in range(K)]
+        t = records.made_trial(TrialState.COMPLETE, arm, folds(scores))
+        for k in range(K):
+            idx = np.flatnonzero(fold == k)
+            t.set_user_attr(*predictions.encode(k, idx, np.where(ok[idx], labels[idx], 1 - labels[idx]),
+                                                np.where(ok[idx], 0.9, 0.1)))
+        study.add_trial(t)
+    return study
+
+
+def test_participant_panel_by_hand() -> None:
+    a = analyze(_hand_made_study())
+    rows = {r["participant"]: r for r in a["participants"]}
+    assert list(rows) == [100, 101, 102, 103]
+    for pid in (100, 101):
+        assert rows[pid]["arms"]["base"] == {"accuracy": pytest.approx(0.9), "difference": 0.0}
+        assert rows[pid]["arms"]["lefty_bad"]["accuracy"] == 0.0
+        assert rows[pid]["arms"]["lefty_bad"]["difference"] == pytest.approx(-0.9)
+    assert rows[102]["arms"]["lefty_bad"]["difference"] == 0.0 and rows[100]["arms"]["null"]["difference"] == pytest.approx(-0.1)
+    for r in a["participants"]:  # the JSON contract
+        assert {"participant", "dominant_hand", "n_sequences", "arms"} <= set(r)
+        assert r["dominant_hand"] in ("left", "right")
+        assert all({"accuracy", "difference"} <= set(v) for v in r["arms"].values())
+    by = {(e["arm"], e["attribute"]): e for e in a["participant_effects"]}
+    hand = by[("lefty_bad", "dominant hand")]
+    assert hand["differs"] and hand["gap"] == pytest.approx(-0.9)
+    assert hand["groups"]["left-dominant"]["difference"] == pytest.approx(-0.9)
+    assert "lefty_bad is worse mostly for left-dominant signers" in hand["text"]
+    assert not by[("null", "dominant hand")]["differs"]
+    assert hand["level"] == pytest.approx(1 - 0.05 / (2 * 3))  # Bonferroni: 2 arms x 3 attributes
+    page = render_report(a | {"versions": {}, "commit": "x"}, [], "now", "x.json")
+    assert 'id="participants-table"' in page and "lefty_bad is worse mostly for left-dominant signers" in page
+
+
+def test_a_study_from_before_the_panel_says_so() -> None:
+    study = new_study("old", meta("old", ["a", "b"]))
+    study.add_trial(records.made_trial(TrialState.COMPLETE, "a", folds([0.5, 0.6, 0.55, 0.52, 0.58])))
+    a = analyze(study)
+    assert a["participants"] == [] and "did not record its sequences" in a["participant_note"]
