@@ -154,6 +154,13 @@ def _waiting_trial(w: W) -> None:
     queue.enqueue(optuna.load_study(study_name="losses-smoke", storage=open_storage(str(w.storage))), "ce", "ablation")
 
 
+def _bad_participants_csv(w: W) -> None:
+    """A malformed generator file beside this workspace's train.csv (the cache names its source)."""
+    meta = json.loads((w.cache / "meta.json").read_text())
+    (w.cache / "meta.json").write_text(json.dumps(meta | {"source": str(w.data)}))
+    (w.data / "participants.csv").write_text("participant_id,left_handed\nx,1\n")
+
+
 def _finalize(*extra: str) -> Callable[[W], list[str]]:
     return lambda w: ["finalize", "--from", "losses", "--preset", "smoke", "--storage", str(w.storage), "--data",
                       str(w.cache), "--out", str(w.final), "--reports", str(w.reports), *extra]
@@ -257,6 +264,11 @@ CASES: list[Case] = [
     Case("run-timeout-zero", _run("--timeout", "0"), ("--timeout", "got '0'")),
     Case("run-timeout-nan", _run("--timeout", "nan"), ("--timeout", "got 'nan'")),
     Case("run-seeds-zero", _run("--seeds", "0"), ("--seeds", "got '0'")),
+    Case("run-repeats-zero", _run("--repeats", "0"), ("--repeats", "got '0'")),
+    Case("run-pruning-in-ablation", _run("--pruning", "on"), ("--pruning on", "ablation mode, which never prunes")),
+    Case("space-rope", _run(space="bad"), ("bad.yaml", "rope", "low <= 0 <= high"),
+         _space("axis: loss\nrope: [0.01, 0.02]\narms: {ce: {}}\n")),
+    Case("run-participants-csv", _run(), ("participants.csv", "line 2", "expected columns"), _bad_participants_csv),
     Case("run-data-missing", lambda w: ["run", "tiny", "--preset", "smoke", "--data", str(w.root / "nodata")],
          ("nodata", "no ablate cache here")),
     Case("run-data-file", lambda w: ["run", "tiny", "--preset", "smoke", "--data", str(w.data / "train.csv")],
@@ -290,6 +302,8 @@ CASES: list[Case] = [
          ("reports", "Permission denied"), _chmod(lambda w: w.reports, 0o555), {"unprivileged": True}),
     Case("report-alpha", lambda w: ["report", "--storage", str(w.storage), "--alpha", "2"], ("--alpha", "between 0 and 1")),
     Case("report-rope-order", lambda w: ["report", "--storage", str(w.storage), "--rope", "0.1", "-0.1"], ("--rope", "LOW < HIGH")),
+    Case("report-rope-beside-zero", lambda w: ["report", "--storage", str(w.storage), "--rope", "0.01", "0.02"],
+         ("--rope", "LOW <= 0 <= HIGH")),
     Case("report-rope-nan", lambda w: ["report", "--storage", str(w.storage), "--rope", "nan", "1"], ("--rope", "finite")),
     Case("report-format", lambda w: ["report", "--storage", str(w.storage), "--format", "xml"], ("--format", "invalid choice: 'xml'")),
     # ---- finalize ------------------------------------------------------------------------------------
