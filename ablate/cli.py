@@ -67,6 +67,8 @@ def _text_table(result: dict) -> str:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from ablate.report.analysis import analyze
+    from ablate.report.participants_html import effect_sentences
+    from ablate.report.verdict_html import sensitivity_text
     from ablate.study.dashboard import attach
     from ablate.study.runner import RunArgs, run_with_status
     from ablate.study.storage import mask_url
@@ -77,6 +79,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     result = analyze(study)
     _say(f"\nstudy {result['study']}: {result['question']}")
     _say(_text_table(result))
+    _say(sensitivity_text(result))
+    for line in effect_sentences(result):
+        _say(f"who it helps: {line}")
     for w in result["warnings"]:
         _say(f"warning: {w}")
     paths = write_reports([study], Path("reports"))

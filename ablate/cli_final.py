@@ -97,7 +97,7 @@ def add_commands(sub: Any) -> None:
     f.add_argument("--out", default="final", help="output folder: weights, model.tflite, final.json (default: final/)")
     f.add_argument("--reports", default="reports", help="where final.html goes (default: reports/)")
     f.add_argument("--prefer-mean", action="store_true",
-                   help="take a study's highest-mean arm even when its verdict is 'no detectable difference'")
+                   help="take a study's highest-mean arm even when its verdict is not 'better'")
     f.add_argument("--tta", choices=("none", "hflip"), default="none",
                    help="test-time augmentation inside the exported graph: average with the mirrored sequence")
     f.add_argument("--check-sequences", type=positive_int, default=200,

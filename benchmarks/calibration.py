@@ -20,6 +20,11 @@ Power: a difference of 1 and 2 standard deviations of a unit difference (the med
 comparisons of that design) added to the arm's unit scores of every null comparison: the share
 called "better".
 
+The participant panel's group test on the same nulls: the permutation p of "the arms' difference
+differs between the generator's left- and right-handed participants" (3 of 10; every one of the
+120 relabellings), the share at or below 0.05 (the panel divides 0.05 by the number of
+attributes; this is the rate of one test).
+
 Run: python benchmarks/calibration.py [--comparisons 1000 --datasets 2 --jobs 2]
 The last line of output is a JSON object with one entry per design.
 """
@@ -47,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate.components._random import run_seed  # noqa: E402
 from ablate.data.folds import make_folds  # noqa: E402
-from ablate.data.synth import SynthConfig, plan, synthesize  # noqa: E402
+from ablate.data.synth import SynthConfig, left_handed, plan, synthesize  # noqa: E402
+from ablate.report.participants import permutation_p  # noqa: E402
 from ablate.report.stats import DEFAULT_ROPE, decide, posterior  # noqa: E402
 from ablate.report.verdicts import Design, units_of  # noqa: E402
 from synth_effects import features  # noqa: E402
@@ -66,16 +72,19 @@ DESIGNS = {  # name -> (repeats, seeds, folds shared-seed?)
 ZERO_ROPE = (0.0, 1e-12)
 
 
-def dataset(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, labels, participants) of a default-size synthetic set, made in memory."""
+def dataset(seed: int) -> tuple[np.ndarray, ...]:
+    """(features, labels, participants, left-handed per participant index) of a default-size
+    synthetic set, made in memory."""
     cfg = SynthConfig(seed=seed)
     rows = plan(cfg)
     x = np.stack([features(synthesize(cfg, r.p, r.sign_index, r.rep), use_z=False) for r in rows])
-    return x, np.array([r.sign_index for r in rows]), np.array([r.participant_id for r in rows])
+    pids = np.array([r.participant_id for r in rows])
+    lefty = set(left_handed(cfg))
+    return x, np.array([r.sign_index for r in rows]), pids, np.array([p in lefty for p in np.unique(pids)])
 
 
-def fit_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int) -> float:
-    """Accuracy on `test` of the seeded learner fitted on (a random part of) `train`."""
+def fit_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+    """Correctness on each `test` sequence of the seeded learner fitted on (a random part of) `train`."""
     rng = np.random.default_rng(seed)
     part = train[rng.random(train.size) < SUBSAMPLE]
     mu, sd = x[part].mean(0), x[part].std(0) + 1e-6
@@ -85,37 +94,50 @@ def fit_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
     classes = np.unique(y)
     onehot = (y[part, None] == classes[None, :]).astype(np.float64)
     w = np.linalg.solve(z_tr.T @ z_tr + RIDGE * np.eye(DIM + 1), z_tr.T @ onehot)
-    return float((classes[(z_te @ w).argmax(1)] == y[test]).mean())
+    return classes[(z_te @ w).argmax(1)] == y[test]
 
 
 def arm_scores(data: tuple[np.ndarray, ...], seed: int, fold_seed: int, design: tuple[int, int, bool]) -> tuple[
-        list[float], float]:
-    """Slot scores ((repeat * seeds + s) * K + fold) of one arm, and the mean n_test / n_train."""
-    x, y, groups = data
+        list[float], float, np.ndarray]:
+    """Slot scores ((repeat * seeds + s) * K + fold) of one arm, the mean n_test / n_train, and each
+    sequence's correctness averaged over its repeats and seeds."""
+    x, y, groups = data[:3]
     repeats, seeds, shared = design
-    out, rho = [], []
+    out, rho, correct = [], [], np.zeros(y.size)
     for r in range(repeats):
         fold = make_folds(y, groups, K, fold_seed + r)
         for s in range(seeds):
             for k in range(K):
                 train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
                 key = run_seed(seed + s, 0, 0) if shared else run_seed(seed + s, fold_seed + r, k)
-                out.append(fit_score(x, y, train, test, key))
+                ok = fit_score(x, y, train, test, key)
+                out.append(float(ok.mean()))
+                correct[test] += ok / (repeats * seeds)
                 rho.append(test.size / train.size)
-    return out, float(np.mean(rho))
+    return out, float(np.mean(rho)), correct
+
+
+def group_null_p(data: tuple[np.ndarray, ...], a: np.ndarray, b: np.ndarray) -> float:
+    """The participant panel's permutation p for "the arms' difference differs between the
+    generator's left- and right-handed participants" (true nulls here: the arms are the same)."""
+    groups, lefty = data[2], data[3]
+    ids = np.unique(groups)
+    diff = np.array([(b - a)[groups == p].mean() for p in ids])
+    return permutation_p(diff, lefty, np.random.default_rng(0))[0]
 
 
 def one_comparison(data: tuple[np.ndarray, ...], c: int) -> dict[str, Any]:
-    """Every design on null comparison c: its unit differences, rho and both verdicts."""
+    """Every design on null comparison c: its unit differences, rho, both verdicts and the group test."""
     out: dict[str, Any] = {}
     for name, design in DESIGNS.items():
         fold_seed = 1000 + 16 * c  # a fresh partition per comparison, the repeats after it
-        a, rho = arm_scores(data, 10_000 * c, fold_seed, design)
-        b, _ = arm_scores(data, 10_000 * c + ARM_OFFSET, fold_seed, design)
+        a, rho, ca = arm_scores(data, 10_000 * c, fold_seed, design)
+        b, _, cb = arm_scores(data, 10_000 * c + ARM_OFFSET, fold_seed, design)
         shape = Design(design[0], design[1], K)
         d = units_of(b, shape) - units_of(a, shape)
         out[name] = {"d": d.tolist(), "rho": rho, "mean_acc": float(np.mean(a)),
-                     "rope": decide(posterior(d, rho, DEFAULT_ROPE)), "zero": decide(posterior(d, rho, ZERO_ROPE))}
+                     "rope": decide(posterior(d, rho, DEFAULT_ROPE)), "zero": decide(posterior(d, rho, ZERO_ROPE)),
+                     "group_p": group_null_p(data, ca, cb)}
     return out
 
 
@@ -139,6 +161,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             entry[f"false_{rule}"] = rate(false, n)
             entry[f"incomplete_{rule}"] = sum(v == "incomplete" for v in calls) / n
         entry["equivalent_rope"] = sum(r["rope"] == "equivalent" for r in rows) / n
+        entry["group_false_5pct"] = rate(sum(r["group_p"] <= 0.05 for r in rows), n)
         for k in (1, 2):
             called = sum(decide(posterior(np.asarray(r["d"]) + k * sd, r["rho"], DEFAULT_ROPE)) == "better" for r in rows)
             entry[f"power_{k}sd"] = rate(called, n)
@@ -163,11 +186,11 @@ def main() -> None:
     pct = lambda v: f"{v[0] * 100:.1f}% [{v[1] * 100:.1f}, {v[2] * 100:.1f}]"  # noqa: E731
     print(f"\n{args.comparisons} null comparisons per design, {seconds:.0f} s in all ({args.jobs} jobs)")
     print("design | learner acc | sd of a unit diff | false calls, ROPE +-0.005 | false calls, zero ROPE | "
-          "equivalent | power 1 sd | power 2 sd")
+          "equivalent | power 1 sd | power 2 sd | group effect p <= 0.05")
     for name, e in table.items():
         print(f"{name} | {e['mean_acc']:.3f} | {e['sd_unit_diff']:.4f} | {pct(e['false_rope'])} | "
               f"{pct(e['false_zero'])} | {e['equivalent_rope'] * 100:.1f}% | {pct(e['power_1sd'])} | "
-              f"{pct(e['power_2sd'])}")
+              f"{pct(e['power_2sd'])} | {pct(e['group_false_5pct'])}")
     print(json.dumps({"comparisons": args.comparisons, "seconds": round(seconds, 1), "designs": table}))
 
 

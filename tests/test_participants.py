@@ -57,18 +57,19 @@ def test_predictions_round_trip() -> None:
     np.testing.assert_allclose(back.p_true, p[order], atol=5e-4)
 
 
-def _hand_made_study():  # noqa: ANN202
-    """4 participants x 10 sequences, labels 0/1, fold = sequence % 5. The baseline is right on every
-    sequence but each participant's first; 'lefty_bad' is wrong on every sequence of the two
-    left-dominant participants, like the baseline elsewhere; 'null' is the baseline plus one miss."""
-    n = 40
-    who = np.repeat(np.arange(4), 10)
+def _hand_made_study(n_p: int = 10, lefties: int = 3):  # noqa: ANN202
+    """n_p participants x 10 sequences, labels 0/1, fold = sequence % 5; the first `lefties` are
+    left-dominant. The baseline is right on every sequence but each participant's first;
+    'lefty_bad' is wrong on every sequence of the left-dominant participants, like the baseline
+    elsewhere; 'null' is the baseline plus one miss."""
+    n = 10 * n_p
+    who = np.repeat(np.arange(n_p), 10)
     labels = np.arange(n) % 2
-    facts = [{"participant": 100 + p, "n_sequences": 10, "dominant_hand": "left" if p < 2 else "right",
-              "median_length": 20.0 + p, "no_hand_share": 0.1 * p} for p in range(4)]
+    facts = [{"participant": 100 + p, "n_sequences": 10, "dominant_hand": "left" if p < lefties else "right",
+              "median_length": 20.0 + p, "no_hand_share": 0.01 * p} for p in range(n_p)]
     base = np.ones(n, bool)
     base[::10] = False
-    arms = {"base": base, "lefty_bad": base & (who >= 2), "null": base.copy()}
+    arms = {"base": base, "lefty_bad": base & (who >= lefties), "null": base.copy()}
     arms["null"][5] = False
     study = new_study("panel", meta("panel", list(arms)))
     predictions.write_sequences(study, who, labels, facts)
@@ -87,25 +88,44 @@ def _hand_made_study():  # noqa: ANN202
 def test_participant_panel_by_hand() -> None:
     a = analyze(_hand_made_study())
     rows = {r["participant"]: r for r in a["participants"]}
-    assert list(rows) == [100, 101, 102, 103]
-    for pid in (100, 101):
+    assert list(rows) == list(range(100, 110))
+    for pid in (100, 101, 102):
         assert rows[pid]["arms"]["base"] == {"accuracy": pytest.approx(0.9), "difference": 0.0}
         assert rows[pid]["arms"]["lefty_bad"]["accuracy"] == 0.0
         assert rows[pid]["arms"]["lefty_bad"]["difference"] == pytest.approx(-0.9)
-    assert rows[102]["arms"]["lefty_bad"]["difference"] == 0.0 and rows[100]["arms"]["null"]["difference"] == pytest.approx(-0.1)
+    assert rows[103]["arms"]["lefty_bad"]["difference"] == 0.0 and rows[100]["arms"]["null"]["difference"] == pytest.approx(-0.1)
     for r in a["participants"]:  # the JSON contract
         assert {"participant", "dominant_hand", "n_sequences", "arms"} <= set(r)
         assert r["dominant_hand"] in ("left", "right")
         assert all({"accuracy", "difference"} <= set(v) for v in r["arms"].values())
     by = {(e["arm"], e["attribute"]): e for e in a["participant_effects"]}
     hand = by[("lefty_bad", "dominant hand")]
-    assert hand["differs"] and hand["gap"] == pytest.approx(-0.9)
-    assert hand["groups"]["left-dominant"]["difference"] == pytest.approx(-0.9)
+    # the 3 left-dominant participants hold the 3 lowest differences: 1 relabelling of C(10, 3) = 120
+    assert hand["p"] == pytest.approx(1 / 120) and hand["differs"] and not hand["too_few"]
+    assert hand["gap"] == pytest.approx(-0.9) and hand["groups"]["left-dominant"]["difference"] == pytest.approx(-0.9)
     assert "lefty_bad is worse mostly for left-dominant signers" in hand["text"]
     assert not by[("null", "dominant hand")]["differs"]
-    assert hand["level"] == pytest.approx(1 - 0.05 / (2 * 3))  # Bonferroni: 2 arms x 3 attributes
+    assert hand["level"] == pytest.approx(1 - 0.05 / 3)  # Bonferroni over the arm's 3 attributes
     page = render_report(a | {"versions": {}, "commit": "x"}, [], "now", "x.json")
     assert 'id="participants-table"' in page and "lefty_bad is worse mostly for left-dominant signers" in page
+
+
+def test_too_few_participants_cannot_say() -> None:
+    a = analyze(_hand_made_study(n_p=4, lefties=2))
+    hand = next(e for e in a["participant_effects"] if e["arm"] == "lefty_bad" and e["attribute"] == "dominant hand")
+    assert hand["too_few"] and not hand["differs"]  # C(4, 2) = 6 relabellings: p >= 1/3
+
+
+def test_permutation_p_by_hand() -> None:
+    from ablate.report.participants import permutation_p
+
+    rng = np.random.default_rng(0)
+    v = np.array([3.0, 1.0, 2.0, 0.0])
+    # group {0}: gap |3 - 1| = 2; relabellings {0}:2, {1}:|1-5/3|=2/3, {2}:2/3, {3}:2 -> 2 of 4 reach 2
+    assert permutation_p(v, np.array([True, False, False, False]), rng) == (0.5, 0.25)
+    big = rng.normal(size=30)
+    p, smallest = permutation_p(big, np.arange(30) < 10, rng)  # C(30, 10) > 20,000: random relabellings
+    assert 0 < p <= 1 and smallest == pytest.approx(1 / 20_001)
 
 
 def test_a_study_from_before_the_panel_says_so() -> None:

@@ -66,7 +66,8 @@ def participant_facts(cache: Cache) -> list[dict[str, Any]]:
         move = dict(zip(("left", "right"), _movement(cache, mine[:SAMPLE]), strict=True))
         activity = {h: seen[h] * move[h] for h in seen}
         facts = {"participant": int(pid), "n_sequences": int(mine.size),
-                 "dominant_hand": "left" if activity["left"] > activity["right"] else "right",
+                 "dominant_hand": ("left" if activity["left"] > activity["right"] else
+                                   "right" if activity["right"] > activity["left"] else "unknown"),
                  "left_seen": round(float(seen["left"]), 4), "right_seen": round(float(seen["right"]), 4),
                  "left_motion": round(move["left"], 5), "right_motion": round(move["right"], 5),
                  "median_length": float(np.median(frames_of[mine])),

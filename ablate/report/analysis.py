@@ -110,7 +110,7 @@ def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] 
         _leakage(study, out_arms)
     return _summary(study, meta, recs, out_arms, alpha, rope, n_train, n_test, base_sources) | {
         "sensitivity": sensitivity(rows, design, n_test / n_train if folds else math.nan, rope),
-        **panel(study, reps, baseline, design, arms),
+        **panel(study, reps, baseline, design, complete),
         "warnings": _warnings(meta, mode.warnings(), recs) + _precision_warning(out_arms)}
 
 

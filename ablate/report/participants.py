@@ -8,13 +8,19 @@ participants' differences (each participant counts once, as in the fold scores).
 
 Intervals come from a two-stage bootstrap (participants, then sequences within each participant;
 the paired difference of a sequence stays paired): per participant the within stage alone, per
-group both. A group contrast (e.g. left- against right-dominant signers) is reported in words
-when its interval excludes zero at 1 - 0.05/m, m = arms x attributes (Bonferroni), so the
-sentences together hold a 5% family-wise error rate.
+group both; they are descriptive. Whether an arm's effect differs between two groups (e.g. left-
+against right-dominant signers) is decided by a permutation test of the participants' group
+labels (the gap between the groups' mean differences; every relabelling when there are at most
+20,000), at 0.05/m with m the attributes (Bonferroni): the sentences of one arm together hold a
+5% family-wise error rate, as its verdict holds its rate per arm. The test treats participants as
+exchangeable; those validated in the same fold share that fold's training noise, which it does
+not model (benchmarks/calibration.py measures the rule on nulls). With few participants in a
+group no relabelling may reach the level (`too_few`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -26,6 +32,7 @@ from ablate.study import predictions
 from ablate.study.records import TrialRecord
 
 BOOT = 2000
+PERMUTATIONS = 20_000
 ALPHA = 0.05
 
 
@@ -57,51 +64,82 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _groups(facts: list[dict[str, Any]]) -> dict[str, tuple[str, str, np.ndarray]]:
-    """attribute -> (name of group A, of group B, mask of A over participants), where both exist."""
-    out: dict[str, tuple[str, str, np.ndarray]] = {}
-    out["dominant hand"] = ("left-dominant", "right-dominant", np.array([f["dominant_hand"] == "left" for f in facts]))
+Groups = tuple[str, str, np.ndarray]  # name of group A, of group B, and per participant 1 (A), 0 (B) or -1 (neither)
+
+
+def _groups(facts: list[dict[str, Any]]) -> dict[str, Groups]:
+    """attribute -> its two groups, where both have a member."""
+    out: dict[str, Groups] = {}
+    hand = np.array([{"left": 1, "right": 0}.get(f["dominant_hand"], -1) for f in facts])
+    out["dominant hand"] = ("left-dominant", "right-dominant", hand)
     for key, label in (("median_length", "sequence length"), ("no_hand_share", "frames without hands")):
         v = np.array([f[key] for f in facts], dtype=np.float64)
-        out[label] = (f"{label} above the median", f"{label} at or below it", v > np.median(v))
+        out[label] = (f"{label} above the median", f"{label} at or below it", (v > np.median(v)).astype(int))
     gen = [f.get("generator") for f in facts]
     if all(gen):
-        out["left-handed (generator)"] = ("left-handed", "right-handed", np.array([g["left_handed"] for g in gen]))
+        out["left-handed (generator)"] = ("left-handed", "right-handed", np.array([int(g["left_handed"]) for g in gen]))
         tilt = np.array([abs(g["tilt_deg"]) for g in gen])
-        out["camera tilt (generator)"] = ("tilted more than the median", "tilted less", tilt > np.median(tilt))
-    return {k: v for k, v in out.items() if v[2].any() and not v[2].all()}
+        out["camera tilt (generator)"] = ("tilted more than the median", "tilted less", (tilt > np.median(tilt)).astype(int))
+    return {k: v for k, v in out.items() if (v[2] == 1).any() and (v[2] == 0).any()}
 
 
-def _effect(arm: str, attribute: str, group: tuple[str, str, np.ndarray], point: np.ndarray, boot: np.ndarray,
+def permutation_p(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """(two-sided p, the smallest p attainable) of the gap between the mean of `values` in `mask`
+    and outside it, under relabelling of the participants: every relabelling when there are at
+    most PERMUTATIONS of them, else PERMUTATIONS random ones (plus the observed one)."""
+    n, k = values.size, int(mask.sum())
+    observed = abs(values[mask].mean() - values[~mask].mean())
+    total = math.comb(n, k)
+    if total <= PERMUTATIONS:
+        combos = np.array(list(itertools.combinations(range(n), k)))
+        chosen = np.zeros((total, n), dtype=bool)
+        chosen[np.arange(total)[:, None], combos] = True
+    else:
+        chosen = rng.permuted(np.tile(mask, (PERMUTATIONS, 1)), axis=1)
+    sums = chosen.astype(np.float64) @ values
+    gaps = np.abs(sums / k - (values.sum() - sums) / (n - k))
+    hits = int((gaps >= observed - 1e-12).sum())
+    if total <= PERMUTATIONS:
+        return hits / total, (2 if 2 * k == n else 1) / total
+    return (hits + 1) / (PERMUTATIONS + 1), 1 / (PERMUTATIONS + 1)
+
+
+def _effect(arm: str, attribute: str, group: Groups, point: np.ndarray, boot: np.ndarray,
             level: float, rng: np.random.Generator) -> dict[str, Any]:
-    """The arm's mean difference in each group and the gap between them, with bootstrap intervals."""
+    """The arm's mean difference in each group, with bootstrap intervals (descriptive), and the
+    permutation test of the gap between them (the decision)."""
     names, reps = [], []
     out: dict[str, Any] = {"arm": arm, "attribute": attribute, "groups": {}, "level": level}
-    for name, mask in ((group[0], group[2]), (group[1], ~group[2])):
+    for name, mask in ((group[0], group[2] == 1), (group[1], group[2] == 0)):
         members = np.flatnonzero(mask)
         pick = members[rng.integers(0, members.size, (BOOT, members.size))]
         rep = boot[pick, rng.integers(0, BOOT, pick.shape)].mean(axis=1)
-        lo, hi = _interval(rep, level)
+        lo, hi = _interval(rep, 0.95)
         out["groups"][name] = {"participants": int(members.size), "difference": float(point[members].mean()),
                                "low": lo, "high": hi}
         names.append(name)
         reps.append(rep)
     a, b = (out["groups"][n]["difference"] for n in names)
-    out["gap"], (out["gap_low"], out["gap_high"]) = a - b, _interval(reps[0] - reps[1], level)
-    out["differs"] = bool(out["gap_low"] > 0 or out["gap_high"] < 0)
+    out["gap"], (out["gap_low"], out["gap_high"]) = a - b, _interval(reps[0] - reps[1], 0.95)
+    inside = group[2] >= 0
+    out["p"], out["p_smallest"] = permutation_p(point[inside], group[2][inside] == 1, rng)
+    out["differs"] = bool(out["p"] <= 1 - level)
+    out["too_few"] = bool(out["p_smallest"] > 1 - level)  # no relabelling could reach the level
     if out["differs"]:
         more, less = (names[0], names[1]) if abs(a) >= abs(b) else (names[1], names[0])
         d_more, d_less = out["groups"][more]["difference"], out["groups"][less]["difference"]
         word = "better" if d_more > 0 else "worse"
         out["text"] = (f"{arm} is {word} mostly for {more} signers ({d_more:+.3f}) rather than for {less} ones "
-                       f"({d_less:+.3f}): the gap {out['gap']:+.3f} [{out['gap_low']:+.3f}, {out['gap_high']:+.3f}] "
-                       f"excludes zero at {level * 100:.3g}% (by {attribute})")
+                       f"({d_less:+.3f}): gap {out['gap']:+.3f}, permutation p {out['p']:.2g} <= "
+                       f"{1 - level:.2g} (by {attribute})")
     return out
 
 
 def panel(study: optuna.Study, reps: dict[str, TrialRecord | None], baseline: str, design: Design,
-          arms: list[str]) -> dict[str, Any]:
-    """{"participants": [...], "participant_effects": [...], "participant_note": str} (see the module)."""
+          complete: dict[str, bool]) -> dict[str, Any]:
+    """{"participants": [...], "participant_effects": [...], "participant_note": str} (see the module).
+    Only arms whose trial completed the design (`complete`) are in it, as only they get verdicts."""
+    arms = [a for a, ok in complete.items() if ok]
     seqs = predictions.read_sequences(study)
     empty = {"participants": [], "participant_effects": []}
     if seqs is None:
@@ -118,7 +156,7 @@ def panel(study: optuna.Study, reps: dict[str, TrialRecord | None], baseline: st
     rng = np.random.default_rng(0)
     rows = [{k: f[k] for k in f} | {"arms": {}} for f in facts]
     groups = _groups(facts)
-    level = 1 - ALPHA / max(1, (len(correct) - 1) * len(groups))
+    level = 1 - ALPHA / max(1, len(groups))  # per arm, over its attributes: as its verdict, per arm
     effects = []
     for a in correct:
         diff = acc[a] - acc[baseline]
@@ -130,6 +168,6 @@ def panel(study: optuna.Study, reps: dict[str, TrialRecord | None], baseline: st
             row["arms"][a] = entry
         if a != baseline:
             effects += [_effect(a, attr, g, diff, boot, level, rng) for attr, g in groups.items()]
-    missing = [a for a in arms if a not in correct]
+    missing = [a for a in complete if a not in correct]
     note = f"no per-sequence predictions for {', '.join(missing)} (incomplete or older trials)" if missing else ""
     return {"participants": rows, "participant_effects": effects, "participant_note": note}

@@ -22,13 +22,15 @@ def _effects_table(effects: list[dict[str, Any]]) -> str:
     for e in effects:
         (na, ga), (nb, gb) = e["groups"].items()
         mark = ' style="background:#fff3cd"' if e["differs"] else ""
+        p = f"{e['p']:.2g}" + (" (too few participants to reach the level)" if e.get("too_few") else "")
         body.append(f"<tr{mark}><td>{esc(e['arm'])}</td><td>{esc(e['attribute'])}</td>"
                     f'<td class="num">{esc(na)} ({ga["participants"]}): {_ci(ga["difference"], ga["low"], ga["high"])}</td>'
                     f'<td class="num">{esc(nb)} ({gb["participants"]}): {_ci(gb["difference"], gb["low"], gb["high"])}</td>'
-                    f'<td class="num">{_ci(e["gap"], e["gap_low"], e["gap_high"])}</td></tr>')
-    level = f"{effects[0]['level'] * 100:.3g}%" if effects else ""
+                    f'<td class="num">{_ci(e["gap"], e["gap_low"], e["gap_high"])}</td><td class="num">{p}</td></tr>')
+    level = f"{(1 - effects[0]['level']):.2g}" if effects else ""
     return ("<table id=\"participant-effects\"><tr><th>arm</th><th>participants grouped by</th><th>group A: difference "
-            f"to baseline [{level}]</th><th>group B</th><th>gap A - B [{level}]</th></tr>{''.join(body)}</table>")
+            "to baseline [95% bootstrap]</th><th>group B</th><th>gap A - B [95%]</th>"
+            f"<th>permutation p (differs at &lt;= {level})</th></tr>{''.join(body)}</table>")
 
 
 def _participants_table(a: dict[str, Any]) -> str:
@@ -67,6 +69,7 @@ def participant_section(a: dict[str, Any]) -> str:
             "Groups: the attributes derived from the landmarks (dominant hand: the hand detected more and moving "
             "more; median sequence length; share of frames without any hand) and, on synthetic data, the "
             "generator's own facts. A group's difference is the mean over its participants, with a two-stage "
-            "bootstrap interval (participants, then their sequences) at the Bonferroni level over arms x "
-            "attributes; an effect is said to differ between groups only when the gap's interval excludes zero.</p>"
+            "bootstrap interval (participants, then their sequences). An effect is said to differ between groups "
+            "only when a permutation test of the participants' group labels gives p at or below 0.05 divided by "
+            "the number of attributes (Bonferroni: each arm's sentences together hold 5%).</p>"
             + words + note + _effects_table(a.get("participant_effects", [])) + _participants_table(a))

@@ -133,8 +133,10 @@ def posterior(values: Sequence[float] | np.ndarray, rho: float, rope: Rope = DEF
 
 def decide(post: Posterior, decision: float = DECISION) -> str:
     """'better', 'worse' or 'equivalent' when that posterior probability reaches `decision`, else
-    'undecided'; 'incomplete' when there is no posterior (post.reason). The ROPE decides first:
-    a difference that is certainly non-zero but certainly inside the ROPE is 'equivalent'."""
+    'undecided'; 'incomplete' when there is no posterior (post.reason). The three masses sum to 1,
+    so at most one reaches 0.975 and the order of the checks does not matter. The ROPE is part of
+    each mass: a difference that is certainly non-zero but certainly inside the ROPE is
+    'equivalent', never 'better' or 'worse'."""
     if post.reason:
         return "incomplete"
     if post.p_better >= decision:

@@ -87,7 +87,7 @@ def sensitivity_text(a: dict[str, Any]) -> str:
         text += (f" An arm {s['target']:+.4f} better (half a point beyond the ROPE) is out of reach of repeats: "
                  f"with any number of them the smallest detectable improvement stays above about "
                  f"{s['mde_limit']:+.4f}, because folds share training data; less noise per unit (more --seeds, "
-                 "averaged per fold) or a wider ROPE is what helps.")
+                 "averaged per fold) or more folds (a smaller n_test/n_train) is what helps.")
     return text
 
 

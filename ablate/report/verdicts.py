@@ -109,9 +109,9 @@ def check_rope(rope: Rope, alpha: float = 0.05) -> None:
         raise UserError(f"rope must be (low, high) with low <= 0 <= high and low < high, got {list(rope)}")
 
 
-def _row(name: str, units: np.ndarray, n_scores: int, design: Design, alpha: float) -> ArmStats:
+def _row(name: str, units: np.ndarray, n_scores: int, design: Design) -> ArmStats:
     present = units[np.isfinite(units)]
-    mean, low, high = mean_ci(present, 1.0 - alpha)
+    mean, low, high = mean_ci(present, 0.95)
     row = ArmStats(name, n_scores, int(present.size), mean, low, high)
     if n_scores == 0:
         row.warnings.append("no scores (every run missing)")
@@ -122,8 +122,8 @@ def _row(name: str, units: np.ndarray, n_scores: int, design: Design, alpha: flo
     return row
 
 
-def _compare(row: ArmStats, d: np.ndarray, post: Posterior, design: Design, rho: float, rope: Rope,
-             whole: bool) -> None:
+def _compare(row: ArmStats, d: np.ndarray, post: Posterior, rho: float, rope: Rope, why: str) -> None:
+    """Fill the comparison fields; `why` says what the design lacks ("" when it is complete)."""
     row.n_pairs, row.diff, row.sd_diff, row.se_diff = int(d.size), post.mean, post.sd, post.se
     row.p_worse, row.p_equivalent, row.p_better = post.p_worse, post.p_equivalent, post.p_better
     row.diff_low, row.diff_high = post.low, post.high
@@ -131,11 +131,11 @@ def _compare(row: ArmStats, d: np.ndarray, post: Posterior, design: Design, rho:
     if post.sd and math.isfinite(post.sd):
         row.effect_size = post.mean / post.sd
     row.mde = detectable(post.sd, d.size, rho, rope)
-    if not whole:
+    if why:
         row.verdict = "incomplete"
-        row.warnings.append(f"{row.n_pairs} of {design.units} units paired with the baseline: no verdict "
-                            "without the full design")
-        row.p_corrected = math.nan  # no Holm step for a partial comparison either
+        row.warnings.append(f"{why}: no verdict without the full design")
+        # a partial comparison shows its difference, but no probabilities and no Holm step
+        row.p_worse = row.p_equivalent = row.p_better = row.p_corrected = math.nan
     else:
         row.verdict = decide(post)
         if post.reason:
@@ -149,8 +149,8 @@ def compare_arms(scores: Mapping[str, Sequence[float | None]], baseline: str, de
 
     scores[arm]: R*S*K slots (see the module docstring); rho = n_test / n_train (average fold
     sizes); `complete[arm]` False marks an arm whose trial did not complete (pruned, failed,
-    unfinished): it gets no verdict, whatever scores it has. Descriptive intervals are at
-    1 - alpha; Holm (details only) runs at alpha across the arms that have a full design.
+    unfinished): it gets no verdict, whatever scores it has. Descriptive intervals are at 95%;
+    Holm (details only) runs at alpha across the arms that have a full design.
     """
     if baseline not in scores:
         raise unknown("baseline arm", baseline, scores)
@@ -159,7 +159,7 @@ def compare_arms(scores: Mapping[str, Sequence[float | None]], baseline: str, de
     units = {a: units_of(v, design) for a, v in scores.items()}
     counts = {a: sum(v is not None and math.isfinite(float(v)) for v in vals) for a, vals in scores.items()}
     base = units[baseline]
-    rows = [_row(baseline, base, counts[baseline], design, alpha)]
+    rows = [_row(baseline, base, counts[baseline], design)]
     rows[0].n_pairs, rows[0].diff, rows[0].verdict = rows[0].n_units, 0.0, "baseline"
     base_whole = rows[0].n_units == design.units and complete.get(baseline, True)
     if not base_whole:
@@ -167,11 +167,13 @@ def compare_arms(scores: Mapping[str, Sequence[float | None]], baseline: str, de
     for name, x in units.items():
         if name == baseline:
             continue
-        row = _row(name, x, counts[name], design, alpha)
+        row = _row(name, x, counts[name], design)
         both = np.isfinite(x) & np.isfinite(base)
         d = x[both] - base[both]
-        whole = base_whole and row.n_units == design.units and complete.get(name, True)
-        _compare(row, d, posterior(d, rho, rope), design, rho, rope, whole)
+        why = ("the baseline lacks part of the design" if not base_whole else
+               f"{d.size} of {design.units} units paired with the baseline" if row.n_units < design.units else
+               "its trial did not complete (pruned, failed or unfinished)" if not complete.get(name, True) else "")
+        _compare(row, d, posterior(d, rho, rope), rho, rope, why)
         rows.append(row)
     _holm_details(rows[1:], alpha)
     return rows

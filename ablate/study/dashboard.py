@@ -47,7 +47,7 @@ def note_markdown(a: dict[str, Any]) -> str:
         "",
         "## Who each arm helps",
         *([f"- {md(t)}" for t in effect_sentences(a)] or ["No arm's effect differs between groups of participants "
-                                                          "(family-wise 5%)." if a.get("participants") else
+                                                          "(family-wise 5% per arm)." if a.get("participants") else
                                                           "_no participant panel yet_"]),
     ]
     warnings = [md(w) for w in a["warnings"]] + [f"{md(r['arm'])}: {md(w)}" for r in a["arms"] for w in r["warnings"]]

@@ -20,7 +20,7 @@ import optuna
 
 from ablate import checkpoints
 from ablate.data.cache import Cache
-from ablate.resolve import STAGE_COMPARE, resolve
+from ablate.resolve import STAGE_COMPARE, STAGE_TUNE, resolve
 from ablate.spaces import Space
 from ablate.study import predictions, records
 from ablate.study.modes import Mode
@@ -71,9 +71,12 @@ class Objective:
         k = cfg.folds
         rep = f" repeat {repeat}" if self.meta.repeats > 1 else ""
         where = f"trial {trial.number} [{arm}]{rep} seed {seed} fold {fold + 1}/{k}"
+        stage = records.trial_stage(trial, self.mode.stage)
         result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs), progress=False,
-                            sharing=self.sharing, keep_predictions=True)
-        if result.val_probs is not None and result.val_indices is not None:  # for the participant panel
+                            sharing=self.sharing, keep_predictions=stage != STAGE_TUNE)
+        # for the participant panel: the trials that stand for an arm (tune-stage trials are many, and
+        # a tune study's comparison is flattered anyway)
+        if result.val_probs is not None and result.val_indices is not None and stage != STAGE_TUNE:
             labels = self.data.labels[result.val_indices]
             predictions.add_predictions(trial, step, result.val_indices, result.val_probs.argmax(1),
                                         result.val_probs[np.arange(labels.size), labels])

@@ -83,6 +83,14 @@ def has_sequences(study: optuna.Study) -> bool:
     return SEQUENCES in study.user_attrs
 
 
+def stored_for(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether the study `name` exists in `storage` with its sequence table."""
+    try:
+        return has_sequences(optuna.load_study(study_name=name, storage=storage))
+    except KeyError:
+        return False
+
+
 def read_sequences(study: optuna.Study) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]] | None:
     """(participant index, label) per cache index and the participant table; None if not recorded."""
     ua = study.user_attrs

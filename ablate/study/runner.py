@@ -279,10 +279,13 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     name = args.study or study_name(space, preset, args.leaky_folds)
     meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where,
                     args.repeats)
-    facts = participant_facts(data)  # before anything is written: a bad participants.csv stops here
-    p = prepare(open_storage(args.storage), name, space, meta)
+    storage = open_storage(args.storage)
+    # the participant table of a new study (or one begun before the panel), made before anything is
+    # written: a bad participants.csv stops the run here
+    facts = None if predictions.stored_for(storage, name) else participant_facts(data)
+    p = prepare(storage, name, space, meta)
     study, meta = p.study, p.meta
-    if not predictions.has_sequences(study):  # a new study, or one begun before the participant panel
+    if facts is not None and not predictions.has_sequences(study):
         predictions.write_sequences(study, sequence_table(data, facts), data.labels, facts)
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
