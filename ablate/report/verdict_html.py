@@ -111,7 +111,7 @@ rarer, so true nulls get one of them at most about 5% of the time (measured:
 <code>benchmarks/calibration.py</code>). An arm gets no verdict, <b>incomplete</b>, when it or the
 baseline lacks a unit of the design (pruned, failed or unfinished) or when its differences have zero
 variance. The interval shown is the central 95% of the posterior: "better" means it lies wholly
-above the ROPE. <b>Smallest detectable</b>: the true improvement the rule would call better with
+above the ROPE ("equivalent" needs 97.5% of the posterior inside the ROPE). <b>Smallest detectable</b>: the true improvement the rule would call better with
 80% power, at that arm's observed spread. <b>Effect size</b>: mean difference / std of the d.
 These verdicts are per arm, not corrected for the number of arms; the details below hold the
 family-wise test.</p>
