@@ -38,12 +38,13 @@ def _participants_table(a: dict[str, Any]) -> str:
     arms = list(rows[0]["arms"]) if rows else []
     gen = any(r.get("generator") for r in rows)
     head = ("<tr><th>participant</th><th>dominant hand</th><th>sequences</th><th>median frames</th>"
-            "<th>frames without hands</th>" + ("<th>generator: left-handed, tilt</th>" if gen else "")
+            "<th>frames without hands</th>" + ("<th>generator: left-handed, scale, tilt</th>" if gen else "")
             + "".join(f"<th>{esc(arm)}</th>" for arm in arms) + "</tr>")
     body = []
     for r in rows:
         g = r.get("generator") or {}
-        facts = (f"<td>{'yes' if g.get('left_handed') else 'no'}, {g.get('tilt_deg', DASH)}°</td>" if gen else "")
+        facts = (f"<td>{'yes' if g.get('left_handed') else 'no'}, {g.get('scale', DASH)}, {g.get('tilt_deg', DASH)}°</td>"
+                 if gen else "")
         cells = []
         for arm in arms:
             x = r["arms"][arm]
