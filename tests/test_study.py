@@ -239,6 +239,10 @@ def test_two_workers_on_postgres_run_every_arm_exactly_once(spaces: Path, synth_
     report = subprocess.run([sys.executable, "-m", "ablate", "report", name, "--storage", url, "--format", "json"],
                             capture_output=True, text=True, env={**os.environ, **env}, cwd=tmp_path)
     study = optuna.load_study(study_name=name, storage=open_storage(url))
+    import json
+
+    panel = json.loads(report.stdout)  # per-sequence predictions reach the report through the database
+    assert len(panel["participants"]) == 5 and all(len(r["arms"]) == 3 for r in panel["participants"]), report.stderr
     import optuna_dashboard
 
     if password:  # the password appears nowhere: output, report, attributes, dashboard note
