@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="re-partitions of the data (repeated cross-validation)")
     ap.add_argument("--preset", default="known", help="'known' (default) uses the benchmark's own spaces copy")
     ap.add_argument("--spaces", nargs="+", default=["augmentations", "features"])
+    ap.add_argument("--no-run", action="store_true",
+                    help="train nothing: print the tables from the studies as they stand (unfinished arms are "
+                         "incomplete)")
     ap.add_argument("--leaky", action="store_true",
                     help="also run each space on ungrouped (leaky) folds: the reports' leakage panel")
     a = ap.parse_args()
@@ -114,8 +117,15 @@ def main() -> None:
         # one journal per space, so that two processes (one per space) never share a file
         storage = str(out / f"known-{a.seed}-{space}.journal")
         name = f"{space}-{a.preset}-gen{a.seed}-s{a.seeds}-r{a.repeats}"
-        study = run(RunArgs(space, preset=a.preset, data=str(data), storage=storage, seeds=a.seeds,
-                            repeats=a.repeats, study=name))
+        if a.no_run:
+            import optuna
+
+            from ablate.study.storage import open_storage
+
+            study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        else:
+            study = run(RunArgs(space, preset=a.preset, data=str(data), storage=storage, seeds=a.seeds,
+                                repeats=a.repeats, study=name))
         if a.leaky:  # same storage, name + LEAKY_SUFFIX: the grouped study's report pairs them
             run(RunArgs(space, preset=a.preset, data=str(data), storage=storage, seeds=a.seeds,
                         repeats=a.repeats, study=name + LEAKY_SUFFIX, leaky_folds=True))
@@ -137,23 +147,24 @@ def main() -> None:
         effects += [(space, e) for e in result["participant_effects"] if "left-handed" in e["attribute"]]
     write_index(out / "reports")
     fmt = lambda v, d=4: "-" if v is None else f"{v:+.{d}f}"  # noqa: E731
+    prob = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     print("| space | arm | mean acc | diff [95% interval] | P(better) | P(worse) | verdict | planted expectation |")
     print("|---|---|---|---|---|---|---|---|")
     for space, arm, mean, diff, lo, hi, pb, pw, verdict, exp in rows:
-        print(f"| {space} | {arm} | {mean:.4f} | {fmt(diff)} [{fmt(lo)}, {fmt(hi)}] | {fmt(pb, 3)} | {fmt(pw, 3)} | "
+        print(f"| {space} | {arm} | {'-' if mean is None else f'{mean:.4f}'} | {fmt(diff)} [{fmt(lo)}, {fmt(hi)}] | {prob(pb)} | {prob(pw)} | "
               f"{verdict} | {exp} |")
     print("\n" + left_handers_by_fold(data, a.seed))
     print("\n| space | arm | " + " | ".join(f"unit {k + 1}" for k in range(a.repeats * 5)) + " |")
     print("|---|---|" + "---|" * (a.repeats * 5))
     for (space, arm), d in per_fold.items():
         print(f"| {space} | {arm} | " + " | ".join(f"{v:+.3f}" for v in d) + " |")
-    print("\n| space | arm | left-handed participants | right-handed | gap [interval] | differs |")
-    print("|---|---|---|---|---|---|")
+    print("\n| space | arm | left-handed participants | right-handed | gap [95% bootstrap] | permutation p | differs |")
+    print("|---|---|---|---|---|---|---|")
     for space, e in effects:
         (_, ga), (_, gb) = e["groups"].items()
         print(f"| {space} | {e['arm']} | {fmt(ga['difference'], 3)} [{fmt(ga['low'], 3)}, {fmt(ga['high'], 3)}] | "
               f"{fmt(gb['difference'], 3)} [{fmt(gb['low'], 3)}, {fmt(gb['high'], 3)}] | {fmt(e['gap'], 3)} "
-              f"[{fmt(e['gap_low'], 3)}, {fmt(e['gap_high'], 3)}] at {e['level'] * 100:.3g}% | "
+              f"[{fmt(e['gap_low'], 3)}, {fmt(e['gap_high'], 3)}] | {e['p']:.2g} (level {1 - e['level']:.2g}) | "
               f"{'yes' if e['differs'] else 'no'} |")
     if leaks:
         print("\n| space | arm | grouped folds | ungrouped (leaky) folds | over-statement |")
