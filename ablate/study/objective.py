@@ -2,9 +2,9 @@
 
 Every trial uses the same partitions (one per repeat), fold ids and seeds, so the fold scores of two
 arms are paired. Each fold's score is reported as an intermediate value (step = (repeat * seeds +
-seed) * K + fold) and stored, with its
-curve and time, in the trial's record as soon as it is known, so a pruned or failed trial keeps
-the folds it finished.
+seed) * K + fold) and stored, with its curve, time and (outside the tune stage) its validation
+predictions, in the trial's record as soon as it is known, so a pruned or failed trial keeps the
+folds it finished.
 """
 
 from __future__ import annotations
