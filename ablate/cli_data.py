@@ -86,7 +86,8 @@ def cmd_verify(a: argparse.Namespace) -> int:
 def cmd_info(a: argparse.Namespace) -> int:
     from ablate.data.cache import Cache
 
-    info = Cache(cache_path(a.cache)).info()
+    cache = Cache(cache_path(a.cache))
+    info = cache.info()
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     _say(f"cache        {info['cache']}\nsource       {info['source']}\nfingerprint  {info['fingerprint']}\n"
          f"sequences    {info['sequences']}\nparticipants {info['participants']}\n"
@@ -96,7 +97,22 @@ def cmd_info(a: argparse.Namespace) -> int:
          f"missing hand {pct(info['missing_a_hand'])} of frames (left {pct(info['missing_left_hand'])}, "
          f"right {pct(info['missing_right_hand'])}, both {pct(info['missing_both_hands'])})\n"
          f"skipped      {info['skipped']} file(s) at ingest")
+    _participant_table(cache)
     return 0
+
+
+def _participant_table(cache: Any) -> None:
+    """Participants, the messiest (most frames without any hand) first: who a `data` arm could drop."""
+    from ablate.data.participants import participant_facts
+
+    facts = sorted(participant_facts(cache), key=lambda f: (-f["no_hand_share"], f["participant"]))
+    gen = all("generator" in f for f in facts)
+    _say("\nparticipant  sequences  median frames  no hand  dominant hand" + ("  generator: left-handed, tilt" if gen else ""))
+    for f in facts:
+        g = f.get("generator", {})
+        extra = f"  {'yes' if g.get('left_handed') else 'no'}, {g.get('tilt_deg', 0):+.0f} deg" if gen else ""
+        _say(f"{f['participant']:>11}  {f['n_sequences']:>9}  {f['median_length']:>13g}  {100 * f['no_hand_share']:>6.1f}%"
+             f"  {f['dominant_hand']:>13}{extra}")
 
 
 def cmd_folds(a: argparse.Namespace) -> int:
@@ -145,7 +161,7 @@ def add_commands(sub: Any, parser_class: type) -> None:
     v.add_argument("cache", nargs="?", help="cache or data directory (default: the embedded synthetic set)")
     v.add_argument("--workers", type=positive_int, default=None, help="reader threads (default: all cores)")
     v.set_defaults(func=cmd_verify)
-    n = dsub.add_parser("info", help="print counts for a cache")
+    n = dsub.add_parser("info", help="print counts for a cache, and its participants, the messiest first")
     n.add_argument("cache", nargs="?", help="cache or data directory (default: the embedded synthetic set)")
     n.set_defaults(func=cmd_info)
     f = dsub.add_parser("folds", help="print the stored cross-validation folds")

@@ -65,6 +65,8 @@ class Config:
     max_train_batches: int = field(metadata=_min(0))  # cap on batches per epoch (0 = all); smoke tests only
     compile: bool  # torch.compile the model (see the README for what it measured)
     deterministic: bool  # deterministic GPU kernels: bit-reproducible on a GPU, and slower
+    drop_participants: tuple[int, ...]  # participant ids left out of every training fold (validated on as usual)
+    drop_messiest: int = field(metadata=_min(0))  # also leave out the k with the most frames without any hand
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -74,6 +76,8 @@ class Config:
                 out[f.name] = v.to_dict()
             elif f.name == "augmentations":
                 out[f.name] = [c.to_dict() for c in v]
+            elif isinstance(v, tuple):
+                out[f.name] = list(v)
             else:
                 out[f.name] = v
         return out
@@ -117,6 +121,13 @@ class Config:
 
 
 def _field_value(value: Any, hint: Any, meta: Any, where: str) -> Any:
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...]: a list of distinct values of one kind
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        items = tuple(scalar(v, typing.get_args(hint)[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(set(items)) < len(items):
+            raise UserError(f"{where}: {next(v for v in items if items.count(v) > 1)!r} is listed twice")
+        return items
     if typing.get_origin(hint) is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:

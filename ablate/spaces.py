@@ -6,6 +6,8 @@ An axis file varies one part of the recipe. Each arm is a label with optional ke
     ranges        parameters to tune (modes tune and both): [low, high] | {low, high, log} |
                   {choices: [...]}
     augmentations the list of augmentations (the augmentations axis only)
+    drop_participants, drop_messiest
+                  who is left out of training (the data axis only; see base.yaml)
     seed_offset   train with other seeds: a null arm, to see what seed noise alone looks like
 and, beside the arms, `rope:` (the region of practical equivalence of the accuracy difference:
 a half-width such as 0.005, or [low, high]; default +-0.005).
@@ -29,10 +31,11 @@ from ablate.resolve import Base, check_component, load_base, resolve
 from ablate.yamlfile import load_yaml
 
 MODES = ("ablation", "tune", "both")
-AXIS_KEYS = tuple(AXES) + ("augmentations",)
+AXIS_KEYS = tuple(AXES) + ("augmentations", "data")
 _SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune", "rope")
 _COMPONENT_ARM_KEYS = ("name", "params", "ranges", "seed_offset")
 _AUG_ARM_KEYS = ("augmentations", "seed_offset")
+_DATA_ARM_KEYS = ("drop_participants", "drop_messiest", "seed_offset")  # the recipe keys of the data axis
 
 
 def spaces_dir() -> Path:
@@ -140,10 +143,15 @@ def _arm(label: str, spec: Any, axis: str, mode: str, path: Path) -> Arm:
     at = f"{path}: arms.{label}"
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
-        raise UserError(f"{at}: expected a mapping ({', '.join(_AUG_ARM_KEYS if axis == 'augmentations' else _COMPONENT_ARM_KEYS)})")
+        keys = {"augmentations": _AUG_ARM_KEYS, "data": _DATA_ARM_KEYS}.get(axis, _COMPONENT_ARM_KEYS)
+        raise UserError(f"{at}: expected a mapping ({', '.join(keys)})")
     if "." in label or not label.strip():
         raise UserError(f"{at}: an arm label must be non-empty and without '.' (tuned parameters are named <arm>.<param>)")
-    if axis == "augmentations":
+    if axis == "data":  # recipe keys, checked when the arm is resolved (check_runnable)
+        _check_keys(spec, _DATA_ARM_KEYS, at, " (on the data axis)")
+        overrides: dict[str, Any] = {k: v for k, v in spec.items() if k != "seed_offset"}
+        ranges: dict[str, Range] = {}
+    elif axis == "augmentations":
         _check_keys(spec, _AUG_ARM_KEYS, at, " (on the augmentations axis)")
         augs = spec.get("augmentations")
         if not isinstance(augs, list):
@@ -151,7 +159,7 @@ def _arm(label: str, spec: Any, axis: str, mode: str, path: Path) -> Arm:
         for i, a in enumerate(augs):
             check_component(a, "augmentations", f"{at}.augmentations[{i}]")
         overrides = {"augmentations": [a if isinstance(a, dict) else {"name": a} for a in augs]}
-        ranges: dict[str, Range] = {}
+        ranges = {}
     else:
         why = f" (on the {axis} axis)" if "augmentations" in spec else \
             " (ranges are for modes tune and both)" if "ranges" in spec and mode == "ablation" else ""

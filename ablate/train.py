@@ -24,6 +24,7 @@ from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
 from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
+from ablate.data.drop import training_items
 from ablate.feed import Batch, Feed
 from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
@@ -107,6 +108,7 @@ def train_fold(
     if not 0 <= fold < config.folds:
         raise UserError(f"fold {fold}: expected 0..{config.folds - 1}")
     train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    train_idx = training_items(train_idx, config, data, fold)  # validation keeps everyone
     device = resolve_device(config.device)
     use_device(device)
     set_deterministic(config.deterministic)

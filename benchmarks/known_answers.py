@@ -13,12 +13,13 @@ search_spaces/ (benchmarks/out/spaces-known/) whose base recipe uses plain cross
 adds a `known` preset of 20 epochs. Measured on fold 0 of this data, 30 epochs, one thread:
 sub-center ArcFace 0.64 (augmented) vs 0.69 (none); cross-entropy 0.83 vs 0.75. Whether planted data
 effects are found should not depend on the head; whether they are found at all depends on training
-to convergence. Run the two spaces in two processes to use two cores; a re-run resumes and prints.
+to convergence. Each study runs 2 workers by default, one thread each (two processes of two
+threads each on 2 cores made folds several times slower); a re-run resumes and prints.
 
 Besides each arm's verdict (Bayesian correlated t-test with the ROPE), it prints the participant
-panel's group effects: where an overall verdict cannot say (removing hflip on a fold design with
-few left-handed participants), the loss should show up concentrated on the generator's
-left-handed participants.
+panel's group effects by the generator's facts (left-handed, camera tilt above the median): where
+an overall verdict cannot say (removing hflip on a fold design with few left-handed participants),
+the loss should show up concentrated on the left-handed participants.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="re-partitions of the data (repeated cross-validation)")
     ap.add_argument("--preset", default="known", help="'known' (default) uses the benchmark's own spaces copy")
     ap.add_argument("--spaces", nargs="+", default=["augmentations", "features"])
+    ap.add_argument("--workers", type=int, default=2,
+                    help="study workers (each trains one fold at a time on its share of the cores)")
     ap.add_argument("--no-run", action="store_true",
                     help="train nothing: print the tables from the studies as they stand (unfinished arms are "
                          "incomplete)")
@@ -125,10 +128,10 @@ def main() -> None:
             study = optuna.load_study(study_name=name, storage=open_storage(storage))
         else:
             study = run(RunArgs(space, preset=a.preset, data=str(data), storage=storage, seeds=a.seeds,
-                                repeats=a.repeats, study=name))
+                                repeats=a.repeats, study=name, workers=a.workers))
         if a.leaky:  # same storage, name + LEAKY_SUFFIX: the grouped study's report pairs them
             run(RunArgs(space, preset=a.preset, data=str(data), storage=storage, seeds=a.seeds,
-                        repeats=a.repeats, study=name + LEAKY_SUFFIX, leaky_folds=True))
+                        repeats=a.repeats, study=name + LEAKY_SUFFIX, leaky_folds=True, workers=a.workers))
             for r in analyze(study)["arms"]:
                 if "leakage" in r:
                     g, u = (np.mean([v for v in r["leakage"][k] if v is not None]) for k in ("grouped", "ungrouped"))
@@ -144,7 +147,7 @@ def main() -> None:
             if r["arm"] in EXPECTED.get(space, {}):  # difference per (repeat, fold), mean over seeds
                 d = np.array([np.nan if x is None or b is None else x - b for x, b in zip(r["scores"], base)])
                 per_fold[(space, r["arm"])] = np.nanmean(d.reshape(a.repeats, a.seeds, 5), axis=1).ravel()[:units]
-        effects += [(space, e) for e in result["participant_effects"] if "left-handed" in e["attribute"]]
+        effects += [(space, e) for e in result["participant_effects"] if "(generator)" in e["attribute"]]
     write_index(out / "reports")
     fmt = lambda v, d=4: "-" if v is None else f"{v:+.{d}f}"  # noqa: E731
     prob = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
@@ -158,11 +161,11 @@ def main() -> None:
     print("|---|---|" + "---|" * (a.repeats * 5))
     for (space, arm), d in per_fold.items():
         print(f"| {space} | {arm} | " + " | ".join(f"{v:+.3f}" for v in d) + " |")
-    print("\n| space | arm | left-handed participants | right-handed | gap [95% bootstrap] | permutation p | differs |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| space | arm | generator's groups | first group | second group | gap [95% bootstrap] | permutation p | differs |")
+    print("|---|---|---|---|---|---|---|---|")
     for space, e in effects:
-        (_, ga), (_, gb) = e["groups"].items()
-        print(f"| {space} | {e['arm']} | {fmt(ga['difference'], 3)} [{fmt(ga['low'], 3)}, {fmt(ga['high'], 3)}] | "
+        (na, ga), (nb, gb) = e["groups"].items()
+        print(f"| {space} | {e['arm']} | {na} / {nb} | {fmt(ga['difference'], 3)} [{fmt(ga['low'], 3)}, {fmt(ga['high'], 3)}] | "
               f"{fmt(gb['difference'], 3)} [{fmt(gb['low'], 3)}, {fmt(gb['high'], 3)}] | {fmt(e['gap'], 3)} "
               f"[{fmt(e['gap_low'], 3)}, {fmt(e['gap_high'], 3)}] | {e['p']:.2g} (level {1 - e['level']:.2g}) | "
               f"{'yes' if e['differs'] else 'no'} |")

@@ -238,3 +238,33 @@ def test_hflip_tta_exports_with_parity(exported: dict[str, Any], tmp_path: Path)
     for label, frames in cs.edge_cases(cs.median_sequence(exported["data"])):
         assert float(np.max(np.abs(model(frames) - reference(frames)))) <= FP32_MAX_ABS, label
 
+
+
+@pytest.mark.parametrize("variant", [
+    {"activation": "relu", "embedding": "linear", "pooling": "mean", "ff_mult": 1},
+    {"activation": "gelu", "embedding": "deep", "pooling": "attention", "ff_mult": 4},
+])
+def test_transformer_options_export_with_parity(variant: dict[str, Any], tmp_path: Path) -> None:
+    """The transformer_parts arms (activation, embedding depth, feed-forward width, pooling) change
+    the inference graph: each option exports and the TFLite model computes what PyTorch does."""
+    from ablate.config import Component
+    from ablate.export import convert
+    from ablate.parts import build_parts
+    from ablate.spaces import recipe_config
+
+    cfg = recipe_config("smoke")
+    cfg = cfg.replace(model=Component("transformer", {**cfg.model.params, **variant}))
+    torch.manual_seed(0)
+    parts = build_parts(cfg, 12)
+    ens = Ensemble([parts]).eval()
+    log = tmp_path / "convert.log"
+    convert.to_onnx(ens, tmp_path / "m.onnx", log)
+    convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 50, 384, 600):  # the lengths of the export checks: one frame, two, typical, the crop, past it
+        frames = rng.random((n, 543, 3), dtype=np.float32)
+        frames[: n // 2, 468:489] = np.nan
+        with torch.no_grad():
+            want = ens(torch.from_numpy(frames)).numpy()
+        assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, (variant, n)

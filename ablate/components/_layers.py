@@ -59,6 +59,21 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return zero_padding(x, mask).sum(1) / count
 
 
+class AttentionPool(nn.Module):
+    """Weighted mean of frame states [B, T, C] -> [B, C], the weights a softmax over the valid frames
+    of a learned score per frame; a sequence with no valid frame gives 0."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        score = self.score(x).squeeze(-1).float()  # the softmax in float32 under autocast
+        score = torch.where(mask, score, torch.full((), MASK_BIAS, device=x.device))
+        weight = (torch.softmax(score, dim=1) * mask.to(score.dtype)).to(x.dtype)
+        return (zero_padding(x, mask) * weight.unsqueeze(-1)).sum(1)
+
+
 def reverse_valid(mask: Tensor) -> Tensor:
     """Time indices [B, T] that reverse each sequence's valid prefix and leave its padding in place.
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ablate.components._layers import (
+    AttentionPool,
     ConvBlock,
     MaskedBatchNorm,
     TransformerBlock,
@@ -23,7 +24,7 @@ from ablate.components._layers import (
     zero_padding,
 )
 from ablate.components._layers import activation as make_activation
-from ablate.errors import UserError
+from ablate.errors import UserError, unknown
 from ablate.registry import Registry
 
 MODELS = Registry("model", context=("in_dim",))  # in_dim: the feature set's width
@@ -41,28 +42,45 @@ def _check_dropout(dropout: float) -> None:
         raise UserError(f"dropout must be in [0, 1), got {dropout}")
 
 
+EMBEDDINGS = ("linear", "mlp", "deep")  # frame embedding: 1, 2 (the baseline's) or 3 Linear layers
+POOLINGS = ("cls", "mean", "attention")  # CLS token state, masked mean or attention over the frames
+
+
+def _embedding(kind: str, in_dim: int, width: int, dropout: float, act: str) -> nn.Sequential:
+    """The frame embedding: Linear -> LayerNorm -> activation, once per layer, dropout between."""
+    if kind not in EMBEDDINGS:
+        raise unknown("embedding", kind, EMBEDDINGS)
+    layers: list[nn.Module] = []
+    for i in range(EMBEDDINGS.index(kind) + 1):
+        if i:
+            layers.append(nn.Dropout(dropout))
+        layers += [nn.Linear(width if i else in_dim, width), nn.LayerNorm(width), make_activation(act)]
+    return nn.Sequential(*layers)
+
+
 class TransformerEncoder(nn.Module):
-    """Frame MLP -> [CLS] + frames + learned positions -> pre-LN blocks -> LayerNorm(CLS state)."""
+    """Frame MLP -> [CLS] + frames + learned positions -> pre-LN blocks -> LayerNorm(pooled state).
+
+    With pooling "mean" or "attention" the frame states are pooled instead of taking the CLS state
+    (the CLS token stays in the sequence, an extra key for attention: the exported graph keeps the
+    shapes onnx2tf converts; without it, onnx2tf 1.x made a Reshape with two dynamic dimensions)."""
 
     def __init__(
-        self, in_dim: int, blocks: int, heads: int, width: int, dropout: float, ff_mult: int, act: str, max_len: int
+        self, in_dim: int, blocks: int, heads: int, width: int, dropout: float, ff_mult: int, act: str, max_len: int,
+        embedding: str = "mlp", pooling: str = "cls",
     ) -> None:
         super().__init__()
-        self.out_dim = width
+        if pooling not in POOLINGS:
+            raise unknown("pooling", pooling, POOLINGS)
+        self.out_dim, self.pooling = width, pooling
         self.max_frames = max_len - 1  # one position is the CLS token's
-        self.embed = nn.Sequential(
-            nn.Linear(in_dim, width),
-            nn.LayerNorm(width),
-            make_activation(act),
-            nn.Dropout(dropout),
-            nn.Linear(width, width),
-            nn.LayerNorm(width),
-            make_activation(act),
-        )
+        self.embed = _embedding(embedding, in_dim, width, dropout, act)
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, ff_mult, dropout, act) for _ in range(blocks))
+        if pooling == "attention":
+            self.pool = AttentionPool(width)
         self.norm = nn.LayerNorm(width)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -72,12 +90,15 @@ class TransformerEncoder(nn.Module):
         x = self.embed(zero_padding(x, mask))
         b = x.shape[0]
         x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1)
+        frames = torch.cat([mask.new_zeros((b, 1)), mask], dim=1)  # the frame states, without the CLS one
         mask = torch.cat([mask.new_ones((b, 1)), mask], dim=1)
         x = x + self.pos.index_select(0, torch.arange(x.shape[1], device=x.device))
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, mask)
-        return self.norm(x.select(1, 0))
+        if self.pooling == "cls":
+            return self.norm(x.select(1, 0))
+        return self.norm(masked_mean(x, frames) if self.pooling == "mean" else self.pool(x, frames))
 
 
 @MODELS.register("transformer")
@@ -90,17 +111,21 @@ def transformer(
     dropout: float = 0.4,
     ff_mult: int = 2,
     activation: str = "swish",
+    embedding: str = "mlp",
+    pooling: str = "cls",
     max_len: int = 385,
 ) -> nn.Module:
     """Baseline transformer: frame MLP, CLS token, learned positions, pre-LN blocks; CLS -> embedding.
 
     ff_mult is the feed-forward expansion (hidden = width * ff_mult). activation: swish | hardswish |
-    relu | gelu (tanh approximation). max_len counts the CLS position, so at most max_len - 1 frames
-    are used (later frames are dropped). Defaults give about 2.6 M parameters plus in_dim * 512.
+    relu | gelu (tanh approximation). embedding: linear | mlp (the baseline's two layers) | deep
+    (three). pooling: cls | mean | attention (over the frame states, not the CLS one). max_len counts
+    the CLS position, so at most max_len - 1 frames are used (later frames are dropped) whatever the
+    pooling. Defaults give about 2.6 M parameters plus in_dim * 512.
     """
     _check(in_dim=in_dim, blocks=blocks, heads=heads, width=width, ff_mult=ff_mult, max_len=max_len - 1)
     _check_dropout(dropout)
-    return TransformerEncoder(in_dim, blocks, heads, width, dropout, ff_mult, activation, max_len)
+    return TransformerEncoder(in_dim, blocks, heads, width, dropout, ff_mult, activation, max_len, embedding, pooling)
 
 
 class BiLSTMEncoder(nn.Module):

@@ -51,13 +51,25 @@ def _movement(cache: Cache, items: np.ndarray) -> tuple[float, float]:
     return tuple(float(m / s) if s else 0.0 for m, s in totals)  # type: ignore[return-value]
 
 
+def no_hand_shares(cache: Cache) -> dict[int, float]:
+    """participant id -> the share of their frames in which no hand is detected."""
+    frames = np.bincount(_codes(cache), weights=cache.lengths.astype(np.float64))
+    none = np.bincount(_codes(cache), weights=np.asarray(cache.index.column("missing_both"), dtype=np.float64))
+    ids = np.unique(cache.participants)
+    return {int(pid): float(none[i] / frames[i]) if frames[i] else 0.0 for i, pid in enumerate(ids)}
+
+
+def _codes(cache: Cache) -> np.ndarray:
+    return np.unique(cache.participants, return_inverse=True)[1]
+
+
 def participant_facts(cache: Cache) -> list[dict[str, Any]]:
     """One dict per participant (sorted by id): participant, n_sequences, dominant_hand, the
     evidence for it, median_length, no_hand_share; plus the generator's facts where known."""
     frames_of = cache.lengths.astype(np.float64)
-    col = {c: np.asarray(cache.index.column(c), dtype=np.float64) for c in ("missing_left", "missing_right",
-                                                                            "missing_both")}
+    col = {c: np.asarray(cache.index.column(c), dtype=np.float64) for c in ("missing_left", "missing_right")}
     generated = generator_facts(cache)
+    messy = no_hand_shares(cache)
     out = []
     for pid in np.unique(cache.participants):
         mine = np.flatnonzero(cache.participants == pid)
@@ -71,7 +83,7 @@ def participant_facts(cache: Cache) -> list[dict[str, Any]]:
                  "left_seen": round(float(seen["left"]), 4), "right_seen": round(float(seen["right"]), 4),
                  "left_motion": round(move["left"], 5), "right_motion": round(move["right"], 5),
                  "median_length": float(np.median(frames_of[mine])),
-                 "no_hand_share": round(float(col["missing_both"][mine].sum() / frames), 4)}
+                 "no_hand_share": round(messy[int(pid)], 4)}
         if generated is not None and int(pid) in generated:
             facts["generator"] = generated[int(pid)]
         out.append(facts)

@@ -22,6 +22,7 @@ import optuna
 import torch
 
 from ablate.data.cache import META, Cache, resolve_cache_dir
+from ablate.data.drop import check_drops
 from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
 from ablate.data.ingest import ingest
 from ablate.data.participants import participant_facts, sequence_table
@@ -275,6 +276,7 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     placement = place(args.devices, torch.cuda.device_count())  # a bad --devices before any data is read
     cache_dir = resolve_data(args.data)
     data = Cache(cache_dir)
+    check_drops(space, preset, data)  # before anything is written
     where = storage_label(args.storage)
     name = args.study or study_name(space, preset, args.leaky_folds)
     meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where,

@@ -1,0 +1,160 @@
+"""The write-up's experiments that are arms now: the transformer's parts (activation, embedding
+depth, feed-forward width, pooling) and leaving participants out of training (the data axis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ablate.components.models import MODELS
+from ablate.data.cache import Cache
+from ablate.data.drop import dropped_participants
+from ablate.data.participants import participant_facts
+from ablate.errors import UserError
+from ablate.spaces import list_spaces, load_space, recipe_config
+from conftest import REPO, ablate_cli
+
+SHIPPED = REPO / "search_spaces"
+NEW_SPACES = ["transformer_parts", "data"]
+
+
+@pytest.mark.parametrize("name", NEW_SPACES)
+def test_each_new_space_runs_on_the_smoke_preset(name: str, synth_cache: Path, tmp_path: Path) -> None:
+    assert name in list_spaces(SHIPPED)
+    storage = str(tmp_path / "s.journal")
+    r = ablate_cli("run", name, "--preset", "smoke", "--data", str(synth_cache), "--storage", storage,
+                   env={"ABLATE_SPACES": str(SHIPPED)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = ablate_cli("report", f"{name}-smoke", "--storage", storage, "--format", "json",
+                        env={"ABLATE_SPACES": str(SHIPPED)})
+    assert report.returncode == 0, report.stderr[-2000:]
+    import json
+
+    arms = {a["arm"]: a for a in json.loads(report.stdout)["arms"]}  # one study: one object
+    assert set(arms) == set(load_space(name, SHIPPED).arms)
+    # every arm trained every fold (a smoke run's scores may tie: zero variance is "incomplete" then)
+    assert all(a["n"] == 5 and None not in a["scores"] for a in arms.values()), arms
+
+
+@pytest.mark.parametrize("options", [
+    {"embedding": "linear"}, {"embedding": "deep"}, {"pooling": "mean"}, {"pooling": "attention"},
+    {"ff_mult": 4, "activation": "relu"},
+])
+def test_transformer_options_ignore_padding(options: dict) -> None:
+    torch.manual_seed(0)
+    model = MODELS.build("transformer", {"width": 32, "heads": 4, "max_len": 64, **options}, in_dim=12).eval()
+    lengths = [5, 1, 9]
+    x = torch.randn(3, 20, 12)
+    mask = torch.arange(20)[None, :] < torch.tensor(lengths)[:, None]
+    junk = torch.where(mask[..., None], x, torch.full_like(x, float("nan")))
+    with torch.no_grad():
+        batch = model(junk, mask)
+        alone = torch.cat([model(x[i : i + 1, :n], torch.ones(1, n, dtype=torch.bool)) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=0)
+    assert torch.isfinite(batch).all()
+
+
+def test_transformer_option_sizes_and_names() -> None:
+    def count(**kw: object) -> int:
+        return sum(p.numel() for p in MODELS.build("transformer", {"width": 32, "heads": 4, **kw}, in_dim=12).parameters())
+
+    base = count()
+    assert count(embedding="linear") == base - (32 * 32 + 32 + 2 * 32)  # one Linear + LayerNorm fewer
+    assert count(embedding="deep") == base + (32 * 32 + 32 + 2 * 32)
+    assert count(pooling="mean") == base  # the CLS token stays (an attention register; see the model)
+    assert count(pooling="attention") == base + 33  # plus a score Linear(32, 1)
+    assert count(ff_mult=4) == base + 2 * (32 * 32 * 2) + 32 * 2
+    with pytest.raises(UserError, match=r"unknown pooling 'max' .*known: attention, cls, mean"):
+        MODELS.build("transformer", {"pooling": "max"}, in_dim=12)
+    with pytest.raises(UserError, match=r"embedding.*'mpl'.*did you mean 'mlp'"):
+        MODELS.build("transformer", {"embedding": "mpl"}, in_dim=12)
+
+
+def test_the_baseline_transformer_is_unchanged_by_the_options() -> None:
+    """The defaults (MLP embedding, CLS token) build the layers of before the options existed, under
+    the same names and from the same random draws: studies and checkpoints stay comparable."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = MODELS.build("transformer", {"width": 32, "heads": 4}, in_dim=12)
+    torch.manual_seed(0)
+    embed = nn.Sequential(nn.Linear(12, 32), nn.LayerNorm(32), nn.SiLU(), nn.Dropout(0.4), nn.Linear(32, 32),
+                          nn.LayerNorm(32), nn.SiLU())
+    cls, pos = torch.randn(1, 1, 32) * 0.02, torch.randn(385, 32) * 0.02
+    mine = {k[len("embed."):]: v for k, v in model.state_dict().items() if k.startswith("embed.")}
+    assert mine.keys() == embed.state_dict().keys()
+    for k, v in embed.state_dict().items():
+        torch.testing.assert_close(mine[k], v)
+    torch.testing.assert_close(model.cls.data, cls)
+    torch.testing.assert_close(model.pos.data, pos)
+
+
+def _config(**changes: object):  # noqa: ANN202
+    return recipe_config("smoke", SHIPPED).replace(**changes)
+
+
+def test_the_messiest_participants_are_the_ones_with_most_frames_without_hands(synth_cache: Path) -> None:
+    data = Cache(synth_cache)
+    facts = sorted(participant_facts(data), key=lambda f: (-f["no_hand_share"], f["participant"]))
+    assert dropped_participants(_config(), data).size == 0
+    assert dropped_participants(_config(drop_messiest=2), data).tolist() == sorted(f["participant"] for f in facts[:2])
+    first = facts[0]["participant"]
+    both = dropped_participants(_config(drop_participants=(first,), drop_messiest=1), data)
+    assert both.tolist() == sorted([first, facts[1]["participant"]])  # k more besides those named
+    with pytest.raises(UserError, match=r"drop_participants: participant 123 is not in the data .*ablate data info"):
+        dropped_participants(_config(drop_participants=(123,)), data)
+    with pytest.raises(UserError, match="drop_messiest: 5 would leave no participant"):
+        dropped_participants(_config(drop_messiest=5), data)
+
+
+def test_dropped_participants_leave_training_but_not_validation(synth_cache: Path) -> None:
+    from ablate.train import train_fold
+
+    data = Cache(synth_cache)
+    folds = data.folds(5, 0)
+    val_pid = int(data.participants[folds == 0][0])
+    other = int(next(p for p in np.unique(data.participants) if p != val_pid))
+    base = train_fold(_config(amp="off"), data, 0, progress=False)
+    cut = train_fold(_config(amp="off", drop_participants=(other, val_pid)), data, 0, progress=False)
+    assert cut.n_val == base.n_val  # the validation participant is still validated on
+    assert base.n_train - cut.n_train == int((data.participants == other).sum())
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("12", "drop_participants: expected a list, got '12'"),
+    ([1, 1], "drop_participants: 1 is listed twice"),
+    (["a"], "drop_participants[0]: expected int, got 'a'"),
+])
+def test_bad_drop_lists_are_named(value: object, message: str, tmp_path: Path) -> None:
+    from conftest import spaces_folder
+
+    text = f"axis: data\narms:\n  everyone: {{}}\n  bad: {{drop_participants: {value!r}}}\n".replace("'", '"')
+    d = spaces_folder(tmp_path / "sp", bad=text)
+    with pytest.raises(UserError, match=f"bad.yaml: arms.bad .*{message.replace('[', '.').replace(']', '.')}"):
+        load_space("bad", d)
+
+
+def test_an_unknown_participant_stops_the_run_before_anything_is_written(synth_cache: Path, tmp_path: Path) -> None:
+    from conftest import spaces_folder
+
+    d = spaces_folder(tmp_path / "sp", drops="axis: data\narms:\n  everyone: {}\n  gone: {drop_participants: [424242]}\n")
+    storage = tmp_path / "s.journal"
+    r = ablate_cli("run", "drops", "--preset", "smoke", "--data", str(synth_cache), "--storage", str(storage),
+                   env={"ABLATE_SPACES": str(d)})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "arms.gone" in r.stderr and "participant 424242 is not in the data" in r.stderr
+    assert not storage.exists()
+
+
+def test_data_info_lists_participants_messiest_first(synth_cache: Path) -> None:
+    r = ablate_cli("data", "info", str(synth_cache))
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.split("participant  sequences")[1].strip().splitlines()[1:]
+    shares = [float(line.split()[3].rstrip("%")) for line in rows]
+    assert len(rows) == 5 and shares == sorted(shares, reverse=True)
+    facts = {f["participant"]: f for f in participant_facts(Cache(synth_cache))}
+    first = facts[int(rows[0].split()[0])]
+    assert f"{100 * first['no_hand_share']:.1f}%" in rows[0] and first["dominant_hand"] in rows[0]
