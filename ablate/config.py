@@ -67,6 +67,7 @@ class Config:
     deterministic: bool  # deterministic GPU kernels: bit-reproducible on a GPU, and slower
     drop_participants: tuple[int, ...]  # participant ids left out of every training fold (validated on as usual)
     drop_messiest: int = field(metadata=_min(0))  # also leave out the k with the most frames without any hand
+    late_dropout: float = field(metadata={"min": 0, "below": 1})  # share of the epochs trained with dropout off
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -137,6 +138,8 @@ def _field_value(value: Any, hint: Any, meta: Any, where: str) -> Any:
     value = scalar(value, hint, where)
     if "min" in meta and value < meta["min"]:
         raise UserError(f"{where}: expected a value >= {meta['min']}, got {value!r}")
+    if "below" in meta and value >= meta["below"]:
+        raise UserError(f"{where}: expected a value below {meta['below']}, got {value!r}")
     if "pattern" in meta and not meta["pattern"].match(value):
         raise UserError(f"{where}: expected {meta['expected']}, got {value!r}")
     return value

@@ -147,6 +147,7 @@ def resolve(base: Base, preset: str, arm: Arm | None = None, tuned: Mapping[str,
     for k, v in p.scalars.items():
         d[k], src[k] = v, f"preset {preset}"
     own = copy.deepcopy(arm.overrides) if arm else {}
+    batch_before, rule = d.get("batch_size"), own.pop("lr_scaling", None)
     for key, value in own.items():
         if key in AXES:  # another component starts from its defaults, the same one from the recipe
             same = d[key]["name"] == value["name"]
@@ -164,6 +165,8 @@ def resolve(base: Base, preset: str, arm: Arm | None = None, tuned: Mapping[str,
                 comp["params"][k], src[f"{key}.params.{k}"] = v, f"preset {preset}"
         for k, v in mine.items():
             comp["params"][k], src[f"{key}.params.{k}"] = v, f"arm {arm.label}"  # type: ignore[union-attr]
+    if rule is not None and arm:
+        _scale_lr(d, src, rule, batch_before, arm)
     if tuned and arm:
         comp = d[arm.axis]
         for k, v in tuned.items():
@@ -174,6 +177,34 @@ def resolve(base: Base, preset: str, arm: Arm | None = None, tuned: Mapping[str,
     where = f"{arm.source or arm.label} (preset {preset})" if arm else f"{base.path}: recipe (preset {preset})"
     config = Config.from_dict(d, where=where)
     return Resolved(config, _with_defaults(config, src))
+
+
+LR_SCALING = {"linear": 1.0, "sqrt": 0.5, "none": 0.0}  # exponent of (new batch / old batch)
+
+
+def _scale_lr(d: dict[str, Any], src: dict[str, str], rule: Any, before: Any, arm: Arm) -> None:
+    """An arm's `lr_scaling`: the optimizer's lr times (the arm's batch size / the batch size before
+    the arm)^1 (linear, Goyal et al. 2017) or ^0.5 (sqrt), so a batch-size arm is not also a
+    learning-rate arm."""
+    from ablate.components import REGISTRIES
+
+    where = f"{arm.source or arm.label}.lr_scaling"
+    if rule not in LR_SCALING:
+        raise UserError(f"{where}: expected one of {', '.join(LR_SCALING)}, got {rule!r}{close_match(str(rule), LR_SCALING)}")
+    if "batch_size" not in arm.overrides:
+        raise UserError(f"{where}: lr_scaling needs batch_size in the same arm (the batch size the lr is scaled to)")
+    after, opt = d.get("batch_size"), d.get("optimizer")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in (before, after)) or \
+            not isinstance(opt, dict) or opt.get("name") not in REGISTRIES["optimizers"].names():
+        return  # Config.from_dict names the bad batch size or optimizer
+    params = opt.setdefault("params", {})
+    lr = params.get("lr", REGISTRIES["optimizers"].get(opt["name"]).params.get("lr"))
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        return
+    factor = (after / before) ** LR_SCALING[rule]
+    params["lr"] = lr * factor
+    src["optimizer.params.lr"] = (f"{src.get('optimizer.params.lr', 'optimizer default')}, scaled x{factor:.4g} "
+                                  f"(arm {arm.label}: lr_scaling {rule}, batch {before} -> {after})")
 
 
 def _seeds(d: dict[str, Any], src: dict[str, str], arm: Arm | None, stage: str, repeat: int, seed: int) -> None:

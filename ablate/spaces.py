@@ -8,6 +8,9 @@ An axis file varies one part of the recipe. Each arm is a label with optional ke
     augmentations the list of augmentations (the augmentations axis only)
     drop_participants, drop_messiest
                   who is left out of training (the data axis only; see base.yaml)
+    batch_size, amp, late_dropout, lr_scaling
+                  the training axis only; lr_scaling (linear | sqrt | none) multiplies the
+                  optimizer's lr by (the arm's batch size / the preset's)^1 or ^0.5
     seed_offset   train with other seeds: a null arm, to see what seed noise alone looks like
 and, beside the arms, `rope:` (the region of practical equivalence of the accuracy difference:
 a half-width such as 0.005, or [low, high]; default +-0.005).
@@ -31,11 +34,13 @@ from ablate.resolve import Base, check_component, load_base, resolve
 from ablate.yamlfile import load_yaml
 
 MODES = ("ablation", "tune", "both")
-AXIS_KEYS = tuple(AXES) + ("augmentations", "data")
+# axes whose arms set recipe keys directly (checked when the arm is resolved)
+RECIPE_AXES = {"data": ("drop_participants", "drop_messiest"),
+               "training": ("batch_size", "amp", "late_dropout", "lr_scaling")}
+AXIS_KEYS = tuple(AXES) + ("augmentations", *RECIPE_AXES)
 _SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune", "rope")
 _COMPONENT_ARM_KEYS = ("name", "params", "ranges", "seed_offset")
 _AUG_ARM_KEYS = ("augmentations", "seed_offset")
-_DATA_ARM_KEYS = ("drop_participants", "drop_messiest", "seed_offset")  # the recipe keys of the data axis
 
 
 def spaces_dir() -> Path:
@@ -143,12 +148,13 @@ def _arm(label: str, spec: Any, axis: str, mode: str, path: Path) -> Arm:
     at = f"{path}: arms.{label}"
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
-        keys = {"augmentations": _AUG_ARM_KEYS, "data": _DATA_ARM_KEYS}.get(axis, _COMPONENT_ARM_KEYS)
+        keys = _AUG_ARM_KEYS if axis == "augmentations" else (*RECIPE_AXES[axis], "seed_offset") \
+            if axis in RECIPE_AXES else _COMPONENT_ARM_KEYS
         raise UserError(f"{at}: expected a mapping ({', '.join(keys)})")
     if "." in label or not label.strip():
         raise UserError(f"{at}: an arm label must be non-empty and without '.' (tuned parameters are named <arm>.<param>)")
-    if axis == "data":  # recipe keys, checked when the arm is resolved (check_runnable)
-        _check_keys(spec, _DATA_ARM_KEYS, at, " (on the data axis)")
+    if axis in RECIPE_AXES:  # recipe keys, checked when the arm is resolved (check_runnable)
+        _check_keys(spec, (*RECIPE_AXES[axis], "seed_offset"), at, f" (on the {axis} axis)")
         overrides: dict[str, Any] = {k: v for k, v in spec.items() if k != "seed_offset"}
         ranges: dict[str, Range] = {}
     elif axis == "augmentations":

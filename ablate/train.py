@@ -130,8 +130,11 @@ def train_fold(
     train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None
     show = None if progress is None else not progress  # None: tqdm shows bars only on a terminal
     bar = tqdm(total=config.epochs, desc=f"fold {fold}", unit="epoch", disable=show, leave=False)
+    dropouts = [(m, m.p) for m in parts.model.modules() if isinstance(m, torch.nn.Dropout)]
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
+        for module, p in dropouts:  # late dropout: off for the first share of the epochs, then as built
+            module.p = 0.0 if epoch < config.late_dropout * config.epochs else p
         loss, samples = _epoch(step, feed, epoch, fold, show)  # ends waiting for the device (the loss)
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples

@@ -237,7 +237,8 @@ def test_cosine_logits_pick_the_nearest_centre_without_margin(name: str) -> None
 
 
 def test_margin_heads_are_tagged() -> None:
-    assert set(LOSSES.names(tag="margin")) == {"arcface", "subcenter_arcface", "cosface", "arcface_focal", "arcface_ce"}
+    assert set(LOSSES.names(tag="margin")) == {"arcface", "subcenter_arcface", "cosface", "arcface_focal", "arcface_ce",
+                                               "magface"}
     assert set(LOSSES.names(tag="margin")) < set(LOSSES.names(tag="cosine"))
 
 
@@ -290,11 +291,43 @@ def test_mixed_precision_loss_is_float32(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "params"),
     [("arcface", dict(margin_rad=2.0)), ("subcenter_arcface", dict(sub_centers=0)), ("cosface", dict(scale=0.0)),
-     ("ce_smooth", dict(label_smoothing=1.0)), ("focal", dict(gamma=-1.0)), ("arcface_ce", dict(ce_weight=1.5))],
+     ("ce_smooth", dict(label_smoothing=1.0)), ("focal", dict(gamma=-1.0)), ("arcface_ce", dict(ce_weight=1.5)),
+     ("magface", dict(norms=[110.0, 10.0])), ("magface", dict(margins=[0.5, 2.0])), ("magface", dict(reg_weight=-1.0)),
+     ("multi_similarity", dict(scale=0.0)), ("multi_similarity", dict(epsilon=2.0))],
 )
 def test_bad_params_are_user_errors(name: str, params: dict) -> None:
     with pytest.raises(UserError):
         build(name, **params)
+
+
+def test_magface_is_arcface_at_the_norms_margin_plus_its_regulariser() -> None:
+    """Embeddings of norm a get ArcFace with margin m(a) (linear in a between the norm bounds), plus
+    reg_weight * (1/a + a/high^2); below the low norm the low margin, above the high one the high."""
+    mag = build("magface", scale=30.0, norms=[2.0, 6.0], margins=[0.2, 0.6], reg_weight=3.0).double()
+    emb, labels = batch(12)
+    emb = emb.double()
+    for a, m in ((4.0, 0.4), (1.0, 0.2), (9.0, 0.6)):
+        arc = build("arcface", scale=30.0, margin_rad=m, label_smoothing=0.0).double()
+        with torch.no_grad():
+            arc.weight.copy_(mag.weight)
+        x = a * F.normalize(emb)
+        clamped = min(max(a, 2.0), 6.0)
+        torch.testing.assert_close(mag(x, labels), arc(x, labels) + 3.0 * (1 / clamped + clamped / 36.0))
+        torch.testing.assert_close(mag.logits(x), arc.logits(x))
+
+
+def test_multi_similarity_is_the_pair_loss_plus_cross_entropy_on_the_centres() -> None:
+    losses = pytest.importorskip("pytorch_metric_learning.losses")
+    miners = pytest.importorskip("pytorch_metric_learning.miners")
+    head = build("multi_similarity", ce_weight=0.5, scale=20.0)
+    emb, labels = batch(16)
+    pair = losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5)(emb, labels, miners.MultiSimilarityMiner(0.1)(emb, labels))
+    assert pair.item() > 0  # the batch has positive and negative pairs to mine
+    ce = F.cross_entropy(head.logits(emb), labels)
+    torch.testing.assert_close(head(emb, labels), pair + 0.5 * ce)
+    per_sample = head(emb, labels, reduction="none")
+    assert per_sample.shape == (16,)
+    torch.testing.assert_close(per_sample.mean(), head(emb, labels))
 
 
 class _AllLogits(nn.Module):

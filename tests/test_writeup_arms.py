@@ -18,7 +18,7 @@ from ablate.spaces import list_spaces, load_space, recipe_config
 from conftest import REPO, ablate_cli
 
 SHIPPED = REPO / "search_spaces"
-NEW_SPACES = ["transformer_parts", "data"]
+NEW_SPACES = ["transformer_parts", "data", "training"]
 
 
 @pytest.mark.parametrize("name", NEW_SPACES)
@@ -158,3 +158,45 @@ def test_data_info_lists_participants_messiest_first(synth_cache: Path) -> None:
     facts = {f["participant"]: f for f in participant_facts(Cache(synth_cache))}
     first = facts[int(rows[0].split()[0])]
     assert f"{100 * first['no_hand_share']:.1f}%" in rows[0] and first["dominant_hand"] in rows[0]
+
+
+def test_training_arms_scale_the_learning_rate_with_the_batch_and_say_so() -> None:
+    from ablate.resolve import resolve
+
+    space = load_space("training", SHIPPED)
+    base = resolve(space.base, "quick", space.arms["baseline"])
+    lr, batch = base.config.optimizer.params["lr"], base.config.batch_size
+    for arm, factor in (("batch_16", 16 / batch), ("batch_128", 128 / batch), ("batch_128_sqrt", (128 / batch) ** 0.5)):
+        r = resolve(space.base, "quick", space.arms[arm])
+        assert r.config.optimizer.params["lr"] == pytest.approx(lr * factor), arm
+        assert "scaled" in r.sources["optimizer.params.lr"] and f"{batch} -> " in r.sources["optimizer.params.lr"]
+    full = resolve(space.base, "full", space.arms["batch_16"]).config  # another preset: its own batch size
+    bare = resolve(space.base, "full", space.arms["baseline"]).config
+    assert full.optimizer.params["lr"] == pytest.approx(bare.optimizer.params["lr"] * 16 / bare.batch_size)
+    assert resolve(space.base, "quick", space.arms["amp_off"]).config.amp == "off"
+
+
+def test_lr_scaling_needs_a_batch_size_and_a_known_rule(tmp_path: Path) -> None:
+    from conftest import spaces_folder
+
+    for arm, message in (("{lr_scaling: linear}", "lr_scaling needs batch_size"),
+                         ("{batch_size: 8, lr_scaling: cubic}", "lr_scaling: expected one of linear, sqrt, none")):
+        d = spaces_folder(tmp_path / arm.replace(" ", "_").replace(":", ""), t=f"axis: training\narms:\n  a: {{}}\n  b: {arm}\n")
+        with pytest.raises(UserError, match=message):
+            load_space("t", d)
+
+
+def test_late_dropout_switches_dropout_on_after_its_share_of_the_epochs(synth_cache: Path) -> None:
+    """No dropout while the share of epochs lasts (the same numbers as a dropout-free model), then on."""
+    from ablate.train import train_fold
+
+    data = Cache(synth_cache)
+    base = _config(amp="off", epochs=2)
+    params = {**base.model.params, "dropout": 0.5}
+    with_late = base.replace(model=base.model.__class__("transformer", params), late_dropout=0.5)
+    without = base.replace(model=base.model.__class__("transformer", {**params, "dropout": 0.0}))
+    always = base.replace(model=base.model.__class__("transformer", params))
+    late, none, on = (train_fold(c, data, 0, progress=False) for c in (with_late, without, always))
+    assert late.epochs[0].train_loss == none.epochs[0].train_loss  # epoch 0: dropout off
+    assert late.epochs[0].train_loss != on.epochs[0].train_loss
+    assert late.epochs[1].train_loss != none.epochs[1].train_loss  # epoch 1: on

@@ -22,6 +22,7 @@ from ablate.components._heads import (
     Head,
     LinearHead,
 )
+from ablate.components._heads_metric import MagFaceHead, MultiSimilarityHead, check_magface
 from ablate.errors import UserError
 from ablate.registry import Registry
 
@@ -174,3 +175,46 @@ def arcface_ce(
     _check_margin_head(scale, margin_rad, label_smoothing)
     _check_range("ce_weight", ce_weight, 0.0, 1.0, high_open=False)
     return ArcFaceCEHead(emb_dim, num_classes, scale, margin_rad, label_smoothing, ce_weight)
+
+
+@LOSSES.register("magface", tags=("cosine", "margin"))
+def magface(
+    *,
+    emb_dim: int,
+    num_classes: int,
+    scale: float = 64.0,
+    norms: tuple[float, float] = (10.0, 110.0),
+    margins: tuple[float, float] = (0.45, 0.8),
+    reg_weight: float = 35.0,
+) -> Head:
+    """MagFace: an ArcFace margin (radians) from margins[0] to margins[1] as the embedding's norm
+    goes from norms[0] to norms[1], plus reg_weight * (1/norm + norm/norms[1]^2); the paper's values."""
+    _check_sizes(emb_dim, num_classes)
+    problem = check_magface(scale, norms, margins, reg_weight)
+    if problem:
+        raise UserError(f"loss parameter {problem}")
+    return MagFaceHead(emb_dim, num_classes, scale, tuple(norms), tuple(margins), reg_weight)  # type: ignore[arg-type]
+
+
+@LOSSES.register("multi_similarity", tags=("cosine",))
+def multi_similarity(
+    *,
+    emb_dim: int,
+    num_classes: int,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    epsilon: float = 0.1,
+    scale: float = 30.0,
+    ce_weight: float = 1.0,
+) -> Head:
+    """Multi-Similarity pair loss (pytorch-metric-learning; alpha, beta, base and the miner's
+    epsilon as there) plus ce_weight * cross-entropy over scale * cosine to class centres, which
+    give the logits (a pair loss alone predicts no class)."""
+    _check_sizes(emb_dim, num_classes)
+    for name, value in (("alpha", alpha), ("beta", beta), ("scale", scale), ("ce_weight", ce_weight)):
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"loss parameter {name} must be > 0, got {value}")
+    _check_range("base", base, -1.0, 1.0, high_open=False)
+    _check_range("epsilon", epsilon, 0.0, 1.0, high_open=False)
+    return MultiSimilarityHead(emb_dim, num_classes, scale, alpha, beta, base, epsilon, ce_weight)
