@@ -319,9 +319,10 @@ CASES: list[Case] = [
     Case("finalize-unfinished", _finalize("--no-export"), ("unfinished", "waiting or running"), _waiting_trial),
     Case("finalize-recipe-damaged", _finalize("--no-export"), ("recipe.json", "unreadable"),
          lambda w: (w.final.mkdir(), (w.final / "recipe.json").write_text("{"))),
-    Case("finalize-changed-arm", _finalize("--no-export"), ("arm 'arcface_ce' changed", "ce_weight", "restore it"),
+    # the baseline arm: finalize checks it whichever arm wins
+    Case("finalize-changed-arm", _finalize("--no-export"), ("arm 'subcenter_arcface' changed", "sub_centers", "restore it"),
          _write(lambda w: w.spaces / "losses.yaml", (REPO / "search_spaces" / "losses.yaml").read_text().replace(
-             "arcface_ce: {}", "arcface_ce: {params: {ce_weight: 0.9}}"))),
+             "subcenter_arcface: {}", "subcenter_arcface: {params: {sub_centers: 2}}"))),
     Case("finalize-bad-weights", _finalize(), ("fold0.pt", "not a PyTorch weights file", "delete it to train fold 0 again"), _bad_weights),
     # ---- predict -------------------------------------------------------------------------------------
     Case("predict-no-model", lambda w: ["predict", str(w.root / "m.tflite"), str(SAMPLE)], ("m.tflite", "no such model file")),
