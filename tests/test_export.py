@@ -164,29 +164,33 @@ def _parts(ens: Ensemble) -> Any:
         yield Parts(ens.features, model, head)
 
 
-def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
-    """At width 512 the head's weight normalisation is a constant subgraph too big for the exporter's
-    own folding; onnx2tf failed on it until convert folds it (a smoke-size model never shows this)."""
+def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tuple[int, ...]) -> None:
+    """An untrained ensemble of one `config` model through ONNX -> onnx2tf -> TFLite: at each
+    length (random frames, the left hand missing in the first half), TFLite computes what PyTorch does."""
     from ablate.export import convert
     from ablate.parts import build_parts
-    from ablate.spaces import recipe_config
 
     torch.manual_seed(0)
-    parts = build_parts(recipe_config("full"), 250)
-    parts.model.eval()
-    parts.head.eval()
-    ens = Ensemble([parts]).eval()
+    ens = Ensemble([build_parts(config, num_classes)]).eval()
     log = tmp_path / "convert.log"
     convert.to_onnx(ens, tmp_path / "m.onnx", log)
     convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
     model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
     rng = np.random.default_rng(0)
-    for n in (1, 50, 400):
+    for n in lengths:
         frames = rng.random((n, 543, 3), dtype=np.float32)
         frames[: n // 2, 468:489] = np.nan
         with torch.no_grad():
             want = ens(torch.from_numpy(frames)).numpy()
-        assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS
+        assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, n
+
+
+def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
+    """At width 512 the head's weight normalisation is a constant subgraph too big for the exporter's
+    own folding; onnx2tf failed on it until convert folds it (a smoke-size model never shows this)."""
+    from ablate.spaces import recipe_config
+
+    _untrained_parity(recipe_config("full"), 250, tmp_path, (1, 50, 400))
 
 
 def test_the_export_computes_what_training_validated(exported: dict[str, Any]) -> None:
@@ -239,7 +243,6 @@ def test_hflip_tta_exports_with_parity(exported: dict[str, Any], tmp_path: Path)
         assert float(np.max(np.abs(model(frames) - reference(frames)))) <= FP32_MAX_ABS, label
 
 
-
 @pytest.mark.parametrize("variant", [
     {"activation": "relu", "embedding": "linear", "pooling": "mean", "ff_mult": 1},
     {"activation": "gelu", "embedding": "deep", "pooling": "attention", "ff_mult": 4},
@@ -248,23 +251,9 @@ def test_transformer_options_export_with_parity(variant: dict[str, Any], tmp_pat
     """The transformer_parts arms (activation, embedding depth, feed-forward width, pooling) change
     the inference graph: each option exports and the TFLite model computes what PyTorch does."""
     from ablate.config import Component
-    from ablate.export import convert
-    from ablate.parts import build_parts
     from ablate.spaces import recipe_config
 
     cfg = recipe_config("smoke")
     cfg = cfg.replace(model=Component("transformer", {**cfg.model.params, **variant}))
-    torch.manual_seed(0)
-    parts = build_parts(cfg, 12)
-    ens = Ensemble([parts]).eval()
-    log = tmp_path / "convert.log"
-    convert.to_onnx(ens, tmp_path / "m.onnx", log)
-    convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
-    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
-    rng = np.random.default_rng(1)
-    for n in (1, 2, 50, 384, 600):  # the lengths of the export checks: one frame, two, typical, the crop, past it
-        frames = rng.random((n, 543, 3), dtype=np.float32)
-        frames[: n // 2, 468:489] = np.nan
-        with torch.no_grad():
-            want = ens(torch.from_numpy(frames)).numpy()
-        assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, (variant, n)
+    # the lengths of the export checks: one frame, two, typical, the crop, past it
+    _untrained_parity(cfg, 12, tmp_path, (1, 2, 50, 384, 600))

@@ -22,7 +22,11 @@ from ablate.components._heads import (
     Head,
     LinearHead,
 )
-from ablate.components._heads_metric import MagFaceHead, MultiSimilarityHead, check_magface
+from ablate.components._heads_metric import (
+    MagFaceHead,
+    MultiSimilarityHead,
+    check_magface,
+)
 from ablate.errors import UserError
 from ablate.registry import Registry
 
