@@ -103,9 +103,10 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 def _participant_table(cache: Any) -> None:
     """Participants, the messiest (most frames without any hand) first: who a `data` arm could drop."""
-    from ablate.data.participants import participant_facts
+    from ablate.data.participants import no_hand_shares, participant_facts
 
-    facts = sorted(participant_facts(cache), key=lambda f: (-f["no_hand_share"], f["participant"]))
+    share = no_hand_shares(cache)  # unrounded: the order drop_messiest picks in
+    facts = sorted(participant_facts(cache), key=lambda f: (-share[f["participant"]], f["participant"]))
     gen = all("generator" in f for f in facts)
     _say("\nparticipant  sequences  median frames  no hand  dominant hand" + ("  generator: left-handed, tilt" if gen else ""))
     for f in facts:

@@ -38,6 +38,11 @@ class Component:
         return {"name": self.name, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}}
 
 
+# Recipe keys added after studies and final folders were first written, with the value that
+# behaves as before they existed: a record without one is read as having that value.
+ADDED_KEYS: dict[str, Any] = {"drop_participants": [], "drop_messiest": 0, "late_dropout": 0.0}
+
+
 def _min(low: float) -> dict[str, Any]:
     return {"min": low}
 

@@ -7,6 +7,7 @@ training and the exported graph compute the same numbers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,3 +76,17 @@ class SignModel(nn.Module):
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         logits = self.head.logits(self.model(x, mask))
         return torch.softmax(logits, dim=-1)[0]
+
+
+class LateDropout:
+    """The write-up's late dropout: the model's nn.Dropout modules off (p = 0) for the first
+    floor(share * epochs) epochs, then at their built p; at least the last epoch trains with
+    dropout, as share < 1. An LSTM's own dropout between its layers is not switched."""
+
+    def __init__(self, model: nn.Module, share: float, epochs: int) -> None:
+        self.modules = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+        self.off = math.floor(share * epochs + 1e-9)  # 0.07 * 100 is 7.000000000000001: 7 epochs
+
+    def set(self, epoch: int) -> None:
+        for module, p in self.modules:
+            module.p = 0.0 if epoch < self.off else p

@@ -28,7 +28,7 @@ from ablate.data.drop import training_items
 from ablate.feed import Batch, Feed
 from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
-from ablate.parts import Parts, build_augmentations, build_parts
+from ablate.parts import LateDropout, Parts, build_augmentations, build_parts
 
 CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
@@ -130,11 +130,10 @@ def train_fold(
     train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None
     show = None if progress is None else not progress  # None: tqdm shows bars only on a terminal
     bar = tqdm(total=config.epochs, desc=f"fold {fold}", unit="epoch", disable=show, leave=False)
-    dropouts = [(m, m.p) for m in parts.model.modules() if isinstance(m, torch.nn.Dropout)]
+    late = LateDropout(parts.model, config.late_dropout, config.epochs)
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
-        for module, p in dropouts:  # late dropout: off for the first share of the epochs, then as built
-            module.p = 0.0 if epoch < config.late_dropout * config.epochs else p
+        late.set(epoch)
         loss, samples = _epoch(step, feed, epoch, fold, show)  # ends waiting for the device (the loss)
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples
@@ -155,6 +154,7 @@ def train_fold(
             result.stopped = "early_stopping"
             break
     bar.close()
+    late.set(config.epochs)  # as built again, also when early stopping ended the fold in the off phase
     result.last_acc = result.epochs[-1].val_acc
     result.seconds = time.perf_counter() - t_start
     result.samples_per_sec = train_samples / train_time if train_time else 0.0

@@ -303,10 +303,10 @@ def test_bad_params_are_user_errors(name: str, params: dict) -> None:
 def test_magface_is_arcface_at_the_norms_margin_plus_its_regulariser() -> None:
     """Embeddings of norm a get ArcFace with margin m(a) (linear in a between the norm bounds), plus
     reg_weight * (1/a + a/high^2); below the low norm the low margin, above the high one the high."""
-    mag = build("magface", scale=30.0, norms=[2.0, 6.0], margins=[0.2, 0.6], reg_weight=3.0).double()
+    mag = build("magface", scale=30.0, norms=[0.5, 1.5], margins=[0.2, 0.6], reg_weight=3.0).double()  # x sqrt(16)
     emb, labels = batch(12)
     emb = emb.double()
-    for a, m in ((4.0, 0.4), (1.0, 0.2), (9.0, 0.6)):
+    for a, m in ((4.0, 0.4), (1.0, 0.2), (9.0, 0.6)):  # inside [2, 6], below, above
         arc = build("arcface", scale=30.0, margin_rad=m, label_smoothing=0.0).double()
         with torch.no_grad():
             arc.weight.copy_(mag.weight)
@@ -314,6 +314,25 @@ def test_magface_is_arcface_at_the_norms_margin_plus_its_regulariser() -> None:
         clamped = min(max(a, 2.0), 6.0)
         torch.testing.assert_close(mag(x, labels), arc(x, labels) + 3.0 * (1 / clamped + clamped / 36.0))
         torch.testing.assert_close(mag.logits(x), arc.logits(x))
+    with torch.no_grad():  # sample 0 points away from its target: the branch past theta = pi - m
+        emb[0] = -5 * mag.weight[int(labels[0])]
+    arc = build("arcface", scale=30.0, margin_rad=0.4, label_smoothing=0.0).double()
+    with torch.no_grad():
+        arc.weight.copy_(mag.weight)
+    x = 4.0 * F.normalize(emb)
+    torch.testing.assert_close(mag(x, labels), arc(x, labels) + 3.0 * (1 / 4.0 + 4.0 / 36.0))
+
+
+def test_magface_trains_the_norm_of_a_layernorm_sized_embedding() -> None:
+    """At the default bounds a LayerNorm-sized embedding (norm sqrt(D)) is inside them: its norm
+    gets a gradient (bounds fixed at the paper's absolute 10-110 gave none below width 100)."""
+    head = build("magface", emb_dim=64)
+    emb = F.normalize(torch.randn(8, 64)) * 8.0  # sqrt(64)
+    emb.requires_grad_(True)
+    _, labels = batch(8)
+    head(emb, labels).backward()
+    radial = (emb.grad * F.normalize(emb.detach())).sum(-1)
+    assert radial.abs().min() > 1e-6
 
 
 def test_multi_similarity_is_the_pair_loss_plus_cross_entropy_on_the_centres() -> None:

@@ -200,3 +200,48 @@ def test_late_dropout_switches_dropout_on_after_its_share_of_the_epochs(synth_ca
     assert late.epochs[0].train_loss == none.epochs[0].train_loss  # epoch 0: dropout off
     assert late.epochs[0].train_loss != on.epochs[0].train_loss
     assert late.epochs[1].train_loss != none.epochs[1].train_loss  # epoch 1: on
+
+
+def test_late_dropout_counts_whole_epochs_and_always_ends_with_dropout() -> None:
+    from torch import nn
+
+    from ablate.parts import LateDropout
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.3))
+    assert LateDropout(model, 0.07, 100).off == 7  # 0.07 * 100 is 7.000000000000001 in floats
+    assert LateDropout(model, 0.9, 8).off == 7 and LateDropout(model, 0.5, 1).off == 0
+    late = LateDropout(model, 0.5, 4)
+    late.set(1)
+    assert model[1].p == 0.0
+    late.set(2)
+    assert model[1].p == 0.3
+
+
+def test_drops_that_empty_a_training_fold_stop_the_run_before_anything_is_written(synth_cache: Path,
+                                                                                 tmp_path: Path) -> None:
+    from conftest import spaces_folder
+
+    d = spaces_folder(tmp_path / "sp", drops="axis: data\narms:\n  everyone: {}\n  most: {drop_messiest: 4}\n")
+    storage = tmp_path / "s.journal"
+    r = ablate_cli("run", "drops", "--preset", "smoke", "--data", str(synth_cache), "--storage", str(storage),
+                   env={"ABLATE_SPACES": str(d)})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "arms.most" in r.stderr and "no training sequence" in r.stderr
+    assert not storage.exists()
+
+
+def test_a_final_folder_from_before_the_new_keys_is_still_recognised(synth_cache: Path, tmp_path: Path) -> None:
+    import json
+
+    from ablate.config import ADDED_KEYS
+    from ablate.final.folds import RECIPE, check_or_claim
+
+    data, config = Cache(synth_cache), _config()
+    check_or_claim(tmp_path, config, data, {})
+    stored = json.loads((tmp_path / RECIPE).read_text())
+    for key in ADDED_KEYS:
+        del stored["config"][key]
+    (tmp_path / RECIPE).write_text(json.dumps(stored))
+    check_or_claim(tmp_path, config, data, {})  # the neutral values: the same run
+    with pytest.raises(UserError, match="config differs in drop_messiest"):
+        check_or_claim(tmp_path, config.replace(drop_messiest=1), data, {})

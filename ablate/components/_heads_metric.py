@@ -23,13 +23,20 @@ class MagFaceHead(CosineHead):
     (high_margin - low_margin) / (high_norm - low_norm) (radians); the target logit is
     scale * cos(theta + m(a)) (ArcFace's rule past theta = pi - m); the loss is the cross-entropy
     plus reg_weight * g(a), g(a) = 1 / a + a / high_norm^2. Inference: scale * cosine, no margin.
+
+    `norms` are in units of sqrt(emb_dim): the models end in a LayerNorm, whose output has a norm
+    of about sqrt(emb_dim) at unit gain (8 at width 64, 22.6 at 512), so bounds fixed in absolute
+    units would clamp every embedding of a narrow model (no gradient through its norm: a plain
+    fixed-margin ArcFace). The paper's 10-110 for 512-d features are about 0.44-4.87 of sqrt(512).
     """
 
     def __init__(self, emb_dim: int, num_classes: int, scale: float, norms: tuple[float, float],
                  margins: tuple[float, float], reg_weight: float) -> None:
         super().__init__(emb_dim, num_classes)
         self.scale = scale
-        self.norms, self.margins, self.reg_weight = norms, margins, reg_weight
+        unit = math.sqrt(emb_dim)
+        self.norms = (norms[0] * unit, norms[1] * unit)
+        self.margins, self.reg_weight = margins, reg_weight
 
     def forward(self, emb: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
         (lo_a, hi_a), (lo_m, hi_m) = self.norms, self.margins

@@ -187,12 +187,13 @@ def magface(
     emb_dim: int,
     num_classes: int,
     scale: float = 64.0,
-    norms: tuple[float, float] = (10.0, 110.0),
+    norms: tuple[float, float] = (0.44, 4.87),
     margins: tuple[float, float] = (0.45, 0.8),
     reg_weight: float = 35.0,
 ) -> Head:
     """MagFace: an ArcFace margin (radians) from margins[0] to margins[1] as the embedding's norm
-    goes from norms[0] to norms[1], plus reg_weight * (1/norm + norm/norms[1]^2); the paper's values."""
+    goes from norms[0] to norms[1] (in units of sqrt(emb_dim): the paper's 10-110 at 512-d), plus
+    reg_weight * (1/norm + norm/high^2); the paper's scale, margins and weight."""
     _check_sizes(emb_dim, num_classes)
     problem = check_magface(scale, norms, margins, reg_weight)
     if problem:

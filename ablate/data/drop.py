@@ -43,12 +43,27 @@ def training_items(train_idx: np.ndarray, config: Any, cache: Cache, fold: int) 
     return kept
 
 
-def check_drops(space: Any, preset: str, cache: Cache) -> None:
-    """Every arm of `space` drops participants this data has (the message names the arm)."""
+def check_drops(space: Any, preset: str, cache: Cache, repeats: int = 1) -> None:
+    """Every arm of `space` drops participants this data has and leaves every training fold of the
+    study (each repeat's partition) someone to train on; the message names the arm."""
     from ablate.resolve import resolve
 
     for arm in space.arms.values():
         try:
-            dropped_participants(resolve(space.base, preset, arm).config, cache)
+            check_config(resolve(space.base, preset, arm).config, cache, repeats)
         except UserError as e:
             raise UserError(f"{arm.source}: {e}") from None
+
+
+def check_config(config: Any, cache: Cache, repeats: int = 1) -> None:
+    """`config`'s drops exist in the data and leave every fold of `repeats` partitions a training set."""
+    gone = dropped_participants(config, cache)
+    if not gone.size:
+        return
+    kept = ~np.isin(cache.participants, gone)
+    for r in range(repeats):
+        folds = cache.folds(config.folds, config.fold_seed + r, config.fold_kind)
+        for k in range(config.folds):
+            if not (kept & (folds != k)).any():
+                raise UserError(f"dropping participants {', '.join(map(str, gone))} leaves fold {k} "
+                                f"{'of repeat ' + str(r) + ' ' if repeats > 1 else ''}no training sequence")

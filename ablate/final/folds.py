@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablate.config import Config
+from ablate.config import ADDED_KEYS, Config
 from ablate.data.cache import Cache
 from ablate.errors import UserError
 from ablate.files import atomic_write
@@ -64,7 +64,8 @@ def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]
                                                  "sequences": len(data), "sign_map": data.sign_map}}
     if path.is_file():
         theirs = read_json(path)
-        diff = [k for k in mine["config"] if theirs.get("config", {}).get(k) != mine["config"][k]]
+        stored = {**ADDED_KEYS, **theirs.get("config", {})}  # a folder from before a key existed: its neutral value
+        diff = [k for k in mine["config"] if stored.get(k) != mine["config"][k]]
         if diff or theirs.get("data", {}).get("fingerprint") != data.fingerprint:
             what = f"config differs in {', '.join(diff)}" if diff else "trained on other data"
             raise UserError(f"{out}: holds folds of another run ({what}); pass another --out, or delete {out}")

@@ -53,6 +53,7 @@ class FinalizeArgs:
 
 def finalize(args: FinalizeArgs) -> dict[str, Any]:
     from ablate.data.cache import Cache
+    from ablate.data.drop import check_config
     from ablate.final.compose import compose
     from ablate.final.folds import check_done_folds, check_or_claim, out_of_fold, train_all, write_json
     from ablate.study.runner import resolve_data
@@ -76,6 +77,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         "data": {"fingerprint": data.fingerprint, "cache": str(data.dir), "sequences": len(data),
                  "signs": data.num_classes},
     }
+    check_config(recipe.config, data)  # participants to drop: before the folder is claimed
     check_or_claim(out, recipe.config, data, {"provenance": summary})
     check_done_folds(recipe.config, data.num_classes, out)
     print("\n".join(recipe.describe()), file=sys.stderr, flush=True)

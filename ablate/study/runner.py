@@ -276,7 +276,7 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     placement = place(args.devices, torch.cuda.device_count())  # a bad --devices before any data is read
     cache_dir = resolve_data(args.data)
     data = Cache(cache_dir)
-    check_drops(space, preset, data)  # before anything is written
+    check_drops(space, preset, data, args.repeats)  # before anything is written
     where = storage_label(args.storage)
     name = args.study or study_name(space, preset, args.leaky_folds)
     meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where,

@@ -20,6 +20,7 @@ import optuna
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage
 
+from ablate.config import ADDED_KEYS
 from ablate.data.cache import Cache
 from ablate.errors import UserError
 from ablate.feed import DATA_PATH
@@ -123,8 +124,9 @@ def _check_same_question(name: str, old: StudyMeta, new: StudyMeta) -> None:
         began = old.data_path or "the per-sequence input path of earlier versions"
         raise UserError(f"study {name!r} was trained with {began}; this version prepares inputs with {new.data_path} "
                         f"(other augmentation draws): their numbers are not comparable{hint}")
-    if old.base_written:
-        changed = differences(old.base_written, new.base_written, shared_only=True)
+    if old.base_written:  # a key added to base.yaml since: as if it had held the neutral value
+        began = {**old.base_written, "recipe": {**ADDED_KEYS, **old.base_written.get("recipe", {})}}
+        changed = differences(began, new.base_written, shared_only=True)
         if changed:
             raise UserError(f"study {name!r}: base.yaml changed since the study began ({'; '.join(changed[:4])}); "
                             f"its arms would train on different recipes{hint}")
