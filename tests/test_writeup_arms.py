@@ -137,15 +137,20 @@ def test_bad_drop_lists_are_named(value: object, message: str, tmp_path: Path) -
         load_space("bad", d)
 
 
-def test_an_unknown_participant_stops_the_run_before_anything_is_written(synth_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("arm", "message"), [
+    ("{drop_participants: [424242]}", "participant 424242 is not in the data"),
+    ("{drop_messiest: 4}", "no training sequence"),  # 5 participants, one per fold: one fold has nobody left
+])
+def test_bad_drops_stop_the_run_before_anything_is_written(arm: str, message: str, synth_cache: Path,
+                                                           tmp_path: Path) -> None:
     from conftest import spaces_folder
 
-    d = spaces_folder(tmp_path / "sp", drops="axis: data\narms:\n  everyone: {}\n  gone: {drop_participants: [424242]}\n")
+    d = spaces_folder(tmp_path / "sp", drops=f"axis: data\narms:\n  everyone: {{}}\n  bad: {arm}\n")
     storage = tmp_path / "s.journal"
     r = ablate_cli("run", "drops", "--preset", "smoke", "--data", str(synth_cache), "--storage", str(storage),
                    env={"ABLATE_SPACES": str(d)})
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-    assert "arms.gone" in r.stderr and "participant 424242 is not in the data" in r.stderr
+    assert "arms.bad" in r.stderr and message in r.stderr
     assert not storage.exists()
 
 
@@ -215,19 +220,6 @@ def test_late_dropout_counts_whole_epochs_and_always_ends_with_dropout() -> None
     assert model[1].p == 0.0
     late.set(2)
     assert model[1].p == 0.3
-
-
-def test_drops_that_empty_a_training_fold_stop_the_run_before_anything_is_written(synth_cache: Path,
-                                                                                 tmp_path: Path) -> None:
-    from conftest import spaces_folder
-
-    d = spaces_folder(tmp_path / "sp", drops="axis: data\narms:\n  everyone: {}\n  most: {drop_messiest: 4}\n")
-    storage = tmp_path / "s.journal"
-    r = ablate_cli("run", "drops", "--preset", "smoke", "--data", str(synth_cache), "--storage", str(storage),
-                   env={"ABLATE_SPACES": str(d)})
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-    assert "arms.most" in r.stderr and "no training sequence" in r.stderr
-    assert not storage.exists()
 
 
 def test_a_final_folder_from_before_the_new_keys_is_still_recognised(synth_cache: Path, tmp_path: Path) -> None:
