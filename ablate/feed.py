@@ -43,7 +43,7 @@ class Feed:
                                                 seed=run_seed(config.seed, config.fold_seed, fold),
                                                 max_batches=config.max_train_batches)
         self.val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
-        frames = int(np.minimum(data.lengths[val_idx], getattr(features, "max_len", 1 << 30)).sum())
+        frames = int(np.minimum(data.lengths[val_idx], getattr(features, "max_frames", 1 << 30)).sum())
         keep = frames * getattr(features, "out_dim", 0) * 4 <= VAL_BUDGET_BYTES
         self._val = list(self._batches(self.val_idx, self.val_sampler, None)) if keep else None
 

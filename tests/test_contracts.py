@@ -61,7 +61,7 @@ def test_feature_sets(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS.names())
 def test_models(name: str) -> None:
     torch.manual_seed(0)
-    m = MODELS.build(name, SMALL_MODEL.get(name, {}), in_dim=20)
+    m = MODELS.build(name, SMALL_MODEL.get(name, {}), in_dim=20, frames=384)
     x = torch.randn(3, 9, 20)
     mask = torch.ones(3, 9, dtype=torch.bool)
     mask[1, 5:] = False

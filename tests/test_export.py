@@ -164,9 +164,11 @@ def _parts(ens: Ensemble) -> Any:
         yield Parts(ens.features, model, head)
 
 
-def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tuple[int, ...]) -> None:
+def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tuple[int, ...],
+                      missing: tuple[int, int] = (468, 489)) -> None:
     """An untrained ensemble of one `config` model through ONNX -> onnx2tf -> TFLite: at each
-    length (random frames, the left hand missing in the first half), TFLite computes what PyTorch does."""
+    length (random frames, the `missing` rows (the left hand) missing in the first half), TFLite
+    computes what PyTorch does."""
     from ablate.export import convert
     from ablate.parts import build_parts
 
@@ -179,7 +181,7 @@ def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tu
     rng = np.random.default_rng(0)
     for n in lengths:
         frames = rng.random((n, 543, 3), dtype=np.float32)
-        frames[: n // 2, 468:489] = np.nan
+        frames[: n // 2, missing[0] : missing[1]] = np.nan
         with torch.no_grad():
             want = ens(torch.from_numpy(frames)).numpy()
         assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, n
@@ -257,3 +259,18 @@ def test_transformer_options_export_with_parity(variant: dict[str, Any], tmp_pat
     cfg = cfg.replace(model=Component("transformer", {**cfg.model.params, **variant}))
     # the lengths of the export checks: one frame, two, typical, the crop, past it
     _untrained_parity(cfg, 12, tmp_path, (1, 2, 50, 384, 600))
+
+
+@pytest.mark.parametrize("options", [
+    {"normalisation": "body", "one_hand": True, "joint_angles": True, "bone_angles": True, "external_distances": True},
+    {"frames": 32},
+])
+def test_feature_options_export_with_parity(options: dict[str, Any], tmp_path: Path) -> None:
+    """The preprocessing arms change the inference graph: every option of seed828 exports, and the
+    TFLite model computes what PyTorch does (the right hand missing: one_hand mirrors the clips)."""
+    from ablate.config import Component
+    from ablate.spaces import recipe_config
+
+    cfg = recipe_config("smoke")
+    cfg = cfg.replace(features=Component("seed828", {**cfg.features.params, **options}))
+    _untrained_parity(cfg, 12, tmp_path, (1, 2, 50, 384, 600), missing=(522, 543))

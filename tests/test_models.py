@@ -26,7 +26,7 @@ SMALL: dict[str, dict] = {
 
 def build(name: str, **overrides: object) -> nn.Module:
     torch.manual_seed(0)
-    return MODELS.build(name, {**SMALL.get(name, {}), **overrides}, in_dim=IN_DIM)
+    return MODELS.build(name, {**SMALL.get(name, {}), **overrides}, in_dim=IN_DIM, frames=384)
 
 
 def padded_batch(lengths: list[int], total: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +87,7 @@ def test_training_forward_ignores_extra_padding(name: str) -> None:
 
 
 def test_default_sizes_are_moderate() -> None:
-    counts = {n: sum(p.numel() for p in MODELS.build(n, in_dim=200).parameters()) for n in MODELS.names()}
+    counts = {n: sum(p.numel() for p in MODELS.build(n, in_dim=200, frames=384).parameters()) for n in MODELS.names()}
     assert 2.5e6 < counts["transformer"] < 3.5e6, counts  # baseline: blocks 1, width 512, ff x2
     assert all(2e5 < c < 5e6 for c in counts.values()), counts
 
@@ -181,7 +181,7 @@ def test_activations() -> None:
     with pytest.raises(UserError, match="gelu, hardswish, relu, swish"):
         _layers.activation("mish")
     with pytest.raises(UserError, match="activation"):
-        MODELS.build("transformer", {"activation": "elu"}, in_dim=IN_DIM)
+        MODELS.build("transformer", {"activation": "elu"}, in_dim=IN_DIM, frames=384)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_activations() -> None:
 )
 def test_bad_params_are_user_errors(name: str, params: dict) -> None:
     with pytest.raises(UserError):
-        MODELS.build(name, params, in_dim=IN_DIM)
+        MODELS.build(name, params, in_dim=IN_DIM, frames=384)
 
 
 class _AllValid(nn.Module):

@@ -18,7 +18,7 @@ from ablate.spaces import list_spaces, load_space, recipe_config
 from conftest import REPO, ablate_cli
 
 SHIPPED = REPO / "search_spaces"
-NEW_SPACES = ["transformer_parts", "data", "training"]
+NEW_SPACES = ["transformer_parts", "data", "training", "preprocessing"]
 
 
 @pytest.mark.parametrize("name", NEW_SPACES)
@@ -45,7 +45,7 @@ def test_each_new_space_runs_on_the_smoke_preset(name: str, synth_cache: Path, t
 ])
 def test_transformer_options_ignore_padding(options: dict) -> None:
     torch.manual_seed(0)
-    model = MODELS.build("transformer", {"width": 32, "heads": 4, "max_len": 64, **options}, in_dim=12).eval()
+    model = MODELS.build("transformer", {"width": 32, "heads": 4, "max_len": 64, **options}, in_dim=12, frames=384).eval()
     lengths = [5, 1, 9]
     x = torch.randn(3, 20, 12)
     mask = torch.arange(20)[None, :] < torch.tensor(lengths)[:, None]
@@ -59,7 +59,7 @@ def test_transformer_options_ignore_padding(options: dict) -> None:
 
 def test_transformer_option_sizes_and_names() -> None:
     def count(**kw: object) -> int:
-        return sum(p.numel() for p in MODELS.build("transformer", {"width": 32, "heads": 4, **kw}, in_dim=12).parameters())
+        return sum(p.numel() for p in MODELS.build("transformer", {"width": 32, "heads": 4, **kw}, in_dim=12, frames=384).parameters())
 
     base = count()
     assert count(embedding="linear") == base - (32 * 32 + 32 + 2 * 32)  # one Linear + LayerNorm fewer
@@ -68,9 +68,9 @@ def test_transformer_option_sizes_and_names() -> None:
     assert count(pooling="attention") == base + 33  # plus a score Linear(32, 1)
     assert count(ff_mult=4) == base + 2 * (32 * 32 * 2) + 32 * 2
     with pytest.raises(UserError, match=r"unknown pooling 'max' .*known: attention, cls, mean"):
-        MODELS.build("transformer", {"pooling": "max"}, in_dim=12)
+        MODELS.build("transformer", {"pooling": "max"}, in_dim=12, frames=384)
     with pytest.raises(UserError, match=r"embedding.*'mpl'.*did you mean 'mlp'"):
-        MODELS.build("transformer", {"embedding": "mpl"}, in_dim=12)
+        MODELS.build("transformer", {"embedding": "mpl"}, in_dim=12, frames=384)
 
 
 def test_the_baseline_transformer_is_unchanged_by_the_options() -> None:
@@ -79,7 +79,7 @@ def test_the_baseline_transformer_is_unchanged_by_the_options() -> None:
     from torch import nn
 
     torch.manual_seed(0)
-    model = MODELS.build("transformer", {"width": 32, "heads": 4}, in_dim=12)
+    model = MODELS.build("transformer", {"width": 32, "heads": 4}, in_dim=12, frames=384)
     torch.manual_seed(0)
     embed = nn.Sequential(nn.Linear(12, 32), nn.LayerNorm(32), nn.SiLU(), nn.Dropout(0.4), nn.Linear(32, 32),
                           nn.LayerNorm(32), nn.SiLU())

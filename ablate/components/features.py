@@ -6,14 +6,18 @@ index_select, never from open-ended or negative slices; there is no Python contr
 values and no boolean-mask indexing. T' = min(T, max_len); the output never holds NaN or inf.
 
 Shared steps, in order:
-1. centre crop to max_len frames (start = (T - max_len) // 2 when T > max_len);
-2. normalise x and y together by one NaN-aware mean and standard deviation over every non-NaN
-   x and y value of the cropped clip (all 543 landmarks); with keep_z, z gets its own mean and
-   std, because MediaPipe's depth has another origin and scale than the image coordinates;
-3. select the feature set's points; derived features are computed on the normalised values;
-4. NaN (undetected landmarks) -> 0 as the very last step.
+1. centre crop to max_len frames (start = (T - max_len) // 2 when T > max_len), or, with the
+   `frames` option, resample to exactly that many frames;
+2. (one_hand option) mirror a clip whose left hand dominates;
+3. normalise x and y together by one NaN-aware mean and standard deviation over every non-NaN
+   x and y value of the cropped clip (all 543 landmarks), or by the body (normalisation "body");
+   with keep_z, z gets its own mean and std, because MediaPipe's depth has another origin and
+   scale than the image coordinates;
+4. select the feature set's points; derived features are computed on the normalised values;
+5. NaN (undetected landmarks) -> 0 as the very last step.
 Per-frame layout: point-major coordinates (x0, y0[, z0], x1, ...), then each lag difference in
-the same layout, then (seed828 only) the hand distances.
+the same layout, then (seed828 only) the hand distances, then per hand the options' joint angles,
+bone angles and external distances (_feature_options.py, which defines the options).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ablate.components._feature_options import SHOULDERS, HandGeometry, Options, body_frame, resample_index
 from ablate.components._rawbatch import N, NZ, SX, SXX, SY, SYY, SZ, SZZ, Layout, RawBatch, layout_for
 from ablate.data import landmarks as lm
 from ablate.errors import UserError
@@ -29,6 +34,7 @@ from ablate.registry import Registry
 FEATURES = Registry("feature set")  # no context: a feature set is its own params
 
 HAND_POINTS = 21
+MIRROR = [int(r) for r in lm.MIRROR]
 HANDS = lm.LEFT_HAND_IDX + lm.RIGHT_HAND_IDX
 POSE_UPPER_ROWS = [lm.pose(i) for i in lm.POSE_UPPER]
 # Face mesh nose points: 1 tip, 2 just below the tip, 98 and 327 the two alae (nostril wings).
@@ -86,11 +92,14 @@ class LandmarkFeatures(nn.Module):
         keep_z: bool,
         lags: tuple[int, ...] = (),
         hand_offsets: tuple[int, ...] = (),
+        options: Options = Options(),
     ) -> None:
         super().__init__()
         if max_len < 1:
             raise UserError(f"feature set: max_len must be >= 1, got {max_len}")
         self.max_len = max_len
+        self.options = options
+        self.max_frames = options.frames or max_len  # the most frames the model is given
         self.coords = 3 if keep_z else 2
         self.lags = tuple(lags)
         # positions (in `points`) of the first point of each hand whose 21x21 distances are added
@@ -101,8 +110,12 @@ class LandmarkFeatures(nn.Module):
         i, j = torch.triu_indices(HAND_POINTS, HAND_POINTS, offset=1)  # 210 pairs, row-major i < j
         self.register_buffer("pair_i", i, persistent=False)
         self.register_buffer("pair_j", j, persistent=False)
+        for name, rows in (("mirror", MIRROR), ("left", lm.LEFT_HAND_IDX),
+                           ("right", lm.RIGHT_HAND_IDX)):
+            self.register_buffer(name, torch.tensor(rows, dtype=torch.int64), persistent=False)
+        self.geometry = HandGeometry(options, self.hand_offsets, list(points))
         per_frame = len(points) * self.coords
-        self.out_dim = per_frame * (1 + len(self.lags)) + len(self.hand_offsets) * i.numel()
+        self.out_dim = per_frame * (1 + len(self.lags)) + len(self.hand_offsets) * i.numel() + self.geometry.out_dim
 
     def crop(self, x: Tensor) -> Tensor:
         """The centre max_len frames of x (all of x when it is shorter)."""
@@ -110,11 +123,38 @@ class LandmarkFeatures(nn.Module):
         idx = torch.arange(x.shape[0], device=x.device)[: self.max_len] + start
         return x.index_select(0, idx)
 
+    def select_frames(self, x: Tensor) -> Tensor:
+        """The centre crop, or (the frames option) the clip resampled to that many frames."""
+        if self.options.frames:
+            n = self.options.frames
+            # 0 .. n - 1 as a length the exporter cannot see through (data-dependent), so the frame
+            # axis stays dynamic in the graph: with a static one (n), onnx2tf reorders the model's
+            # [1, n, F] tensors as if they were images, and the TFLite model computed garbage
+            steps = torch.nonzero(torch.arange(x.shape[0] + n, device=x.device) < n)[:, 0]
+            torch._check(steps.shape[0] >= 1)
+            return x.index_select(0, resample_index(frame_count(x), n, steps))
+        return self.crop(x)
+
+    def dominant_right(self, x: Tensor) -> Tensor:
+        """x mirrored (landmarks.mirror) when its left hand has more detected landmarks than its right."""
+        left = (~torch.isnan(x.index_select(1, self.left)[:, :, 0])).sum()
+        right = (~torch.isnan(x.index_select(1, self.right)[:, :, 0])).sum()
+        m = x.index_select(1, self.mirror)
+        return torch.where(left > right, torch.cat([1.0 - m[:, :, :1], m[:, :, 1:]], dim=2), x)
+
     def normalise(self, x: Tensor) -> Tensor:
-        """x [T, 543, 3] -> [T, 543, coords]: xy by one shared mean/std, z (if kept) by its own."""
+        """x [T, 543, 3] -> [T, 543, coords]: xy by one shared mean/std (or the body frame), z (if kept)
+        by its own mean/std."""
         xy = x[:, :, :2]
         mean, std = nan_mean_std(xy)
-        parts = [(xy - mean) / std]
+        if self.options.normalisation == "body":
+            left, right = (x[:, row] for row in SHOULDERS)  # [T, 3] each
+            dx, dy, cx, cy, ok = body_frame((left[:, 0], left[:, 1]), (right[:, 0], right[:, 1]))
+            dx, dy = torch.where(ok, dx, 1.0 / std), torch.where(ok, dy, 0.0)  # else the mean/std map
+            u, v = xy[:, :, 0:1] - torch.where(ok, cx, mean), xy[:, :, 1:2] - torch.where(ok, cy, mean)
+            parts = [torch.cat([dx * u + dy * v, dx * v - dy * u], dim=2)]
+        else:
+            parts = [(xy - mean) / std]
         if self.coords == 3:
             z = x[:, :, 2:3]
             mean_z, std_z = nan_mean_std(z)
@@ -135,11 +175,15 @@ class LandmarkFeatures(nn.Module):
         return torch.sqrt((d * d).sum(dim=2))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.normalise(self.crop(x))
+        x = self.select_frames(x)
+        if self.options.one_hand:
+            x = self.dominant_right(x)
+        x = self.normalise(x)
         p = x.index_select(1, self.points)  # [T', P, coords]
         feats = [p.flatten(1)]
         feats += [self.lag(p, k).flatten(1) for k in self.lags]
         feats += [self.hand_distances(p, first) for first in self.hand_offsets]
+        feats += self.geometry(p)
         out = torch.cat(feats, dim=1)
         return torch.where(torch.isnan(out), 0.0, out)
 
@@ -148,16 +192,22 @@ class LandmarkFeatures(nn.Module):
         (zero in padding) and the frame mask [B, T'], T' = min(T, max_len). The normalisation
         comes from the batch's statistics of all 543 landmarks (_rawbatch.py), and is applied
         together with the batch's pending whole-body map, to the set's points only."""
-        frames = min(raw.frames, self.max_len)
-        if raw.frames > self.max_len:  # only then can an item be longer than max_len
-            start = (raw.lengths - self.max_len).clamp(min=0) // 2
-            index = torch.arange(frames, device=start.device)[None] + start[:, None]
-            raw = raw.take(index, raw.lengths.clamp(max=self.max_len))
+        raw = self._batch_frames(raw)
+        if self.options.one_hand:
+            raw = raw.mirrored(self._left_dominates(raw))
         m = raw.moments(by_part=False)  # [B, 9] float64 over every landmark of the cropped clips
         mean, std = _mean_std(m[:, N] * 2, m[:, SX] + m[:, SY], m[:, SXX] + m[:, SYY])
+        norm = torch.eye(2, dtype=std.dtype, device=std.device) / std[:, None, None]  # v -> norm (v - centre)
+        centre = mean[:, None].expand(-1, 2)
+        if self.options.normalisation == "body":
+            xy = self._mapped(raw, SHOULDERS)  # [B, T, 2 shoulders, 2]
+            dx, dy, cx, cy, ok = body_frame((xy[:, :, 0, 0], xy[:, :, 0, 1]), (xy[:, :, 1, 0], xy[:, :, 1, 1]))
+            body = torch.stack([torch.stack([dx, dy], -1), torch.stack([-dy, dx], -1)], dim=1)
+            norm = torch.where(ok[:, None, None], body, norm)
+            centre = torch.where(ok[:, None], torch.stack([cx, cy], -1), centre)
         points, matrix, offset = raw.view(self.point_rows)  # [B, T, 3, P] before the pending map
-        # the pending map and the normalisation in one step: (matrix @ v + offset - mean) / std
-        a, b = (matrix / std[:, None, None]).float(), ((offset - mean[:, None]) / std[:, None]).float()
+        # the pending map and the normalisation in one step: norm @ (matrix @ v + offset - centre)
+        a, b = (norm @ matrix).float(), (norm @ (offset - centre)[..., None])[..., 0].float()
         out = torch.empty(*points.shape[:2], self.out_dim, device=points.device)
         per_frame = points.shape[3] * self.coords
         p = out[:, :, :per_frame].unflatten(2, (points.shape[3], self.coords))  # point-major, as in forward
@@ -170,6 +220,30 @@ class LandmarkFeatures(nn.Module):
         self._fill_batch(out, per_frame)
         return out, raw.mask()
 
+    def _batch_frames(self, raw: RawBatch) -> RawBatch:
+        """select_frames for a batch: resampled, or each item centre-cropped to max_len."""
+        if self.options.frames:
+            n = self.options.frames
+            return raw.take(resample_index(raw.lengths, n), torch.full_like(raw.lengths, n))
+        if raw.frames <= self.max_len:  # no item can be longer than max_len
+            return raw
+        start = (raw.lengths - self.max_len).clamp(min=0) // 2
+        index = torch.arange(self.max_len, device=start.device)[None] + start[:, None]
+        return raw.take(index, raw.lengths.clamp(max=self.max_len))
+
+    def _left_dominates(self, raw: RawBatch) -> Tensor:
+        """[B] dominant_right's test for each item of a batch."""
+        left, right = (raw.view(tuple(rows))[0][:, :, 0] for rows in (lm.LEFT_HAND_IDX, lm.RIGHT_HAND_IDX))
+        return (~torch.isnan(left)).sum(dim=(1, 2)) > (~torch.isnan(right)).sum(dim=(1, 2))
+
+    @staticmethod
+    def _mapped(raw: RawBatch, rows: tuple[int, ...]) -> Tensor:
+        """x, y of carried `rows` after the pending map: [B, T, len(rows), 2] float64."""
+        points, matrix, offset = raw.view(rows)
+        xy = points[:, :, :2].double()  # [B, T, 2, P]
+        mapped = torch.einsum("bij,btjp->btip", matrix, xy) + offset[:, None, :, None]
+        return mapped.transpose(2, 3)
+
     def _fill_batch(self, out: Tensor, per_frame: int) -> None:
         """The rest of `forward` for a padded batch whose normalised points fill out[..., :per_frame]: the lags
         and hand distances are written into the rest of `out`, then NaN -> 0. Written for speed
@@ -179,6 +253,9 @@ class LandmarkFeatures(nn.Module):
         frames = out.shape[1]
         p = out[:, :, :per_frame]
         col = per_frame
+        if self.geometry.out_dim:  # the options' hand geometry, from the normalised points alone
+            extra = torch.cat(self.geometry(p.unflatten(2, (-1, self.coords))), dim=2)
+            out[:, :, out.shape[2] - extra.shape[2]:] = extra
         for k in self.lags:
             lag = out[:, :, col : col + per_frame]
             keep = max(frames - k, 0)  # frames with a frame k later in the tensor
@@ -203,7 +280,7 @@ class LandmarkFeatures(nn.Module):
             partial = out.device.type != "cpu" or bool((missing.any(-1) & ~missing.all(-1)).any())
             if partial:  # a partly missing hand: pairs touching a missing point have no distance
                 squares.masked_fill_((missing.float() @ touches) > 0, 0.0)
-            out[:, :, col:] = squares.sqrt_().flatten(2)
+            out[:, :, col : col + squares[0, 0].numel()] = squares.sqrt_().flatten(2)
         torch.nan_to_num_(out, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
 
     def _pair_matrices(self, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -219,26 +296,46 @@ class LandmarkFeatures(nn.Module):
         return self._pairs[key]
 
     def layout(self) -> Layout:
-        """The landmarks a batch must carry for this feature set (its points and their mirrors)."""
-        return layout_for(list(self.point_rows))
+        """The landmarks a batch must carry for this feature set (its points, the rows its options
+        read, and their mirrors)."""
+        extra = [*SHOULDERS] * (self.options.normalisation == "body")
+        extra += [*lm.LEFT_HAND_IDX, *lm.RIGHT_HAND_IDX] * self.options.one_hand
+        return layout_for([*self.point_rows, *extra])
 
     def extra_repr(self) -> str:
         return (
             f"points={self.points.numel()}, coords={self.coords}, max_len={self.max_len}, "
-            f"lags={self.lags}, hand_distances={len(self.hand_offsets)}, out_dim={self.out_dim}"
+            f"lags={self.lags}, hand_distances={len(self.hand_offsets)}, out_dim={self.out_dim}, {self.options}"
         )
 
 
 @FEATURES.register("seed828")
-def seed828(*, max_len: int = 384, keep_z: bool = False) -> LandmarkFeatures:
+def seed828(
+    *,
+    max_len: int = 384,
+    keep_z: bool = False,
+    normalisation: str = "global",
+    frames: int = 0,
+    one_hand: bool = False,
+    joint_angles: bool = False,
+    bone_angles: bool = False,
+    external_distances: bool = False,
+) -> LandmarkFeatures:
     """Baseline (top-50 solution): 102 points xy, their motion, 2x210 hand distances = 828/frame.
 
     Points in order: left hand 21, right hand 21, pose 8 (shoulders 11/12, elbows 13/14, wrists
     15/16, hips 23/24), left eye 16, right eye 16, outer lips 20. Motion is frame t+1 minus
     frame t (zero for the last frame); distances are the i < j pairs of each hand, left first.
     With keep_z: 306 + 306 + 420 = 1032 features, distances in 3D.
+    The write-up's preprocessing experiments are options (_feature_options.py): normalisation
+    global | body, frames (resample to N frames instead of the crop), one_hand (the left hand's 21
+    points and distances left out; 534/frame), joint_angles (+30 per hand), bone_angles (+40 per
+    hand), external_distances (+147 per hand).
     """
-    return LandmarkFeatures(SEED828_POINTS, max_len, keep_z, lags=(1,), hand_offsets=(0, 21))
+    options = Options(normalisation, frames, one_hand, joint_angles, bone_angles, external_distances)
+    points = SEED828_POINTS[HAND_POINTS:] if one_hand else SEED828_POINTS
+    return LandmarkFeatures(points, max_len, keep_z, lags=(1,), hand_offsets=(0,) if one_hand else (0, 21),
+                            options=options)
 
 
 @FEATURES.register("lag118")

@@ -27,7 +27,8 @@ from ablate.components._layers import activation as make_activation
 from ablate.errors import UserError, unknown
 from ablate.registry import Registry
 
-MODELS = Registry("model", context=("in_dim",))  # in_dim: the feature set's width
+# in_dim: the feature set's width; frames: the most frames the feature set gives (its crop length)
+MODELS = Registry("model", context=("in_dim", "frames"))
 
 
 def _check(**values: float) -> None:
@@ -105,6 +106,7 @@ class TransformerEncoder(nn.Module):
 def transformer(
     *,
     in_dim: int,
+    frames: int,
     blocks: int = 1,
     heads: int = 16,
     width: int = 512,
@@ -113,7 +115,7 @@ def transformer(
     activation: str = "swish",
     embedding: str = "mlp",
     pooling: str = "cls",
-    max_len: int = 385,
+    max_len: int = 0,
 ) -> nn.Module:
     """Baseline transformer: frame MLP, CLS token, learned positions, pre-LN blocks; CLS -> embedding.
 
@@ -121,8 +123,11 @@ def transformer(
     relu | gelu (tanh approximation). embedding: linear | mlp (the baseline's two layers) | deep
     (three). pooling: cls | mean | attention (over the frame states, not the CLS one). max_len counts
     the CLS position, so at most max_len - 1 frames are used (later frames are dropped) whatever the
-    pooling. Defaults give about 2.6 M parameters plus in_dim * 512.
+    pooling; 0 (the default) sizes it to the feature set's frames (its crop length) plus one, so a
+    crop-length experiment changes the model with it. Defaults give about 2.6 M parameters plus
+    in_dim * 512 (the positions: 385 x 512 at the baseline's crop of 384).
     """
+    max_len = max_len or frames + 1
     _check(in_dim=in_dim, blocks=blocks, heads=heads, width=width, ff_mult=ff_mult, max_len=max_len - 1)
     _check_dropout(dropout)
     return TransformerEncoder(in_dim, blocks, heads, width, dropout, ff_mult, activation, max_len, embedding, pooling)
