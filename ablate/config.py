@@ -40,7 +40,7 @@ class Component:
 
 # Recipe keys added after studies and final folders were first written, with the value that
 # behaves as before they existed: a record without one is read as having that value.
-ADDED_KEYS: dict[str, Any] = {"drop_participants": [], "drop_messiest": 0, "late_dropout": 0.0}
+ADDED_KEYS: dict[str, Any] = {"drop_participants": [], "drop_messiest": 0, "late_dropout": 0.0, "pretrain_ce": 0.0}
 
 
 def _min(low: float) -> dict[str, Any]:
@@ -73,6 +73,7 @@ class Config:
     drop_participants: tuple[int, ...]  # participant ids left out of every training fold (validated on as usual)
     drop_messiest: int = field(metadata=_min(0))  # also leave out the k with the most frames without any hand
     late_dropout: float = field(metadata={"min": 0, "below": 1})  # share of the epochs trained with dropout off
+    pretrain_ce: float = field(metadata={"min": 0, "below": 1})  # share of the epochs trained with a softmax head first
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

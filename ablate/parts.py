@@ -79,6 +79,22 @@ class SignModel(nn.Module):
         return torch.softmax(logits, dim=-1)[0]
 
 
+class Pretraining:
+    """The write-up's "encoder pretrain, arcface tuning": for the first floor(share * epochs) epochs
+    the model trains under a plain softmax head (the `ce` loss) instead of the recipe's, which then
+    takes over, untrained, with the pretrained encoder, for the rest (at least the last epoch, as
+    share < 1). One optimizer and one learning-rate schedule run across both stages; the softmax
+    head is dropped at the end (what is validated last and exported is the recipe's head)."""
+
+    def __init__(self, parts: Parts, share: float, epochs: int, num_classes: int) -> None:
+        self.epochs = math.floor(share * epochs + 1e-9)
+        self.head = LOSSES.build("ce", {}, emb_dim=parts.model.out_dim, num_classes=num_classes) if self.epochs else None
+
+    def parts(self, parts: Parts, epoch: int) -> Parts:
+        """The parts an epoch trains and validates: the softmax head during the pretraining."""
+        return Parts(parts.features, parts.model, self.head) if self.head is not None and epoch < self.epochs else parts
+
+
 class LateDropout:
     """The write-up's late dropout: the model's nn.Dropout modules off (p = 0) for the first
     floor(share * epochs) epochs, then at their built p; at least the last epoch trains with

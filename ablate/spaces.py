@@ -8,7 +8,7 @@ An axis file varies one part of the recipe. Each arm is a label with optional ke
     augmentations the list of augmentations (the augmentations axis only)
     drop_participants, drop_messiest
                   who is left out of training (the data axis only; see base.yaml)
-    batch_size, amp, late_dropout, lr_scaling
+    batch_size, amp, late_dropout, pretrain_ce, lr_scaling
                   the training axis only; lr_scaling (linear | sqrt | none) multiplies the
                   optimizer's lr by (the arm's batch size / the preset's)^1 or ^0.5
     seed_offset   train with other seeds: a null arm, to see what seed noise alone looks like
@@ -36,7 +36,7 @@ from ablate.yamlfile import load_yaml
 MODES = ("ablation", "tune", "both")
 # axes whose arms set recipe keys directly (checked when the arm is resolved)
 RECIPE_AXES = {"data": ("drop_participants", "drop_messiest"),
-               "training": ("batch_size", "amp", "late_dropout", "lr_scaling")}
+               "training": ("batch_size", "amp", "late_dropout", "pretrain_ce", "lr_scaling")}
 AXIS_KEYS = tuple(AXES) + ("augmentations", *RECIPE_AXES)
 _SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune", "rope")
 _COMPONENT_ARM_KEYS = ("name", "params", "ranges", "seed_offset")

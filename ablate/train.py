@@ -28,7 +28,7 @@ from ablate.data.drop import training_items
 from ablate.feed import Batch, Feed
 from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
-from ablate.parts import LateDropout, Parts, build_augmentations, build_parts
+from ablate.parts import LateDropout, Parts, Pretraining, build_augmentations, build_parts
 
 CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
@@ -75,9 +75,10 @@ class FoldResult:
 
 
 def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dtype | None,
-               device: torch.device) -> tuple[Any, Any, Any, bool, torch.dtype | None]:
-    """(optimizer, schedule, GradScaler or None, two passes?, the precision to run at)."""
-    params = list(parts.model.parameters()) + list(parts.head.parameters())
+               device: torch.device, extra: list[torch.nn.Parameter]) -> tuple[Any, Any, Any, bool, torch.dtype | None]:
+    """(optimizer, schedule, GradScaler or None, two passes?, the precision to run at); `extra`:
+    more weights to train (a pretraining head)."""
+    params = list(parts.model.parameters()) + list(parts.head.parameters()) + extra
     optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, where="optimizer", weights=params)
     two_pass = "two_pass" in OPTIMIZERS.get(config.optimizer.name).tags
     if two_pass and amp is torch.float16:  # SAM's two passes do not go through a GradScaler
@@ -119,9 +120,12 @@ def train_fold(
     parts = build_parts(config, data.num_classes)
     parts.model.to(device)
     parts.head.to(device)
+    pre = Pretraining(parts, config.pretrain_ce, config.epochs, data.num_classes)
+    pre_weights = list(pre.head.to(device).parameters()) if pre.head is not None else []
     augs = build_augmentations(config)
     feed = Feed(config, data, fold, train_idx, val_idx, parts.features, augs, device, sharing)
-    optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device)
+    optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device,
+                                                             pre_weights)
     model = torch.compile(parts.model) if config.compile else parts.model
     step = _Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
                  torch.Generator().manual_seed(seed))
@@ -134,11 +138,14 @@ def train_fold(
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
         late.set(epoch)
+        step.parts = pre.parts(parts, epoch)
+        if epoch == pre.epochs:  # the recipe's head starts now: early stopping counts from here
+            best, since_best = -1.0, 0
         loss, samples = _epoch(step, feed, epoch, fold, show)  # ends waiting for the device (the loss)
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples
         last = keep_predictions and epoch == config.epochs - 1
-        val_loss, val_acc, probs = evaluate(parts, feed.val(), device, amp, last, model)
+        val_loss, val_acc, probs = evaluate(step.parts, feed.val(), device, amp, last, model)
         stats = EpochStats(epoch, loss, val_loss, val_acc, float(optimizer.param_groups[0]["lr"]),
                            time.perf_counter() - t0, samples / (t1 - t0))
         result.epochs.append(stats)

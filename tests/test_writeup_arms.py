@@ -222,6 +222,27 @@ def test_late_dropout_counts_whole_epochs_and_always_ends_with_dropout() -> None
     assert model[1].p == 0.3
 
 
+def test_pretraining_trains_a_softmax_head_first_then_the_recipes_head(synth_cache: Path) -> None:
+    """Epoch 0 of pretrain_ce 0.5 (of 2) trains and validates a plain softmax head: a cross-entropy
+    of about ln(classes), where sub-center ArcFace at scale 45 starts far higher; epoch 1 and the
+    kept model use the recipe's head."""
+    from ablate.components._heads import CosineHead
+    from ablate.parts import Pretraining, build_parts
+    from ablate.train import train_fold
+
+    data = Cache(synth_cache)
+    base = _config(amp="off", epochs=2)
+    staged = train_fold(base.replace(pretrain_ce=0.5), data, 0, progress=False, keep_model=True)
+    plain = train_fold(base, data, 0, progress=False)
+    assert staged.epochs[0].train_loss < 1.5 * np.log(data.num_classes) < plain.epochs[0].train_loss
+    assert staged.epochs[1].train_loss > 2 * staged.epochs[0].train_loss  # the ArcFace stage
+    assert staged.parts is not None and isinstance(staged.parts.head, CosineHead)
+    parts = build_parts(base, 5)
+    assert Pretraining(parts, 0.0, 10, 5).head is None and Pretraining(parts, 0.07, 100, 5).epochs == 7
+    pre = Pretraining(parts, 0.5, 4, 5)
+    assert pre.parts(parts, 1).head is pre.head and pre.parts(parts, 2) is parts
+
+
 def test_a_final_folder_from_before_the_new_keys_is_still_recognised(synth_cache: Path, tmp_path: Path) -> None:
     import json
 
