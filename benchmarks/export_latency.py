@@ -63,7 +63,7 @@ def main() -> None:
         from ablate.config import Config
 
         cfg = Config.from_dict(cfg_dict)
-        folds = load_folds(cfg, data.num_classes, Path(a.final))
+        folds = [p for fold in load_folds(cfg, data.num_classes, Path(a.final)) for p in fold]
         _, index, _ = output_map(data)
     else:
         cfg = recipe_config(a.preset)

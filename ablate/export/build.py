@@ -63,30 +63,33 @@ def torch_reference(module: torch.nn.Module) -> Any:
     return run
 
 
-def oof_accuracy(config: Config, data: Cache, folds: list[Any], tta: str) -> float:
-    """Pooled out-of-fold accuracy of the fold models as exported (fp32, with TTA if asked), in PyTorch."""
+def oof_accuracy(config: Config, data: Cache, folds: list[list[Any]], tta: str, rule: str = "mean") -> float:
+    """Pooled out-of-fold accuracy of each fold's models (its seeds combined by `rule`) as exported
+    (fp32, with TTA if asked), in PyTorch."""
     fold_of = data.folds(config.folds, config.fold_seed, config.fold_kind)
     hits = 0
     for k, parts in enumerate(folds):
-        run = torch_reference(Ensemble([parts], tta=tta).eval())
+        run = torch_reference(Ensemble(parts, tta=tta, rule=rule).eval())
         for i in np.flatnonzero(fold_of == k):
             hits += int(np.argmax(run(np.array(data.sequence(int(i))))) == data.labels[i])
     return hits / len(data)
 
 
 def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", n_check: int = 200,
-                     check_files: Sequence[Path] = (), log: TextIO | None = None) -> dict[str, Any]:
+                     check_files: Sequence[Path] = (), log: TextIO | None = None, seeds: int = 1,
+                     rule: str = "mean") -> dict[str, Any]:
     """Build, convert and check; returns the numbers for final.json (with 'broken': [...]).
-    check_files: competition landmark files (or folders of them) added to the parity checks."""
+    check_files: competition landmark files (or folders of them) added to the parity checks;
+    seeds: the models per fold; rule: how the members' probabilities are combined (ensemble.RULES)."""
     log = log or sys.stderr
     real = cs.file_cases(check_files)  # read first: a bad file is reported before any conversion
-    folds = load_folds(config, data.num_classes, out)  # and bad weights before an earlier deliverable is touched
+    folds = load_folds(config, data.num_classes, out, seeds)  # and bad weights before an earlier deliverable is touched
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
     conv_log = exp / "convert.log"
     conv_log.write_text("")
     sign_map, out_index, map_warning = output_map(data)
-    ensemble = Ensemble(folds, tta=tta, out_index=out_index).eval()
+    ensemble = Ensemble([p for fold in folds for p in fold], tta=tta, out_index=out_index, rule=rule).eval()
     times: dict[str, float] = {}
 
     def step(name: str, fn: Any, *a: Any) -> Any:
@@ -132,12 +135,14 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
             atomic_write(out / dst, (exp / src).read_bytes())
         write_json(out / "sign_to_prediction_index_map.json", sign_map)
         write_json(out / DELIVERED, {"written": time.strftime("%Y-%m-%d %H:%M:%S %z"), "tta": tta,
-                                     "config": config.to_dict()})
+                                     "ensemble": rule, "seeds_per_fold": seeds, "config": config.to_dict()})
     accuracy = None
     if tta != "none":  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
-        accuracy = {t: oof_accuracy(config, data, folds, t) for t in ("none", tta)}
+        accuracy = {t: oof_accuracy(config, data, folds, t, rule) for t in ("none", tta)}
     return {
         "tta": tta,
+        "ensemble": rule,
+        "members": sum(len(f) for f in folds) * (2 if tta == "hflip" else 1),
         "crop": crop,
         "outputs": len(sign_map),
         "warnings": [map_warning] if map_warning else [],

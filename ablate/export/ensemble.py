@@ -1,8 +1,15 @@
-"""The exported graph: raw landmarks -> one feature pass -> every fold's model -> mean probabilities.
+"""The exported graph: raw landmarks -> one feature pass -> every member model -> combined probabilities.
 
 The feature sets have no parameters and do not depend on the fold, so the features are computed
 once and shared by the fold models (five times less preprocessing than five `SignModel`s).
-Optional test-time augmentation runs the mirrored sequence too (`tta="hflip"`).
+Optional test-time augmentation runs the mirrored sequence too (`tta="hflip"`). The members'
+probabilities (every fold's model, every seed of each, every view) are combined by one rule
+(`combine`, which also compares the rules on out-of-fold predictions):
+    mean  the mean of the probabilities (the baseline's);
+    vote  each member votes for its top class; the most votes win, ties broken by the mean
+          probability (output: votes + mean, normalised to sum 1);
+    max   the class with the highest probability in any member (output: the per-class maximum,
+          normalised to sum 1).
 Everything here must trace for any number of frames: see ../shared/EXPORT.md.
 """
 
@@ -17,17 +24,37 @@ from ablate.data import landmarks as lm
 from ablate.parts import Parts
 
 TTA_CHOICES = ("none", "hflip")
+RULES = ("mean", "vote", "max")
+
+
+def combine(probs: torch.Tensor, rule: str) -> torch.Tensor:
+    """Members' probabilities [M, ..., C] -> one distribution [..., C] by `rule` (see above)."""
+    mean = probs.mean(dim=0)
+    if rule == "mean":
+        return mean
+    if rule == "max":
+        out = probs.max(dim=0).values
+    elif rule == "vote":
+        top = (probs >= probs.max(dim=-1, keepdim=True).values).to(probs.dtype)  # a member's tie: a vote each
+        out = top.sum(dim=0) + mean  # mean < 1 <= one vote: it only breaks ties
+    else:
+        raise ValueError(f"ensemble rule {rule!r}: expected one of {', '.join(RULES)}")
+    return out / out.sum(dim=-1, keepdim=True)
 
 
 class Ensemble(nn.Module):
     """Raw landmarks [T, 543, 3] (NaNs allowed) -> mean class probabilities [C_out]."""
 
-    def __init__(self, folds: Sequence[Parts], tta: str = "none", out_index: Sequence[int] | None = None) -> None:
+    def __init__(self, folds: Sequence[Parts], tta: str = "none", out_index: Sequence[int] | None = None,
+                 rule: str = "mean") -> None:
         super().__init__()
         if not folds:
             raise ValueError("an ensemble needs at least one fold")
         if tta not in TTA_CHOICES:
             raise ValueError(f"tta {tta!r}: expected one of {', '.join(TTA_CHOICES)}")
+        if rule not in RULES:
+            raise ValueError(f"ensemble rule {rule!r}: expected one of {', '.join(RULES)}")
+        self.rule = rule
         self.features = folds[0].features
         self.models = nn.ModuleList(p.model for p in folds)
         self.heads = nn.ModuleList(p.head for p in folds)
@@ -47,17 +74,15 @@ class Ensemble(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         views = [inputs, self._mirror(inputs)] if self.tta == "hflip" else [inputs]
-        total = None
+        members = []
         for view in views:
             x = self.features(view).unsqueeze(0)
             # every frame is valid; built from x, because onnx2tf cannot Expand a bool constant
             # to a dynamic shape (what torch.ones(shape, dtype=bool) exports to)
             mask = torch.ones_like(x[..., 0]) > 0
             for model, head in zip(self.models, self.heads):
-                p = torch.softmax(head.logits(model(x, mask)), dim=-1)[0]
-                total = p if total is None else total + p
-        assert total is not None
-        probs = total / float(len(views) * len(self.models))
+                members.append(torch.softmax(head.logits(model(x, mask)), dim=-1))  # [1, C]
+        probs = combine(torch.cat(members), self.rule)
         if self.out_index is not None:
             probs = torch.cat([probs, torch.zeros_like(probs[:1])]).index_select(0, self.out_index)
         return probs

@@ -5,6 +5,9 @@ Layout of the output folder (all written atomically, so an interrupted run leave
     folds/fold<k>.pt            {"model": state_dict, "head": state_dict} (torch.load(weights_only=True))
     folds/fold<k>.json          the fold's numbers: accuracy, epochs, seconds, ...
     folds/fold<k>.oof.npz       cache indices and probabilities of the fold's held-out sequences
+    folds/fold<k>.seed<s>.*     the same for the fold's extra seeds s = 1 .. N-1 (--seeds-per-fold N),
+                                trained with the recipe's seed + s
+A folder keeps the seeds it has: a rerun with more seeds per fold trains only the new ones.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from ablate.config import ADDED_KEYS, Config
 from ablate.data.cache import Cache
 from ablate.errors import UserError
+from ablate.export.ensemble import RULES, combine
 from ablate.files import atomic_write
 from ablate.parts import Parts, build_parts
 from ablate.train import train_fold
@@ -50,6 +54,7 @@ class FoldRecord:
     acc: float  # last-epoch accuracy on the held-out participants
     seconds: float
     resumed: bool
+    seed: int = 0  # which of the fold's seeds (0 .. seeds per fold - 1)
 
 
 def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]) -> None:
@@ -73,36 +78,42 @@ def check_or_claim(out: Path, config: Config, data: Cache, extra: dict[str, Any]
     write_json(path, {**mine, **extra})
 
 
-def _fold_paths(out: Path, k: int) -> tuple[Path, Path, Path]:
-    d = out / "folds"
-    return d / f"fold{k}.pt", d / f"fold{k}.json", d / f"fold{k}.oof.npz"
+def _fold_paths(out: Path, k: int, seed: int = 0) -> tuple[Path, Path, Path]:
+    d, stem = out / "folds", f"fold{k}" + (f".seed{seed}" if seed else "")
+    return d / f"{stem}.pt", d / f"{stem}.json", d / f"{stem}.oof.npz"
 
 
-def train_all(config: Config, data: Cache, out: Path, log: Any = None) -> list[FoldRecord]:
-    """Every fold of config.folds; a fold whose three files exist is not trained again."""
+def _members(config: Config, seeds: int) -> list[tuple[int, int]]:
+    return [(k, s) for k in range(config.folds) for s in range(seeds)]
+
+
+def train_all(config: Config, data: Cache, out: Path, log: Any = None, seeds: int = 1) -> list[FoldRecord]:
+    """Every fold of config.folds, `seeds` times each; a model whose three files exist is not trained again."""
     log = log or sys.stderr
     (out / "folds").mkdir(parents=True, exist_ok=True)
     records = []
-    for k in range(config.folds):
-        weights, summary, oof = _fold_paths(out, k)
+    for k, seed in _members(config, seeds):
+        weights, summary, oof = _fold_paths(out, k, seed)
+        name = f"fold {k + 1}/{config.folds}" + (f" seed {seed + 1}/{seeds}" if seeds > 1 else "")
         if weights.is_file() and summary.is_file() and oof.is_file():
             s = read_json(summary)
-            records.append(FoldRecord(k, float(s["last_acc"]), float(s["seconds"]), True))
-            print(f"fold {k + 1}/{config.folds}: done before (acc {s['last_acc']:.4f}), not retrained", file=log, flush=True)
+            records.append(FoldRecord(k, float(s["last_acc"]), float(s["seconds"]), True, seed))
+            print(f"{name}: done before (acc {s['last_acc']:.4f}), not retrained", file=log, flush=True)
             continue
 
-        def on_epoch(e: Any, k: int = k) -> None:
-            print(f"fold {k + 1}/{config.folds} epoch {e.epoch + 1}/{config.epochs}: loss {e.train_loss:.4f} "
+        def on_epoch(e: Any, name: str = name) -> None:
+            print(f"{name} epoch {e.epoch + 1}/{config.epochs}: loss {e.train_loss:.4f} "
                   f"val acc {e.val_acc:.4f} ({e.seconds:.0f}s)", file=log, flush=True)
 
-        r = train_fold(config, data, k, keep_model=True, keep_predictions=True, on_epoch=on_epoch, progress=False)
+        r = train_fold(config.replace(seed=config.seed + seed), data, k, keep_model=True, keep_predictions=True,
+                       on_epoch=on_epoch, progress=False)
         assert r.parts is not None and r.val_indices is not None and r.val_probs is not None
         state = {"model": {n: t.detach().cpu() for n, t in r.parts.model.state_dict().items()},
                  "head": {n: t.detach().cpu() for n, t in r.parts.head.state_dict().items()}}
         atomic_write(weights, _bytes(lambda f: torch.save(state, f)))
         atomic_write(oof, _bytes(lambda f: np.savez(f, indices=r.val_indices, probs=r.val_probs.astype(np.float32))))
         write_json(summary, r.summary())  # last: its presence marks the fold as done
-        records.append(FoldRecord(k, r.last_acc, r.seconds, False))
+        records.append(FoldRecord(k, r.last_acc, r.seconds, False, seed))
     return records
 
 
@@ -112,8 +123,8 @@ def _bytes(write: Any) -> bytes:
     return buf.getvalue()
 
 
-def _load_fold(config: Config, num_classes: int, out: Path, k: int) -> Parts:
-    weights = _fold_paths(out, k)[0]
+def _load_fold(config: Config, num_classes: int, out: Path, k: int, seed: int = 0) -> Parts:
+    weights = _fold_paths(out, k, seed)[0]
     if not weights.is_file():
         raise UserError(f"{weights}: missing; run `ablate finalize` to train fold {k}")
     p = build_parts(config, num_classes)
@@ -132,32 +143,48 @@ def _load_fold(config: Config, num_classes: int, out: Path, k: int) -> Parts:
     return p
 
 
-def load_folds(config: Config, num_classes: int, out: Path) -> list[Parts]:
-    """Each fold's trained parts, in eval mode, on the CPU."""
-    return [_load_fold(config, num_classes, out, k) for k in range(config.folds)]
+def load_folds(config: Config, num_classes: int, out: Path, seeds: int = 1) -> list[list[Parts]]:
+    """Each fold's trained parts (one per seed), in eval mode, on the CPU."""
+    return [[_load_fold(config, num_classes, out, k, s) for s in range(seeds)] for k in range(config.folds)]
 
 
-def check_done_folds(config: Config, num_classes: int, out: Path) -> None:
-    """The folds a rerun will not train again must load: a damaged file is named before any training."""
-    for k in range(config.folds):
-        weights, summary, oof = _fold_paths(out, k)
+def check_done_folds(config: Config, num_classes: int, out: Path, seeds: int = 1) -> None:
+    """The models a rerun will not train again must load: a damaged file is named before any training."""
+    for k, seed in _members(config, seeds):
+        weights, summary, oof = _fold_paths(out, k, seed)
         if weights.is_file() and summary.is_file() and oof.is_file():
             read_json(summary)
-            _load_fold(config, num_classes, out, k)
+            _load_fold(config, num_classes, out, k, seed)
 
 
-def out_of_fold(config: Config, data: Cache, out: Path) -> dict[str, Any]:
-    """Accuracy of each fold model on its held-out participants, and pooled over all sequences.
+def out_of_fold(config: Config, data: Cache, out: Path, seeds: int = 1, rule: str = "mean") -> dict[str, Any]:
+    """Accuracy of each fold's models (its seeds combined by `rule`) on its held-out participants,
+    and pooled over all sequences; with several seeds per fold, also every rule's ("rules").
 
-    The pooled figure predicts every sequence with the one model that did not see it: it is the
-    out-of-fold estimate for the ensemble (which averages five such models, and is usually a bit
-    better; no labelled data outside the folds is left to measure that directly).
+    The pooled figure predicts every sequence with the models that did not see it: it is the
+    out-of-fold estimate for the ensemble (which also combines the other folds' models, and is
+    usually a bit better; no labelled data outside the folds is left to measure that directly).
+    The rules can only be compared within a fold, where the seeds share their held-out sequences.
     """
-    per_fold, hits, n = [], 0, 0
+    hits = {r: [] for r in RULES}  # rule -> per fold (right, n)
     for k in range(config.folds):
-        with np.load(_fold_paths(out, k)[2]) as z:
-            pred, idx = z["probs"].argmax(1), z["indices"]
-        right = int((pred == data.labels[idx]).sum())
-        per_fold.append({"fold": k, "acc": right / len(pred), "n": int(len(pred))})
-        hits, n = hits + right, n + len(pred)
-    return {"folds": per_fold, "pooled": hits / n if n else float("nan"), "n": n}
+        probs, idx = [], None
+        for seed in range(seeds):
+            with np.load(_fold_paths(out, k, seed)[2]) as z:
+                probs.append(torch.from_numpy(z["probs"]))
+                if idx is not None and not np.array_equal(idx, z["indices"]):
+                    raise UserError(f"{_fold_paths(out, k, seed)[2]}: holds other sequences than seed 0's; delete it")
+                idx = z["indices"]
+        for r in RULES:
+            pred = combine(torch.stack(probs), r).argmax(1).numpy()
+            hits[r].append((int((pred == data.labels[idx]).sum()), int(len(pred))))
+
+    def summary(per: list[tuple[int, int]]) -> dict[str, Any]:
+        right, n = sum(h for h, _ in per), sum(m for _, m in per)
+        return {"folds": [{"fold": k, "acc": h / m, "n": m} for k, (h, m) in enumerate(per)],
+                "pooled": right / n if n else float("nan"), "n": n}
+
+    result = {**summary(hits[rule]), "seeds": seeds, "rule": rule}
+    if seeds > 1:
+        result["rules"] = {r: summary(hits[r]) for r in RULES}
+    return result

@@ -46,6 +46,8 @@ class FinalizeArgs:
     reports: str = "reports"
     prefer_mean: bool = False
     tta: str = "none"
+    ensemble: str = "mean"  # how the members' probabilities are combined (export.ensemble.RULES)
+    seeds_per_fold: int = 1
     check_sequences: int = 200
     check_files: tuple[str, ...] = ()  # competition files or folders added to the parity checks
     export: bool = True
@@ -79,10 +81,12 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     }
     check_config(recipe.config, data)  # participants to drop: before the folder is claimed
     check_or_claim(out, recipe.config, data, {"provenance": summary})
-    check_done_folds(recipe.config, data.num_classes, out)
+    seeds, rule = args.seeds_per_fold, args.ensemble
+    check_done_folds(recipe.config, data.num_classes, out, seeds)
     print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
-    folds = train_all(recipe.config, data, out)
-    summary["training"] = {"folds": [asdict(f) for f in folds], "oof": out_of_fold(recipe.config, data, out)}
+    folds = train_all(recipe.config, data, out, seeds=seeds)
+    summary["ensemble"] = {"rule": rule, "seeds_per_fold": seeds, "members": recipe.config.folds * seeds}
+    summary["training"] = {"folds": [asdict(f) for f in folds], "oof": out_of_fold(recipe.config, data, out, seeds, rule)}
     oof = summary["training"]["oof"]
     per_fold = ", ".join(f"{f['acc']:.4f}" for f in oof["folds"])
     print(f"out-of-fold accuracy per fold: {per_fold}; "
@@ -94,7 +98,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
 
         try:
             summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences,
-                                                 [Path(f) for f in args.check_files])
+                                                 [Path(f) for f in args.check_files], seeds=seeds, rule=rule)
         except ExportError as e:  # recorded with the folds' numbers, then reported
             summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None,
                                  "earlier_deliverable": earlier_deliverable(out)}

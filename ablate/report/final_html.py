@@ -141,7 +141,11 @@ def accuracy_chart(oof: dict[str, Any]) -> Chart:
 def accuracy_section(s: dict[str, Any], chart: Chart) -> str:
     training = s.get("training") or {}
     oof = training.get("oof") or {}
-    trained = {f.get("fold"): f for f in training.get("folds") or []}
+    trained: dict[Any, dict[str, Any]] = {}  # fold -> its seeds' training time, and whether all were resumed
+    for f in training.get("folds") or []:
+        t = trained.setdefault(f.get("fold"), {"seconds": 0.0, "resumed": True})
+        t["seconds"] += _finite(f.get("seconds")) or 0.0
+        t["resumed"] = t["resumed"] and bool(f.get("resumed"))
     body = []
     for f in oof.get("folds") or []:
         t = trained.get(f.get("fold"), {})
@@ -156,6 +160,7 @@ def accuracy_section(s: dict[str, Any], chart: Chart) -> str:
               f'over {esc(oof.get("n", DASH))} sequences. Every sequence is predicted by the one fold model that did '
               "not see its participant, so this estimates the accuracy of the exported ensemble (an average of the "
               "fold models, which is usually a bit better than this).</p>")
+    pooled += _rules_table(oof)
     plot = ('<p id="noplotly" hidden>The chart needs the file plotly.min.js in the same folder as this page; '
             'the tables do not.</p>')
     if chart.figure is not None:
@@ -163,6 +168,18 @@ def accuracy_section(s: dict[str, Any], chart: Chart) -> str:
         plot += f'<p class="note">{chart.caption}</p></div>'
     plot += "".join(f'<p class="note">{n}</p>' for n in chart.notes)
     return '<h2 id="accuracy">Accuracy</h2>' + table + pooled + plot
+
+
+def _rules_table(oof: dict[str, Any]) -> str:
+    """With several seeds per fold: the ensemble rules on each fold's held-out sequences."""
+    rules = oof.get("rules") or {}
+    if not rules:
+        return ""
+    rows = "".join(f'<tr><td>{esc(r)}{" (exported)" if r == oof.get("rule") else ""}</td>'
+                   f'<td class="num acc">{acc(_finite(v.get("pooled")))}</td></tr>' for r, v in rules.items())
+    return (f"<p>Each fold's {esc(oof.get('seeds'))} seeds combined by each rule, on that fold's held-out "
+            "sequences, pooled (the write-up found voting and the maximum worse than the mean):</p>"
+            f'<table id="rules-table"><tr><th>rule</th><th>out-of-fold accuracy</th></tr>{rows}</table>')
 
 
 def _all(*oks: bool | None) -> bool | None:
