@@ -35,7 +35,7 @@ def cmd_finalize(a: argparse.Namespace) -> int:
                         f"got {a.check_sequences}")
     args = FinalizeArgs(spaces=_spaces(a.from_), preset=a.preset, study_preset=a.study_preset, data=a.data,
                         storage=a.storage, out=a.out, reports=a.reports, prefer_mean=a.prefer_mean, tta=a.tta,
-                        ensemble=a.ensemble, seeds_per_fold=a.seeds_per_fold,
+                        ensemble=a.ensemble, seeds_per_fold=a.seeds_per_fold, full_data=a.full_data,
                         check_sequences=a.check_sequences, check_files=tuple(a.check_files),
                         export=not a.no_export)
     try:
@@ -55,8 +55,11 @@ def cmd_finalize(a: argparse.Namespace) -> int:
 
 def _print_summary(s: dict[str, Any], out: Path, reports: Path) -> None:
     oof = s["training"]["oof"]
-    print(f"out-of-fold accuracy, pooled over {oof['n']} sequences: {oof['pooled']:.4f}")
-    if "rules" in oof:
+    if oof is None:
+        print(f"no out-of-fold accuracy: {s['training']['note']}")
+    else:
+        print(f"out-of-fold accuracy, pooled over {oof['n']} sequences: {oof['pooled']:.4f}")
+    if oof and "rules" in oof:
         rules = ", ".join(f"{r} {v['pooled']:.4f}" for r, v in oof["rules"].items())
         print(f"ensemble rules on the out-of-fold predictions of each fold's {oof['seeds']} seeds: {rules} "
               f"(exported: {oof['rule']})")
@@ -111,6 +114,9 @@ def add_commands(sub: Any) -> None:
     f.add_argument("--seeds-per-fold", type=positive_int, default=1, metavar="N",
                    help="train each fold N times (seeds recipe seed .. + N-1), all in the ensemble; with N > 1 the "
                         "report compares the ensemble rules on each fold's held-out sequences")
+    f.add_argument("--full-data", action="store_true",
+                   help="train the N models (--seeds-per-fold) on all the data instead of the folds: nothing is "
+                        "held out, so there is no out-of-fold estimate")
     f.add_argument("--check-sequences", type=positive_int, default=200,
                    help="data sequences the export is checked on (default 200, the fp16 target's minimum)")
     f.add_argument("--check-files", nargs="+", default=[], metavar="PATH",

@@ -103,11 +103,16 @@ def train_fold(
     sharing: int = 1,
 ) -> FoldResult:
     """Train `config` on every fold but `fold` of the data's grouped folds; validate on `fold`.
+    `fold` = config.folds: train on every sequence, validate on none (the epochs'
+    validation numbers are NaN; the random streams are those of a fold index no fold has).
     `sharing`: study workers on this device (they divide its memory for resident data)."""
     t_start = time.perf_counter()
     folds = data.folds(config.folds, config.fold_seed, config.fold_kind)
-    if not 0 <= fold < config.folds:
-        raise UserError(f"fold {fold}: expected 0..{config.folds - 1}")
+    if not 0 <= fold <= config.folds:
+        raise UserError(f"fold {fold}: expected 0..{config.folds - 1} (or {config.folds}: all the data)")
+    full = fold == config.folds
+    if full and (config.early_stopping or keep_predictions):
+        raise UserError("training on all the data leaves nothing to validate on: early_stopping must be 0")
     train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     train_idx = training_items(train_idx, config, data, fold)  # validation keeps everyone
     device = resolve_device(config.device)
@@ -145,7 +150,8 @@ def train_fold(
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples
         last = keep_predictions and epoch == config.epochs - 1
-        val_loss, val_acc, probs = evaluate(step.parts, feed.val(), device, amp, last, model)
+        val_loss, val_acc, probs = evaluate(step.parts, feed.val(), device, amp, last, model) if not full else \
+            (float("nan"), float("nan"), None)
         stats = EpochStats(epoch, loss, val_loss, val_acc, float(optimizer.param_groups[0]["lr"]),
                            time.perf_counter() - t0, samples / (t1 - t0))
         result.epochs.append(stats)

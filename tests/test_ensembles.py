@@ -58,7 +58,7 @@ def test_seeds_per_fold_train_resume_and_compare_the_rules(synth_cache: Path, tm
         [(k, s, s == 0) for k in range(5) for s in range(2)]  # seed 0 of each fold from the first run
     oof = summary["training"]["oof"]
     assert set(oof["rules"]) == set(RULES) and oof["rule"] == "vote" and oof["pooled"] == oof["rules"]["vote"]["pooled"]
-    assert summary["ensemble"] == {"rule": "vote", "seeds_per_fold": 2, "members": 10}
+    assert summary["ensemble"] == {"rule": "vote", "seeds_per_fold": 2, "full_data": False, "members": 10}
     a = torch.load(out / "folds" / "fold0.pt", weights_only=True)["model"]
     b = torch.load(out / "folds" / "fold0.seed1.pt", weights_only=True)["model"]
     assert any(not torch.equal(a[n], b[n]) for n in a)  # another seed: other weights
@@ -114,3 +114,34 @@ def test_the_rules_export_with_parity(tmp_path: Path) -> None:
         with torch.no_grad():
             want = both(torch.from_numpy(frames)).numpy()
         assert want.shape == (24,) and float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, n
+
+
+def test_full_data_trains_on_every_sequence_and_has_no_estimate(synth_cache: Path, tmp_path: Path, capsys: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import ablate.final.run as run
+    from ablate.data.cache import Cache
+    from ablate.errors import UserError
+    from ablate.final.folds import load_folds
+    from ablate.spaces import recipe_config
+    from ablate.train import train_fold
+
+    storage = str(tmp_path / "s.journal")
+    make_study(storage, "losses", "smoke", all_arms("losses", {}))
+    monkeypatch.setattr(run, "EXPORT_MODULES", {})
+    out, data = tmp_path / "final", Cache(synth_cache)
+    args = ["finalize", "--from", "losses", "--preset", "smoke", "--storage", storage, "--data", str(synth_cache),
+            "--out", str(out), "--reports", str(tmp_path / "reports"), "--no-export", "--full-data", "--seeds-per-fold", "2"]
+    assert main(args) == 0
+    assert "no out-of-fold accuracy: every model was trained on all the data" in capsys.readouterr().out
+    summary = json.loads((out / "final.json").read_text())
+    assert summary["training"]["oof"] is None and summary["training"]["full_data"] is True
+    assert summary["ensemble"] == {"rule": "mean", "seeds_per_fold": 2, "full_data": True, "members": 2}
+    assert json.loads((out / "full" / "seed1.json").read_text())["n_train"] == len(data)
+    assert not (out / "folds").exists() or not list((out / "folds").glob("*.pt"))
+    assert 'id="no-oof"' in (tmp_path / "reports" / "final.html").read_text()
+    assert main(args) == 0  # resumed, not retrained
+    assert [f["resumed"] for f in json.loads((out / "final.json").read_text())["training"]["folds"]] == [True, True]
+    cfg = recipe_config("smoke")
+    assert [len(g) for g in load_folds(cfg, data.num_classes, out, 2, full_data=True)] == [2]
+    with pytest.raises(UserError, match="early_stopping must be 0"):
+        train_fold(cfg.replace(early_stopping=2), data, cfg.folds)

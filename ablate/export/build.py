@@ -77,13 +77,14 @@ def oof_accuracy(config: Config, data: Cache, folds: list[list[Any]], tta: str, 
 
 def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", n_check: int = 200,
                      check_files: Sequence[Path] = (), log: TextIO | None = None, seeds: int = 1,
-                     rule: str = "mean") -> dict[str, Any]:
+                     rule: str = "mean", full_data: bool = False) -> dict[str, Any]:
     """Build, convert and check; returns the numbers for final.json (with 'broken': [...]).
     check_files: competition landmark files (or folders of them) added to the parity checks;
-    seeds: the models per fold; rule: how the members' probabilities are combined (ensemble.RULES)."""
+    seeds: the models per fold; rule: how the members' probabilities are combined (ensemble.RULES);
+    full_data: the members are the models trained on all the data (no out-of-fold accuracy)."""
     log = log or sys.stderr
     real = cs.file_cases(check_files)  # read first: a bad file is reported before any conversion
-    folds = load_folds(config, data.num_classes, out, seeds)  # and bad weights before an earlier deliverable is touched
+    folds = load_folds(config, data.num_classes, out, seeds, full_data)  # and bad weights before an earlier deliverable is touched
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
     conv_log = exp / "convert.log"
@@ -135,9 +136,10 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
             atomic_write(out / dst, (exp / src).read_bytes())
         write_json(out / "sign_to_prediction_index_map.json", sign_map)
         write_json(out / DELIVERED, {"written": time.strftime("%Y-%m-%d %H:%M:%S %z"), "tta": tta,
-                                     "ensemble": rule, "seeds_per_fold": seeds, "config": config.to_dict()})
+                                     "ensemble": rule, "seeds_per_fold": seeds, "full_data": full_data,
+                                     "config": config.to_dict()})
     accuracy = None
-    if tta != "none":  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
+    if tta != "none" and not full_data:  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
         accuracy = {t: oof_accuracy(config, data, folds, t, rule) for t in ("none", tta)}
     return {
         "tta": tta,

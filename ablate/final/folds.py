@@ -7,7 +7,9 @@ Layout of the output folder (all written atomically, so an interrupted run leave
     folds/fold<k>.oof.npz       cache indices and probabilities of the fold's held-out sequences
     folds/fold<k>.seed<s>.*     the same for the fold's extra seeds s = 1 .. N-1 (--seeds-per-fold N),
                                 trained with the recipe's seed + s
-A folder keeps the seeds it has: a rerun with more seeds per fold trains only the new ones.
+    full/seed<s>.pt, .json      --full-data: models trained on every sequence (seed recipe seed + s);
+                                no held-out sequences, so no out-of-fold estimate
+A folder keeps the models it has: a rerun with more seeds trains only the new ones.
 """
 
 from __future__ import annotations
@@ -87,6 +89,40 @@ def _members(config: Config, seeds: int) -> list[tuple[int, int]]:
     return [(k, s) for k in range(config.folds) for s in range(seeds)]
 
 
+def _full_paths(out: Path, seed: int) -> tuple[Path, Path]:
+    return out / "full" / f"seed{seed}.pt", out / "full" / f"seed{seed}.json"
+
+
+def train_full(config: Config, data: Cache, out: Path, seeds: int, log: Any = None) -> list[FoldRecord]:
+    """`seeds` models on every sequence (train_fold's fold index config.folds); resumable like train_all.
+    Their records carry fold -1 and accuracy NaN: nothing was held out."""
+    log = log or sys.stderr
+    (out / "full").mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in range(seeds):
+        weights, summary = _full_paths(out, seed)
+        name = f"all the data, seed {seed + 1}/{seeds}"
+        if weights.is_file() and summary.is_file():
+            records.append(FoldRecord(-1, float("nan"), float(read_json(summary)["seconds"]), True, seed))
+            print(f"{name}: done before, not retrained", file=log, flush=True)
+            continue
+
+        def on_epoch(e: Any, name: str = name) -> None:
+            print(f"{name} epoch {e.epoch + 1}/{config.epochs}: loss {e.train_loss:.4f} ({e.seconds:.0f}s)",
+                  file=log, flush=True)
+
+        r = train_fold(config.replace(seed=config.seed + seed), data, config.folds, keep_model=True,
+                       on_epoch=on_epoch, progress=False)
+        assert r.parts is not None
+        state = {"model": {n: t.detach().cpu() for n, t in r.parts.model.state_dict().items()},
+                 "head": {n: t.detach().cpu() for n, t in r.parts.head.state_dict().items()}}
+        atomic_write(weights, _bytes(lambda f: torch.save(state, f)))
+        write_json(summary, {"seed": seed, "seconds": r.seconds, "n_train": r.n_train,
+                             "train_loss": [e.train_loss for e in r.epochs]})  # last: marks the model done
+        records.append(FoldRecord(-1, float("nan"), r.seconds, False, seed))
+    return records
+
+
 def train_all(config: Config, data: Cache, out: Path, log: Any = None, seeds: int = 1) -> list[FoldRecord]:
     """Every fold of config.folds, `seeds` times each; a model whose three files exist is not trained again."""
     log = log or sys.stderr
@@ -124,9 +160,10 @@ def _bytes(write: Any) -> bytes:
 
 
 def _load_fold(config: Config, num_classes: int, out: Path, k: int, seed: int = 0) -> Parts:
-    weights = _fold_paths(out, k, seed)[0]
+    """Fold k's model of `seed`; k = -1: the full-data model of `seed`."""
+    weights = _fold_paths(out, k, seed)[0] if k >= 0 else _full_paths(out, seed)[0]
     if not weights.is_file():
-        raise UserError(f"{weights}: missing; run `ablate finalize` to train fold {k}")
+        raise UserError(f"{weights}: missing; run `ablate finalize` to train it")
     p = build_parts(config, num_classes)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -137,23 +174,27 @@ def _load_fold(config: Config, num_classes: int, out: Path, k: int, seed: int = 
     except Exception as e:  # not a weights file, another recipe's, or damaged: never unpickled unsafely
         what = "not a PyTorch weights file" if isinstance(e, pickle.UnpicklingError) else \
             f"weights that do not fit this recipe ({type(e).__name__})"
-        raise UserError(f"{weights}: {what}; delete it to train fold {k} again") from None
+        raise UserError(f"{weights}: {what}; delete it to train it again") from None
     p.model.eval()
     p.head.eval()
     return p
 
 
-def load_folds(config: Config, num_classes: int, out: Path, seeds: int = 1) -> list[list[Parts]]:
-    """Each fold's trained parts (one per seed), in eval mode, on the CPU."""
+def load_folds(config: Config, num_classes: int, out: Path, seeds: int = 1, full_data: bool = False) -> list[list[Parts]]:
+    """Each fold's trained parts (one per seed), in eval mode, on the CPU; with full_data, one
+    group: the models trained on all the data."""
+    if full_data:
+        return [[_load_fold(config, num_classes, out, -1, s) for s in range(seeds)]]
     return [[_load_fold(config, num_classes, out, k, s) for s in range(seeds)] for k in range(config.folds)]
 
 
-def check_done_folds(config: Config, num_classes: int, out: Path, seeds: int = 1) -> None:
+def check_done_folds(config: Config, num_classes: int, out: Path, seeds: int = 1, full_data: bool = False) -> None:
     """The models a rerun will not train again must load: a damaged file is named before any training."""
-    for k, seed in _members(config, seeds):
-        weights, summary, oof = _fold_paths(out, k, seed)
-        if weights.is_file() and summary.is_file() and oof.is_file():
-            read_json(summary)
+    members = [(-1, s) for s in range(seeds)] if full_data else _members(config, seeds)
+    for k, seed in members:
+        files = _full_paths(out, seed) if k < 0 else _fold_paths(out, k, seed)
+        if all(f.is_file() for f in files):
+            read_json(files[1])
             _load_fold(config, num_classes, out, k, seed)
 
 

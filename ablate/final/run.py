@@ -48,6 +48,7 @@ class FinalizeArgs:
     tta: str = "none"
     ensemble: str = "mean"  # how the members' probabilities are combined (export.ensemble.RULES)
     seeds_per_fold: int = 1
+    full_data: bool = False  # train seeds_per_fold models on every sequence instead of the folds
     check_sequences: int = 200
     check_files: tuple[str, ...] = ()  # competition files or folders added to the parity checks
     export: bool = True
@@ -57,7 +58,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
     from ablate.data.cache import Cache
     from ablate.data.drop import check_config
     from ablate.final.compose import compose
-    from ablate.final.folds import check_done_folds, check_or_claim, out_of_fold, train_all, write_json
+    from ablate.final.folds import check_done_folds, check_or_claim, write_json
     from ablate.study.runner import resolve_data
 
     t0 = time.perf_counter()
@@ -80,17 +81,16 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
                  "signs": data.num_classes},
     }
     check_config(recipe.config, data)  # participants to drop: before the folder is claimed
+    if args.full_data and recipe.config.early_stopping:
+        raise UserError(f"--full-data: the recipe stops early (early_stopping {recipe.config.early_stopping}), "
+                        "which needs held-out sequences; all the data leaves none")
     check_or_claim(out, recipe.config, data, {"provenance": summary})
-    seeds, rule = args.seeds_per_fold, args.ensemble
-    check_done_folds(recipe.config, data.num_classes, out, seeds)
+    seeds, rule, full = args.seeds_per_fold, args.ensemble, args.full_data
+    check_done_folds(recipe.config, data.num_classes, out, seeds, full)
     print("\n".join(recipe.describe()), file=sys.stderr, flush=True)
-    folds = train_all(recipe.config, data, out, seeds=seeds)
-    summary["ensemble"] = {"rule": rule, "seeds_per_fold": seeds, "members": recipe.config.folds * seeds}
-    summary["training"] = {"folds": [asdict(f) for f in folds], "oof": out_of_fold(recipe.config, data, out, seeds, rule)}
-    oof = summary["training"]["oof"]
-    per_fold = ", ".join(f"{f['acc']:.4f}" for f in oof["folds"])
-    print(f"out-of-fold accuracy per fold: {per_fold}; "
-          f"pooled {oof['pooled']:.4f} over {oof['n']} sequences", file=sys.stderr, flush=True)
+    summary["ensemble"] = {"rule": rule, "seeds_per_fold": seeds, "full_data": full,
+                           "members": seeds * (1 if full else recipe.config.folds)}
+    summary["training"] = _train(recipe.config, data, out, seeds, rule, full)
     failure = None
     if args.export:
         from ablate.export.build import earlier_deliverable, export_and_check
@@ -98,7 +98,8 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
 
         try:
             summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences,
-                                                 [Path(f) for f in args.check_files], seeds=seeds, rule=rule)
+                                                 [Path(f) for f in args.check_files], seeds=seeds, rule=rule,
+                                                 full_data=full)
         except ExportError as e:  # recorded with the folds' numbers, then reported
             summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None,
                                  "earlier_deliverable": earlier_deliverable(out)}
@@ -114,4 +115,25 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         raise ChecksFailed("; ".join(broken) + f" (this run wrote no model: {earlier or 'there is none in ' + str(out)}; "
                            f"details in {out / FINAL_JSON})")
     return summary
+
+
+NO_OOF = ("every model was trained on all the data: nothing was held out, so there is no out-of-fold "
+          "estimate of its accuracy (finalize without --full-data gives one)")
+
+
+def _train(config: Any, data: Any, out: Path, seeds: int, rule: str, full: bool) -> dict[str, Any]:
+    """Train (or resume) the final models: the folds' or all the data's; their numbers for final.json."""
+    from ablate.final.folds import out_of_fold, train_all, train_full
+
+    if full:
+        models = train_full(config, data, out, seeds)
+        print(f"trained {seeds} model(s) on all {len(data)} sequences: {NO_OOF}", file=sys.stderr, flush=True)
+        return {"full_data": True, "note": NO_OOF, "oof": None,
+                "folds": [{"seed": m.seed, "seconds": m.seconds, "resumed": m.resumed} for m in models]}
+    folds = train_all(config, data, out, seeds=seeds)
+    oof = out_of_fold(config, data, out, seeds, rule)
+    per_fold = ", ".join(f"{f['acc']:.4f}" for f in oof["folds"])
+    print(f"out-of-fold accuracy per fold: {per_fold}; "
+          f"pooled {oof['pooled']:.4f} over {oof['n']} sequences", file=sys.stderr, flush=True)
+    return {"folds": [asdict(f) for f in folds], "oof": oof}
 

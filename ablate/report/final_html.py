@@ -140,6 +140,9 @@ def accuracy_chart(oof: dict[str, Any]) -> Chart:
 
 def accuracy_section(s: dict[str, Any], chart: Chart) -> str:
     training = s.get("training") or {}
+    if training.get("full_data"):
+        return ('<h2 id="accuracy">Accuracy</h2><p id="no-oof"><b>No out-of-fold estimate.</b> '
+                f'{esc(training.get("note", ""))}</p>')
     oof = training.get("oof") or {}
     trained: dict[Any, dict[str, Any]] = {}  # fold -> its seeds' training time, and whether all were resumed
     for f in training.get("folds") or []:
