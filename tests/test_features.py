@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from ablate.components._feature_options import SHOULDERS, Options
+from ablate.components._feature_options import SHOULDERS
 from ablate.components.features import FEATURES, LAG118_POINTS, SEED828_POINTS
 from ablate.data import landmarks as lm
 from ablate.data.kaggle import read_landmarks
@@ -42,12 +41,15 @@ def empty_clip(t: int) -> torch.Tensor:
 
 
 def _variants() -> list[tuple[str, dict[str, Any]]]:
-    """Every feature set with its defaults, then once with each option it takes (_feature_options)
-    switched on, and once with all of them: a new option is tested by every test below."""
+    """Every feature set with its defaults, then once with each option it takes changed (a switch
+    flipped, the body normalisation, 12 frames), and once with all of them (but frames): a new
+    option is tested by every test below."""
     changed: dict[str, Any] = {"normalisation": "body", "frames": 12}
     out: list[tuple[str, dict[str, Any]]] = []
     for name in FEATURES.names():
-        options = {f.name: changed.get(f.name, True) for f in fields(Options) if f.name in FEATURES.get(name).params}
+        params = FEATURES.get(name).params
+        options = {k: changed[k] if k in changed else not v for k, v in params.items() if k not in ("max_len", "keep_z")}
+        assert all(k in changed or isinstance(params[k], bool) for k in options), f"{name}: say how to change a new option"
         out += [(name, {})] + [(name, {k: v}) for k, v in options.items()]
         if len(options) > 1:
             out.append((name, {k: v for k, v in options.items() if k != "frames"}))

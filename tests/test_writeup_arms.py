@@ -18,7 +18,7 @@ from ablate.spaces import list_spaces, load_space, recipe_config
 from conftest import REPO, ablate_cli
 
 SHIPPED = REPO / "search_spaces"
-NEW_SPACES = ["transformer_parts", "data", "training", "preprocessing"]
+NEW_SPACES = ["transformer_parts", "data", "training", "preprocessing", "arcface_parts"]
 
 
 @pytest.mark.parametrize("name", NEW_SPACES)

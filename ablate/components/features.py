@@ -113,7 +113,10 @@ class LandmarkFeatures(nn.Module):
         for name, rows in (("mirror", MIRROR), ("left", lm.LEFT_HAND_IDX),
                            ("right", lm.RIGHT_HAND_IDX)):
             self.register_buffer(name, torch.tensor(rows, dtype=torch.int64), persistent=False)
-        self.geometry = HandGeometry(options, self.hand_offsets, list(points))
+        # the hands among the points (the options' angles and distances), whether or not their
+        # pair distances are features
+        hands = tuple(i for i in range(len(points)) if list(points[i : i + HAND_POINTS]) in (lm.LEFT_HAND_IDX, lm.RIGHT_HAND_IDX))
+        self.geometry = HandGeometry(options, hands, list(points))
         per_frame = len(points) * self.coords
         self.out_dim = per_frame * (1 + len(self.lags)) + len(self.hand_offsets) * i.numel() + self.geometry.out_dim
 
@@ -320,6 +323,8 @@ def seed828(
     joint_angles: bool = False,
     bone_angles: bool = False,
     external_distances: bool = False,
+    motion: bool = True,
+    hand_distances: bool = True,
 ) -> LandmarkFeatures:
     """Baseline (top-50 solution): 102 points xy, their motion, 2x210 hand distances = 828/frame.
 
@@ -330,12 +335,13 @@ def seed828(
     The write-up's preprocessing experiments are options (_feature_options.py): normalisation
     global | body, frames (resample to N frames instead of the crop), one_hand (the left hand's 21
     points and distances left out; 534/frame), joint_angles (+30 per hand), bone_angles (+40 per
-    hand), external_distances (+147 per hand).
+    hand), external_distances (+147 per hand); motion and hand_distances (the baseline's, on by
+    default) can be left out.
     """
     options = Options(normalisation, frames, one_hand, joint_angles, bone_angles, external_distances)
     points = SEED828_POINTS[HAND_POINTS:] if one_hand else SEED828_POINTS
-    return LandmarkFeatures(points, max_len, keep_z, lags=(1,), hand_offsets=(0,) if one_hand else (0, 21),
-                            options=options)
+    hands = ((0,) if one_hand else (0, HAND_POINTS)) if hand_distances else ()
+    return LandmarkFeatures(points, max_len, keep_z, lags=(1,) if motion else (), hand_offsets=hands, options=options)
 
 
 @FEATURES.register("lag118")
