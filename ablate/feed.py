@@ -43,7 +43,9 @@ class Feed:
                                                 seed=run_seed(config.seed, config.fold_seed, fold),
                                                 max_batches=config.max_train_batches)
         self.val_sampler = BucketBatchSampler(data.lengths[val_idx], config.batch_size, shuffle=False)
-        frames = int(np.minimum(data.lengths[val_idx], getattr(features, "max_frames", 1 << 30)).sum())
+        out_frames = getattr(features, "out_frames", None)  # the frames the features give each clip
+        lengths = data.lengths[val_idx]
+        frames = int(out_frames(lengths).sum()) if out_frames else int(lengths.sum())
         keep = frames * getattr(features, "out_dim", 0) * 4 <= VAL_BUDGET_BYTES
         self._val = list(self._batches(self.val_idx, self.val_sampler, None)) if keep else None
 

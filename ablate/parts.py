@@ -87,7 +87,7 @@ class Pretraining:
     head is dropped at the end (what is validated last and exported is the recipe's head)."""
 
     def __init__(self, parts: Parts, share: float, epochs: int, num_classes: int) -> None:
-        self.epochs = math.floor(share * epochs + 1e-9)
+        self.epochs = min(math.floor(share * epochs + 1e-9), epochs - 1)  # the recipe's head gets >= 1 epoch
         self.head = LOSSES.build("ce", {}, emb_dim=parts.model.out_dim, num_classes=num_classes) if self.epochs else None
 
     def parts(self, parts: Parts, epoch: int) -> Parts:
@@ -102,7 +102,8 @@ class LateDropout:
 
     def __init__(self, model: nn.Module, share: float, epochs: int) -> None:
         self.modules = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
-        self.off = math.floor(share * epochs + 1e-9)  # 0.07 * 100 is 7.000000000000001: 7 epochs
+        # 0.07 * 100 is 7.000000000000001: 7 epochs; at least the last epoch with dropout
+        self.off = min(math.floor(share * epochs + 1e-9), epochs - 1)
 
     def set(self, epoch: int) -> None:
         for module, p in self.modules:

@@ -112,7 +112,8 @@ def train_fold(
         raise UserError(f"fold {fold}: expected 0..{config.folds - 1} (or {config.folds}: all the data)")
     full = fold == config.folds
     if full and (config.early_stopping or keep_predictions):
-        raise UserError("training on all the data leaves nothing to validate on: early_stopping must be 0")
+        raise UserError("training on all the data leaves nothing to validate on: early_stopping must be 0 "
+                        "(and there are no held-out predictions to keep)")
     train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     train_idx = training_items(train_idx, config, data, fold)  # validation keeps everyone
     device = resolve_device(config.device)
@@ -163,7 +164,7 @@ def train_fold(
             best, since_best, result.best_acc, result.best_epoch = val_acc, 0, val_acc, epoch
         else:
             since_best += 1
-        if config.early_stopping and since_best >= config.early_stopping:
+        if config.early_stopping and epoch >= pre.epochs and since_best >= config.early_stopping:
             result.stopped = "early_stopping"
             break
     bar.close()

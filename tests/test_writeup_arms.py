@@ -215,6 +215,7 @@ def test_late_dropout_counts_whole_epochs_and_always_ends_with_dropout() -> None
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.3))
     assert LateDropout(model, 0.07, 100).off == 7  # 0.07 * 100 is 7.000000000000001 in floats
     assert LateDropout(model, 0.9, 8).off == 7 and LateDropout(model, 0.5, 1).off == 0
+    assert LateDropout(model, 0.9999999999, 10).off == 9
     late = LateDropout(model, 0.5, 4)
     late.set(1)
     assert model[1].p == 0.0
@@ -241,6 +242,16 @@ def test_pretraining_trains_a_softmax_head_first_then_the_recipes_head(synth_cac
     assert Pretraining(parts, 0.0, 10, 5).head is None and Pretraining(parts, 0.07, 100, 5).epochs == 7
     pre = Pretraining(parts, 0.5, 4, 5)
     assert pre.parts(parts, 1).head is pre.head and pre.parts(parts, 2) is parts
+    assert Pretraining(parts, 0.9999999999, 10, 5).epochs == 9  # the recipe's head always trains
+
+
+def test_early_stopping_waits_for_the_recipes_head(synth_cache: Path) -> None:
+    """Patience 1 would stop a flat smoke run at epoch 1, inside the softmax stage, leaving the
+    recipe's head untrained; it counts from the switch (epoch 2 of 4) instead."""
+    from ablate.train import train_fold
+
+    r = train_fold(_config(amp="off", epochs=4, pretrain_ce=0.5, early_stopping=1), Cache(synth_cache), 0, progress=False)
+    assert len(r.epochs) >= 3
 
 
 def test_a_final_folder_from_before_the_new_keys_is_still_recognised(synth_cache: Path, tmp_path: Path) -> None:

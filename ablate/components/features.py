@@ -3,7 +3,8 @@
 Every feature set is an nn.Module without learned parameters that runs inside the exported model,
 so it is written to the export constraints (CONTEXT.md): time indices come from torch.arange and
 index_select, never from open-ended or negative slices; there is no Python control flow on tensor
-values and no boolean-mask indexing. T' = min(T, max_len); the output never holds NaN or inf.
+values and no boolean-mask indexing. T' = min(T, max_len) (or N with the frames option); the
+output never holds NaN or inf.
 
 Shared steps, in order:
 1. centre crop to max_len frames (start = (T - max_len) // 2 when T > max_len), or, with the
@@ -22,6 +23,7 @@ bone angles and external distances (_feature_options.py, which defines the optio
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -126,6 +128,10 @@ class LandmarkFeatures(nn.Module):
         idx = torch.arange(x.shape[0], device=x.device)[: self.max_len] + start
         return x.index_select(0, idx)
 
+    def out_frames(self, lengths: np.ndarray) -> np.ndarray:
+        """The frames this feature set gives clips of `lengths` frames."""
+        return np.full_like(lengths, self.options.frames) if self.options.frames else np.minimum(lengths, self.max_len)
+
     def select_frames(self, x: Tensor) -> Tensor:
         """The centre crop, or (the frames option) the clip resampled to that many frames."""
         if self.options.frames:
@@ -192,7 +198,7 @@ class LandmarkFeatures(nn.Module):
 
     def batched(self, raw: RawBatch) -> tuple[Tensor, Tensor]:
         """The same features for every item of a padded batch (the training path): x [B, T', F]
-        (zero in padding) and the frame mask [B, T'], T' = min(T, max_len). The normalisation
+        (zero in padding) and the frame mask [B, T'], T' = min(T, max_len) (or N). The normalisation
         comes from the batch's statistics of all 543 landmarks (_rawbatch.py), and is applied
         together with the batch's pending whole-body map, to the set's points only."""
         raw = self._batch_frames(raw)

@@ -43,7 +43,7 @@ def combine(probs: torch.Tensor, rule: str) -> torch.Tensor:
 
 
 class Ensemble(nn.Module):
-    """Raw landmarks [T, 543, 3] (NaNs allowed) -> mean class probabilities [C_out]."""
+    """Raw landmarks [T, 543, 3] (NaNs allowed) -> the members' class probabilities, combined by `rule` [C_out]."""
 
     def __init__(self, folds: Sequence[Parts], tta: str = "none", out_index: Sequence[int] | None = None,
                  rule: str = "mean") -> None:

@@ -36,6 +36,14 @@ from ablate.train import train_fold
 RECIPE = "recipe.json"
 
 
+def _number(path: Path, key: str) -> float:
+    """read_json(path)[key] as a number, or a one-line UserError naming the file and key."""
+    value = read_json(path).get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{path}: {key}: expected a number, got {value!r}; delete it to redo that step")
+    return float(value)
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
@@ -103,7 +111,7 @@ def train_full(config: Config, data: Cache, out: Path, seeds: int, log: Any = No
         weights, summary = _full_paths(out, seed)
         name = f"all the data, seed {seed + 1}/{seeds}"
         if weights.is_file() and summary.is_file():
-            records.append(FoldRecord(-1, float("nan"), float(read_json(summary)["seconds"]), True, seed))
+            records.append(FoldRecord(-1, float("nan"), _number(summary, "seconds"), True, seed))
             print(f"{name}: done before, not retrained", file=log, flush=True)
             continue
 
@@ -132,9 +140,8 @@ def train_all(config: Config, data: Cache, out: Path, log: Any = None, seeds: in
         weights, summary, oof = _fold_paths(out, k, seed)
         name = f"fold {k + 1}/{config.folds}" + (f" seed {seed + 1}/{seeds}" if seeds > 1 else "")
         if weights.is_file() and summary.is_file() and oof.is_file():
-            s = read_json(summary)
-            records.append(FoldRecord(k, float(s["last_acc"]), float(s["seconds"]), True, seed))
-            print(f"{name}: done before (acc {s['last_acc']:.4f}), not retrained", file=log, flush=True)
+            records.append(FoldRecord(k, _number(summary, "last_acc"), _number(summary, "seconds"), True, seed))
+            print(f"{name}: done before (acc {records[-1].acc:.4f}), not retrained", file=log, flush=True)
             continue
 
         def on_epoch(e: Any, name: str = name) -> None:
@@ -194,7 +201,8 @@ def check_done_folds(config: Config, num_classes: int, out: Path, seeds: int = 1
     for k, seed in members:
         files = _full_paths(out, seed) if k < 0 else _fold_paths(out, k, seed)
         if all(f.is_file() for f in files):
-            read_json(files[1])
+            for key in ("seconds",) if k < 0 else ("seconds", "last_acc"):
+                _number(files[1], key)
             _load_fold(config, num_classes, out, k, seed)
 
 

@@ -127,7 +127,7 @@ def _train(config: Any, data: Any, out: Path, seeds: int, rule: str, full: bool)
 
     if full:
         models = train_full(config, data, out, seeds)
-        print(f"trained {seeds} model(s) on all {len(data)} sequences: {NO_OOF}", file=sys.stderr, flush=True)
+        print(f"trained {seeds} model(s) on every training sequence: {NO_OOF}", file=sys.stderr, flush=True)
         return {"full_data": True, "note": NO_OOF, "oof": None,
                 "folds": [{"seed": m.seed, "seconds": m.seconds, "resumed": m.resumed} for m in models]}
     folds = train_all(config, data, out, seeds=seeds)

@@ -160,9 +160,10 @@ def accuracy_section(s: dict[str, Any], chart: Chart) -> str:
              f'<th>training time</th><th>resumed</th></tr>{"".join(body)}</table>') if body else \
         '<p class="note">No fold results recorded.</p>'
     pooled = (f'<p><b>Pooled out-of-fold accuracy: <span id="pooled">{acc(_finite(oof.get("pooled")))}</span></b> '
-              f'over {esc(oof.get("n", DASH))} sequences. Every sequence is predicted by the one fold model that did '
-              "not see its participant, so this estimates the accuracy of the exported ensemble (an average of the "
-              "fold models, which is usually a bit better than this).</p>")
+              f'over {esc(oof.get("n", DASH))} sequences. Every sequence is predicted by the fold model(s) that did '
+              "not see its participant (a fold's seeds combined by the ensemble rule), so this estimates the accuracy "
+              "of the exported ensemble (which also combines the other folds' models, and is usually a bit better "
+              "than this).</p>")
     pooled += _rules_table(oof)
     plot = ('<p id="noplotly" hidden>The chart needs the file plotly.min.js in the same folder as this page; '
             'the tables do not.</p>')
