@@ -75,10 +75,10 @@ class FoldResult:
 
 
 def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dtype | None,
-               device: torch.device, extra: list[torch.nn.Parameter]) -> tuple[Any, Any, Any, bool, torch.dtype | None]:
+               device: torch.device, extra: list[torch.nn.Parameter] | None = None) -> tuple[Any, Any, Any, bool, torch.dtype | None]:
     """(optimizer, schedule, GradScaler or None, two passes?, the precision to run at); `extra`:
     more weights to train (a pretraining head)."""
-    params = list(parts.model.parameters()) + list(parts.head.parameters()) + extra
+    params = list(parts.model.parameters()) + list(parts.head.parameters()) + list(extra or [])
     optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, where="optimizer", weights=params)
     two_pass = "two_pass" in OPTIMIZERS.get(config.optimizer.name).tags
     if two_pass and amp is torch.float16:  # SAM's two passes do not go through a GradScaler

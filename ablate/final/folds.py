@@ -169,8 +169,9 @@ def _bytes(write: Any) -> bytes:
 def _load_fold(config: Config, num_classes: int, out: Path, k: int, seed: int = 0) -> Parts:
     """Fold k's model of `seed`; k = -1: the full-data model of `seed`."""
     weights = _fold_paths(out, k, seed)[0] if k >= 0 else _full_paths(out, seed)[0]
+    what = (f"fold {k}" if k >= 0 else "the model on all the data") + (f" (seed {seed})" if seed else "")
     if not weights.is_file():
-        raise UserError(f"{weights}: missing; run `ablate finalize` to train it")
+        raise UserError(f"{weights}: missing; run `ablate finalize` to train {what}")
     p = build_parts(config, num_classes)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -179,9 +180,9 @@ def _load_fold(config: Config, num_classes: int, out: Path, k: int, seed: int = 
     except OSError:
         raise
     except Exception as e:  # not a weights file, another recipe's, or damaged: never unpickled unsafely
-        what = "not a PyTorch weights file" if isinstance(e, pickle.UnpicklingError) else \
+        problem = "not a PyTorch weights file" if isinstance(e, pickle.UnpicklingError) else \
             f"weights that do not fit this recipe ({type(e).__name__})"
-        raise UserError(f"{weights}: {what}; delete it to train it again") from None
+        raise UserError(f"{weights}: {problem}; delete it to train {what} again") from None
     p.model.eval()
     p.head.eval()
     return p
