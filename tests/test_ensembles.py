@@ -1,5 +1,6 @@
-"""`ablate finalize --ensemble mean|vote|max --seeds-per-fold N`: the rules, several seeds per
-fold (resumable), the rules compared on out-of-fold predictions, and the rules in the exported graph."""
+"""`ablate finalize --ensemble mean|vote|max --seeds-per-fold N --full-data`: the rules, several
+seeds per fold (resumable), the rules compared on out-of-fold predictions, models on all the data.
+The rules in the exported graph: tests/test_export.py."""
 
 from __future__ import annotations
 
@@ -79,41 +80,6 @@ def test_a_fold_with_another_seeds_sequences_is_refused(synth_cache: Path, tmp_p
             np.savez(d / f"{stem}.oof.npz", indices=np.array(idx), probs=np.full((2, data.num_classes), 0.1, np.float32))
     with pytest.raises(UserError, match=r"fold3\.seed1\.oof\.npz: holds other sequences than seed 0's"):
         out_of_fold(cfg, data, tmp_path, seeds=2)
-
-
-class _BothRules(torch.nn.Module):
-    """The vote and the max rule over the same members, side by side: one conversion tests both."""
-
-    def __init__(self, members: list[Any]) -> None:
-        super().__init__()
-        self.vote, self.max = Ensemble(members, rule="vote"), Ensemble(members, rule="max")
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:  # the input's name is the export's (check.INPUT)
-        return torch.cat([self.vote(inputs), self.max(inputs)])
-
-
-def test_the_rules_export_with_parity(tmp_path: Path) -> None:
-    """vote and max change the graph after the members (a maximum, a comparison, a count): two
-    untrained members through ONNX -> onnx2tf -> TFLite compute what PyTorch does."""
-    pytest.importorskip("onnx2tf")
-    from ablate.export import convert
-    from ablate.export.check import FP32_MAX_ABS, TFLiteModel
-    from ablate.parts import build_parts
-    from ablate.spaces import recipe_config
-
-    torch.manual_seed(0)
-    both = _BothRules([build_parts(recipe_config("smoke"), 12) for _ in range(2)]).eval()
-    log = tmp_path / "convert.log"
-    convert.to_onnx(both, tmp_path / "m.onnx", log)
-    convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
-    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 50, 384, 600):
-        frames = rng.random((n, 543, 3), dtype=np.float32)
-        frames[: n // 2, 468:489] = np.nan
-        with torch.no_grad():
-            want = both(torch.from_numpy(frames)).numpy()
-        assert want.shape == (24,) and float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, n
 
 
 def test_full_data_trains_on_every_sequence_and_has_no_estimate(synth_cache: Path, tmp_path: Path, capsys: Any,

@@ -164,11 +164,9 @@ def _parts(ens: Ensemble) -> Any:
         yield Parts(ens.features, model, head)
 
 
-def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tuple[int, ...],
-                      missing: tuple[int, int] = (468, 489)) -> None:
+def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tuple[int, ...]) -> None:
     """An untrained ensemble of one `config` model through ONNX -> onnx2tf -> TFLite: at each
-    length (random frames, the `missing` rows (the left hand) missing in the first half), TFLite
-    computes what PyTorch does."""
+    length (random frames, the left hand missing in the first half), TFLite computes what PyTorch does."""
     from ablate.export import convert
     from ablate.parts import build_parts
 
@@ -181,7 +179,7 @@ def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tu
     rng = np.random.default_rng(0)
     for n in lengths:
         frames = rng.random((n, 543, 3), dtype=np.float32)
-        frames[: n // 2, missing[0] : missing[1]] = np.nan
+        frames[: n // 2, 468:489] = np.nan
         with torch.no_grad():
             want = ens(torch.from_numpy(frames)).numpy()
         assert float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, n
@@ -261,15 +259,42 @@ def test_transformer_options_export_with_parity(variant: dict[str, Any], tmp_pat
     _untrained_parity(cfg, 12, tmp_path, (1, 2, 50, 384, 600))
 
 
-def test_feature_options_export_with_parity(tmp_path: Path) -> None:
-    """The preprocessing arms change the inference graph: every option of seed828 at once exports,
-    and the TFLite model computes what PyTorch does (the right hand missing: one_hand mirrors the
-    clips). onnxruntime parity of each option alone is in test_features.py."""
+class _BothRules(torch.nn.Module):
+    """The vote and the max rule over the same members, side by side: one conversion tests both."""
+
+    def __init__(self, members: list[Any]) -> None:
+        super().__init__()
+        self.vote, self.max = Ensemble(members, rule="vote"), Ensemble(members, rule="max")
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:  # the input's name is the export's (check.INPUT)
+        return torch.cat([self.vote(inputs), self.max(inputs)])
+
+
+def test_feature_options_and_ensemble_rules_export_with_parity(tmp_path: Path) -> None:
+    """The preprocessing arms and the vote and max rules change the inference graph: two untrained
+    members with every option of seed828 at once, combined by both rules, through ONNX -> onnx2tf
+    -> TFLite compute what PyTorch does (the right hand missing: one_hand mirrors the clips).
+    onnxruntime parity of each option alone is in test_features.py. One conversion for all: each
+    takes about 25 s."""
     from ablate.config import Component
+    from ablate.export import convert
+    from ablate.parts import build_parts
     from ablate.spaces import recipe_config
 
     options = {"normalisation": "body", "one_hand": True, "joint_angles": True, "bone_angles": True,
                "external_distances": True, "frames": 32}
     cfg = recipe_config("smoke")
     cfg = cfg.replace(features=Component("seed828", {**cfg.features.params, **options}))
-    _untrained_parity(cfg, 12, tmp_path, (1, 2, 50, 384, 600), missing=(522, 543))
+    torch.manual_seed(0)
+    both = _BothRules([build_parts(cfg, 12) for _ in range(2)]).eval()
+    log = tmp_path / "convert.log"
+    convert.to_onnx(both, tmp_path / "m.onnx", log)
+    convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 50, 384, 600):
+        frames = rng.random((n, 543, 3), dtype=np.float32)
+        frames[: n // 2, 522:543] = np.nan
+        with torch.no_grad():
+            want = both(torch.from_numpy(frames)).numpy()
+        assert want.shape == (24,) and float(np.max(np.abs(model(frames) - want))) <= FP32_MAX_ABS, n

@@ -94,13 +94,13 @@ class LandmarkFeatures(nn.Module):
         keep_z: bool,
         lags: tuple[int, ...] = (),
         hand_offsets: tuple[int, ...] = (),
-        options: Options = Options(),
+        options: Options | None = None,
     ) -> None:
         super().__init__()
         if max_len < 1:
             raise UserError(f"feature set: max_len must be >= 1, got {max_len}")
         self.max_len = max_len
-        self.options = options
+        self.options = options = options or Options()  # none of the write-up's options
         self.max_frames = options.frames or max_len  # the most frames the model is given
         self.coords = 3 if keep_z else 2
         self.lags = tuple(lags)
