@@ -73,7 +73,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from ablate.study.runner import RunArgs, run_with_status
     from ablate.study.storage import mask_url
 
-    study, broken = run_with_status(RunArgs(space=a.space, preset=a.preset, data=a.data, storage=a.storage, study=a.study,
+    study, broken = run_with_status(RunArgs(space=a.space, preset=a.preset, recipe=a.recipe, data=a.data, storage=a.storage, study=a.study,
                         workers=a.workers, seeds=a.seeds, repeats=a.repeats, n_trials=a.n_trials, timeout=a.timeout,
                         pruning=a.pruning, leaky_folds=a.leaky_folds, devices=a.devices))
     result = analyze(study)
@@ -165,9 +165,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("space", help="a search space in search_spaces/ (losses, optimizers, features, augmentations, model)")
     r.add_argument("--data", help="Kaggle-layout data directory or cache (default: the embedded synthetic set)")
     r.add_argument("--preset", help="training budget from base.yaml: smoke, quick (default), full")
+    r.add_argument("--recipe", help="the recipe the arms change: baseline or another of base.yaml's recipes "
+                                    "(winner); default: the space file's recipe, else baseline")
     r.add_argument("--storage", help="Optuna storage: postgresql://user:pass@host/db, or a journal file "
                                      "(default: $ABLATE_HOME/studies.journal)")
-    r.add_argument("--study", help="study name (default: SPACE-PRESET); a new name starts a new study, e.g. after "
+    r.add_argument("--study", help="study name (default: SPACE-PRESET, or SPACE-RECIPE-PRESET); a new name starts a new study, e.g. after "
                                    "changing an arm's definition")
     r.add_argument("--workers", type=positive_int, default=1, help="local worker processes on this study (default 1)")
     r.add_argument("--devices", help="the workers' devices, cycled: e.g. 0,1 or cuda:0,cuda:0,cuda:1 or cpu "

@@ -33,7 +33,8 @@ def cmd_finalize(a: argparse.Namespace) -> int:
     if a.check_sequences < FP16_MIN_SEQUENCES:
         raise UserError(f"--check-sequences: the fp16 parity target needs at least {FP16_MIN_SEQUENCES}, "
                         f"got {a.check_sequences}")
-    args = FinalizeArgs(spaces=_spaces(a.from_), preset=a.preset, study_preset=a.study_preset, data=a.data,
+    args = FinalizeArgs(spaces=_spaces(a.from_), preset=a.preset, study_preset=a.study_preset, recipe=a.recipe,
+                        data=a.data,
                         storage=a.storage, out=a.out, reports=a.reports, prefer_mean=a.prefer_mean, tta=a.tta,
                         ensemble=a.ensemble, seeds_per_fold=a.seeds_per_fold, full_data=a.full_data,
                         check_sequences=a.check_sequences, check_files=tuple(a.check_files),
@@ -99,6 +100,9 @@ def add_commands(sub: Any) -> None:
     f.add_argument("--from", dest="from_", metavar="SPACES",
                    help="comma-separated spaces whose studies choose (default: every space with a study)")
     f.add_argument("--preset", help="training preset for the final folds (default: the studies' preset, else base.yaml's default)")
+    f.add_argument("--recipe", default="baseline",
+                   help="the recipe to start from, and whose studies choose: baseline (default) or another of "
+                        "base.yaml's recipes (winner)")
     f.add_argument("--study-preset", help="preset the studies ran under (default: --preset, else base.yaml's default_preset)")
     f.add_argument("--data", help="Kaggle-layout data directory or cache (default: the embedded synthetic set)")
     f.add_argument("--storage", help="Optuna storage URL or journal file (default: $ABLATE_HOME/studies.journal)")

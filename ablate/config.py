@@ -40,7 +40,8 @@ class Component:
 
 # Recipe keys added after studies and final folders were first written, with the value that
 # behaves as before they existed: a record without one is read as having that value.
-ADDED_KEYS: dict[str, Any] = {"drop_participants": [], "drop_messiest": 0, "late_dropout": 0.0, "pretrain_ce": 0.0}
+ADDED_KEYS: dict[str, Any] = {"drop_participants": [], "drop_messiest": 0, "late_dropout": 0.0, "pretrain_ce": 0.0,
+                              "ema": 0.0, "awp": 0.0, "awp_from": 0.0}
 
 
 def _min(low: float) -> dict[str, Any]:
@@ -74,6 +75,9 @@ class Config:
     drop_messiest: int = field(metadata=_min(0))  # also leave out the k with the most frames without any hand
     late_dropout: float = field(metadata={"min": 0, "below": 1})  # share of the epochs trained with dropout off
     pretrain_ce: float = field(metadata={"min": 0, "below": 1})  # share of the epochs trained with a softmax head first
+    ema: float = field(metadata={"min": 0, "below": 1})  # decay per step of the weights' moving average; 0: none
+    awp: float = field(metadata=_min(0))  # adversarial weight perturbation per tensor (L2 norm); 0: none
+    awp_from: float = field(metadata={"min": 0, "below": 1})  # share of the epochs trained before AWP starts
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

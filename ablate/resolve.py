@@ -3,10 +3,14 @@ training configuration from its layers, recording where every value came from.
 
 The layers, folded in this order (a later one wins):
     1. component defaults     the builder's own parameter defaults ("default of <component>")
-    2. base.yaml recipe       the baseline recipe: the only source of recipe defaults
-    3. preset                 scalars (epochs, batch size, ...) of the training budget
+    2. base.yaml recipe       the chosen recipe (`recipe:`, the baseline, or one of `recipes:`, which
+                              is the baseline with its own changes): the only source of recipe defaults
+    3. preset                 scalars (epochs, batch size, ...) of the training budget, then the
+                              chosen recipe's own scalars for that preset
     4. arm                    the space's arm: its component (fresh defaults if it differs from the
-                              recipe's), params, augmentation list and seed offset
+                              recipe's; an arm without a name keeps the recipe's component), params,
+                              augmentation list and seed offset; a recipe-axis arm starts over from
+                              its recipe
     5. preset sizes           component_params for whichever component is chosen; never over the
                               arm's own params
     6. tuned                  values an Optuna trial chose for the arm's ranges
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +36,9 @@ if TYPE_CHECKING:
 STAGE_ABLATION, STAGE_TUNE, STAGE_COMPARE = "ablation", "tune", "compare"
 COMPARE_SEED_OFFSET = 500  # compare-stage trials train with fresh seeds: no selection bias
 PRESET_SCALARS = ("epochs", "batch_size", "max_train_batches", "early_stopping", "amp", "grad_clip")
-_BASE_KEYS = ("recipe", "presets", "default_preset")
+_BASE_KEYS = ("recipe", "recipes", "presets", "default_preset")
+BASELINE = "baseline"  # the name of base.yaml's `recipe:` among the recipes
+_RECIPE_KEYS = ("description", "changes", "presets")
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,26 @@ class Preset:
 
 @dataclass(frozen=True)
 class Base:
-    """search_spaces/base.yaml, checked."""
+    """search_spaces/base.yaml, checked, with one of its recipes chosen (`recipe_name`)."""
 
     path: Path
-    recipe: dict[str, Any]  # as written; components as {"name", "params"}
-    presets: dict[str, Preset]
+    recipe: dict[str, Any]  # the chosen recipe, every key; components as {"name", "params"}
+    presets: dict[str, Preset]  # with the chosen recipe's own preset scalars applied
     default_preset: str
+    recipe_name: str = BASELINE
+    changed: tuple[str, ...] = ()  # the recipe keys this recipe changes from the baseline's
+    recipes: dict[str, Base] = field(default_factory=dict, repr=False, compare=False)  # every recipe's Base, by name
+
+    def for_recipe(self, name: str) -> Base:
+        """The same file with the recipe `name` chosen (`baseline`: base.yaml's `recipe:`)."""
+        known = self.recipes or {self.recipe_name: self}
+        if name not in known:
+            raise UserError(f"unknown recipe {name!r}{close_match(name, known)}; known: {', '.join(known)} "
+                            f"(in {self.path})")
+        return known[name]
+
+    def recipe_names(self) -> list[str]:
+        return list(self.recipes or [self.recipe_name])
 
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
@@ -107,7 +127,8 @@ def _load_preset(name: str, raw: Any, where: str) -> Preset:
 
 
 def load_base(directory: Path) -> Base:
-    """Load and check search_spaces/base.yaml: the recipe must be complete, every preset valid."""
+    """Load and check search_spaces/base.yaml: every recipe must be complete, every preset valid
+    (the baseline recipe is chosen; `Base.for_recipe` gives the others)."""
     path = directory / "base.yaml"
     data = load_yaml(path)
     for key in data:
@@ -119,9 +140,7 @@ def load_base(directory: Path) -> Base:
     missing = [k for k in AXES if k not in recipe]
     if missing:
         raise UserError(f"{path}: recipe: missing {', '.join(missing)} (the recipe sets every key)")
-    for key, kind in AXES.items():
-        check_component(recipe[key], kind, f"{path}: recipe.{key}")
-    recipe = {k: (_as_component(v) if k in AXES else v) for k, v in recipe.items()}
+    recipe = _checked_recipe(recipe, f"{path}: recipe")
     presets = data.get("presets")
     if not isinstance(presets, dict) or not presets:
         raise UserError(f"{path}: presets: expected a mapping of preset names (smoke, quick, full) to settings")
@@ -130,31 +149,86 @@ def load_base(directory: Path) -> Base:
     if default not in loaded:
         raise UserError(f"{path}: default_preset {default!r} is not a preset; known: {', '.join(loaded)}")
     base = Base(path, recipe, loaded, str(default))
-    for name in loaded:  # the bare recipe must be a complete, valid config under every preset
-        resolve(base, name)
+    others = data.get("recipes") or {}
+    if not isinstance(others, dict):
+        raise UserError(f"{path}: recipes: expected a mapping of recipe names to {{description, changes, presets}}")
+    every = {BASELINE: base} | {str(n): _other_recipe(base, str(n), spec) for n, spec in others.items()}
+    for one in every.values():
+        object.__setattr__(one, "recipes", every)  # each knows the others (for_recipe)
+        for name in loaded:  # the bare recipe must be a complete, valid config under every preset
+            resolve(one, name)
     return base
+
+
+def _checked_recipe(recipe: dict[str, Any], where: str) -> dict[str, Any]:
+    for key, kind in AXES.items():
+        if key in recipe:
+            check_component(recipe[key], kind, f"{where}.{key}")
+    return {k: (_as_component(v) if k in AXES else v) for k, v in recipe.items()}
+
+
+def _other_recipe(base: Base, name: str, spec: Any) -> Base:
+    """A recipe of base.yaml's `recipes:`: the baseline recipe with its `changes` (whole keys: a
+    component given replaces the baseline's with its own params), and its own preset scalars
+    (`presets: {full: {epochs: 300}}`) over the shared presets'."""
+    where = f"{base.path}: recipes.{name}"
+    if name == BASELINE or not isinstance(spec, dict):
+        raise UserError(f"{where}: expected a mapping of description, changes and presets"
+                        + (f" (the name {BASELINE!r} is base.yaml's `recipe:`)" if name == BASELINE else ""))
+    for key in spec:
+        if key not in _RECIPE_KEYS:
+            raise UserError(f"{where}: unknown key {key!r}{close_match(str(key), _RECIPE_KEYS)}; known: {', '.join(_RECIPE_KEYS)}")
+    changes = spec.get("changes") or {}
+    keys = [f.name for f in fields(Config)]
+    if not isinstance(changes, dict):
+        raise UserError(f"{where}.changes: expected a mapping of recipe keys to values")
+    for key in changes:
+        if key not in keys:
+            raise UserError(f"{where}.changes: unknown key {key!r}{close_match(str(key), keys)}; known: {', '.join(keys)}")
+    recipe = {**base.recipe, **_checked_recipe(changes, f"{where}.changes")}
+    own = spec.get("presets") or {}
+    if not isinstance(own, dict):
+        raise UserError(f"{where}.presets: expected a mapping of preset names to scalars")
+    presets = dict(base.presets)
+    for preset, scalars in own.items():
+        at = f"{where}.presets.{preset}"
+        shared = base.preset(str(preset))
+        if not isinstance(scalars, dict):
+            raise UserError(f"{at}: expected a mapping of {', '.join(PRESET_SCALARS)}")
+        for key in scalars:
+            if key not in PRESET_SCALARS:
+                raise UserError(f"{at}: unknown key {key!r}{close_match(str(key), PRESET_SCALARS)}; known: {', '.join(PRESET_SCALARS)}")
+        mine = {k: Config.check_value(k, v, f"{at}.{k}") for k, v in scalars.items()}
+        presets[str(preset)] = replace(shared, scalars={**shared.scalars, **mine})
+    return Base(base.path, recipe, presets, base.default_preset, name, tuple(changes))
 
 
 def resolve(base: Base, preset: str, arm: Arm | None = None, tuned: Mapping[str, Any] | None = None,
             stage: str = STAGE_ABLATION, repeat: int = 0, seed: int = 0,
             settings: Mapping[str, Any] | None = None) -> Resolved:
     """The configuration of `arm` (None: the bare recipe) under `preset`, and each value's source."""
+    own = copy.deepcopy(arm.overrides) if arm else {}
+    if "recipe" in own:  # an arm of the recipe axis: another of base.yaml's recipes
+        base = base.for_recipe(str(own.pop("recipe")))
     p = base.preset(preset)
     d: dict[str, Any] = copy.deepcopy(base.recipe)
-    src: dict[str, str] = {k: "base.yaml" for k in d}
+    def origin(key: str) -> str:
+        return f"base.yaml recipe {base.recipe_name}" if key in base.changed else "base.yaml"
+
+    src: dict[str, str] = {k: origin(k) for k in d}
     for key in AXES:
-        src |= {f"{key}.params.{k}": "base.yaml" for k in d[key]["params"]}
+        src |= {f"{key}.params.{k}": origin(key) for k in d[key]["params"]}
     for k, v in p.scalars.items():
         d[k], src[k] = v, f"preset {preset}"
-    own = copy.deepcopy(arm.overrides) if arm else {}
     batch_before, rule = d.get("batch_size"), own.pop("lr_scaling", None)
     for key, value in own.items():
-        if key in AXES:  # another component starts from its defaults, the same one from the recipe
-            same = d[key]["name"] == value["name"]
+        if key in AXES:  # another component starts from its defaults, the same one (or no name) from the recipe
+            name = value.get("name", d[key]["name"])
+            same = d[key]["name"] == name
             if not same:
                 src = {k: v for k, v in src.items() if not k.startswith(f"{key}.params.")}
                 src[key] = f"arm {arm.label}"  # type: ignore[union-attr]
-            d[key] = {"name": value["name"], "params": dict(d[key]["params"]) if same else {}}
+            d[key] = {"name": name, "params": dict(d[key]["params"]) if same else {}}
         else:
             d[key], src[key] = value, f"arm {arm.label}"  # type: ignore[union-attr]
     for key in AXES:
@@ -174,7 +248,9 @@ def resolve(base: Base, preset: str, arm: Arm | None = None, tuned: Mapping[str,
     _seeds(d, src, arm, stage, repeat, seed)
     for k, v in (settings or {}).items():
         d[k], src[k] = v, "run setting"
-    where = f"{arm.source or arm.label} (preset {preset})" if arm else f"{base.path}: recipe (preset {preset})"
+    recipe = "" if base.recipe_name == BASELINE else f"recipe {base.recipe_name}, "
+    where = f"{arm.source or arm.label} ({recipe}preset {preset})" if arm else \
+        f"{base.path}: {'recipe' if not recipe else 'recipes.' + base.recipe_name} (preset {preset})"
     config = Config.from_dict(d, where=where)
     return Resolved(config, _with_defaults(config, src))
 

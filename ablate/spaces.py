@@ -11,9 +11,14 @@ An axis file varies one part of the recipe. Each arm is a label with optional ke
     batch_size, amp, late_dropout, pretrain_ce, lr_scaling
                   the training axis only; lr_scaling (linear | sqrt | none) multiplies the
                   optimizer's lr by (the arm's batch size / the preset's)^1 or ^0.5
+    ema, awp, awp_from, late_dropout, model, optimizer
+                  the regularisation axis only; model: {params: {...}} changes the recipe's own
+                  model (drop_path, ...), optimizer: {name, params} another optimizer
+    recipe        the recipe axis only: one of base.yaml's recipes (baseline, winner), whole
     seed_offset   train with other seeds: a null arm, to see what seed noise alone looks like
 and, beside the arms, `rope:` (the region of practical equivalence of the accuracy difference:
-a half-width such as 0.005, or [low, high]; default +-0.005).
+a half-width such as 0.005, or [low, high]; default +-0.005) and `recipe:` (the recipe the arms
+change when `ablate run` is not given --recipe; default baseline).
 Files hold names and numbers only. Everything is checked on load, and a space that cannot run is
 refused with the file and key path: every arm is resolved under every preset and built once (on
 PyTorch's meta device: no memory, no arithmetic), at both ends of each range and with each choice.
@@ -30,15 +35,17 @@ from typing import Any
 from ablate.config import AXES, param_value
 from ablate.errors import UserError, close_match
 from ablate.report.stats import DEFAULT_ROPE
-from ablate.resolve import Base, check_component, load_base, resolve
+from ablate.resolve import BASELINE, Base, check_component, load_base, resolve
 from ablate.yamlfile import load_yaml
 
 MODES = ("ablation", "tune", "both")
 # axes whose arms set recipe keys directly (checked when the arm is resolved)
 RECIPE_AXES = {"data": ("drop_participants", "drop_messiest"),
-               "training": ("batch_size", "amp", "late_dropout", "pretrain_ce", "lr_scaling")}
+               "training": ("batch_size", "amp", "late_dropout", "pretrain_ce", "lr_scaling"),
+               "regularisation": ("ema", "awp", "awp_from", "late_dropout", "model", "optimizer"),
+               "recipe": ("recipe",)}
 AXIS_KEYS = tuple(AXES) + ("augmentations", *RECIPE_AXES)
-_SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune", "rope")
+_SPACE_KEYS = ("question", "axis", "mode", "baseline", "arms", "tune", "rope", "recipe")
 _COMPONENT_ARM_KEYS = ("name", "params", "ranges", "seed_offset")
 _AUG_ARM_KEYS = ("augmentations", "seed_offset")
 
@@ -157,6 +164,10 @@ def _arm(label: str, spec: Any, axis: str, mode: str, path: Path) -> Arm:
         _check_keys(spec, (*RECIPE_AXES[axis], "seed_offset"), at, f" (on the {axis} axis)")
         overrides: dict[str, Any] = {k: v for k, v in spec.items() if k != "seed_offset"}
         ranges: dict[str, Range] = {}
+        for key in set(overrides) & set(AXES):  # the recipe's component ({params}) or another ({name, params})
+            _check_component_override(overrides[key], f"{at}.{key}")
+        if "recipe" in overrides and not isinstance(overrides["recipe"], str):
+            raise UserError(f"{at}.recipe: expected the name of one of base.yaml's recipes, got {overrides['recipe']!r}")
     elif axis == "augmentations":
         _check_keys(spec, _AUG_ARM_KEYS, at, " (on the augmentations axis)")
         augs = spec.get("augmentations")
@@ -185,16 +196,29 @@ def _arm(label: str, spec: Any, axis: str, mode: str, path: Path) -> Arm:
     return Arm(label, axis, overrides, ranges, offset, at)
 
 
-def load_space(name: str, directory: Path | None = None) -> Space:
-    """Load and validate search_spaces/<name>.yaml against base.yaml and the registries."""
+def _check_component_override(value: Any, where: str) -> None:
+    if not isinstance(value, dict) or not isinstance(value.get("params", {}), dict) or \
+            not isinstance(value.get("name", ""), str):
+        raise UserError(f"{where}: expected {{params: {{...}}}} (the recipe's component) or {{name: ..., params: {{...}}}}")
+    _check_keys(value, ("name", "params"), where)
+
+
+def load_space(name: str, directory: Path | None = None, recipe: str | None = None) -> Space:
+    """Load and validate search_spaces/<name>.yaml against base.yaml and the registries, on the
+    recipe `recipe` (None: the space file's `recipe:`, else the baseline recipe)."""
     directory = directory or spaces_dir()
     path = directory / f"{name}.yaml"
     if not path.is_file():
         known = list_spaces(directory)
         raise UserError(f"unknown search space {name!r}{close_match(name, known)}; known: {', '.join(known)} (in {directory})")
-    base = load_base(directory)
     data = load_yaml(path)
     _check_keys(data, _SPACE_KEYS, str(path))
+    chosen = recipe or data.get("recipe", BASELINE)
+    every = load_base(directory)
+    try:
+        base = every.for_recipe(str(chosen))
+    except UserError as e:
+        raise UserError(f"{path}: recipe: {e}" if recipe is None else f"--recipe: {e}") from None
     axis, mode = data.get("axis"), data.get("mode", "ablation")
     if axis not in AXIS_KEYS:
         raise UserError(f"{path}: axis: expected one of {', '.join(AXIS_KEYS)}, got {axis!r}")
@@ -214,6 +238,11 @@ def load_space(name: str, directory: Path | None = None) -> Space:
     n_trials = _tune(data, mode, path)
     if mode != "ablation" and not any(a.ranges for a in arms.values()) and len(arms) < 2:
         raise UserError(f"{path}: mode {mode} needs ranges to tune or at least two arms")
+    for arm in (a for a in arms.values() if "recipe" in a.overrides):
+        try:
+            base.for_recipe(arm.overrides["recipe"])
+        except UserError as e:
+            raise UserError(f"{arm.source}.recipe: {e}") from None
     space = Space(name, path, str(data.get("question", "")), axis, mode, str(baseline), arms, n_trials, base,
                   _rope(data.get("rope", list(DEFAULT_ROPE)), path))
     check_runnable(space)
@@ -265,9 +294,9 @@ def list_spaces(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
 
 
-def recipe_config(preset: str, directory: Path | None = None) -> Any:
-    """The base recipe alone (no arm) under a preset: what `ablate finalize` starts from."""
-    return resolve(load_base(directory or spaces_dir()), preset).config
+def recipe_config(preset: str, directory: Path | None = None, recipe: str = BASELINE) -> Any:
+    """A recipe of base.yaml alone (no arm) under a preset: what `ablate finalize` starts from."""
+    return resolve(load_base(directory or spaces_dir()).for_recipe(recipe), preset).config
 
 
 def default_preset(directory: Path | None = None) -> str:

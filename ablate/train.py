@@ -4,8 +4,9 @@ Knows nothing of Optuna. Reproducible on CPU: the same config, fold and seed giv
 (model init, batch order and augmentations all derive from `config.seed`, the fold seed of the
 repeat and the fold: `run_seed`, so no two folds share their luck and two arms share theirs fold by fold). On a GPU, only with
 `deterministic: true` (slower), because cuDNN and cuBLAS pick non-deterministic kernels otherwise.
-The parts: `Feed` (feed.py: batches made on the device), `_optimizer` (optimizer, schedule, scaler), `_Step` (one step per
-optimizer kind), `_epoch` (one pass, losses kept on the device), `evaluate`.
+The parts: `Feed` (feed.py: batches made on the device), `_optimizer` (optimizer, schedule, scaler), `Step` (step.py:
+one step per optimizer kind, with AWP and the weights' moving average), `_epoch` (one pass, losses kept on the
+device), `evaluate`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ablate.feed import Batch, Feed
 from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
 from ablate.parts import LateDropout, Parts, Pretraining, build_augmentations, build_parts
+from ablate.step import Awp, Ema, Step
 
 CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
@@ -133,8 +135,10 @@ def train_fold(
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device,
                                                              pre_weights)
     model = torch.compile(parts.model) if config.compile else parts.model
-    step = _Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
-                 torch.Generator().manual_seed(seed))
+    awp = Awp(config.awp, config.awp_from, config.epochs, [p for g in optimizer.param_groups for p in g["params"]])
+    ema = Ema(parts, config.ema)
+    step = Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
+                torch.Generator().manual_seed(seed), awp, ema)
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
                         gpu=gpu_name(device), amp=str(amp).replace("torch.", "") if amp else "off")
     train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None
@@ -144,6 +148,7 @@ def train_fold(
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
         late.set(epoch)
+        awp.set(epoch)
         step.parts = pre.parts(parts, epoch)
         if epoch == pre.epochs:  # the recipe's head starts now: early stopping counts from here
             best, since_best = -1.0, 0
@@ -151,7 +156,9 @@ def train_fold(
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples
         last = keep_predictions and epoch == config.epochs - 1
-        val_loss, val_acc, probs = evaluate(step.parts, feed.val(), device, amp, last, model) if not full else \
+        checked = ema.parts(step.parts)  # the moving average, when there is one
+        val_loss, val_acc, probs = evaluate(checked, feed.val(), device, amp, last,
+                                            model if checked is step.parts else None) if not full else \
             (float("nan"), float("nan"), None)
         stats = EpochStats(epoch, loss, val_loss, val_acc, float(optimizer.param_groups[0]["lr"]),
                            time.perf_counter() - t0, samples / (t1 - t0))
@@ -169,6 +176,7 @@ def train_fold(
             break
     bar.close()
     late.set(config.epochs)  # as built again, also when early stopping ended the fold in the off phase
+    ema.copy_into(parts)  # what is kept, exported and predicted with below
     result.last_acc = result.epochs[-1].val_acc
     result.seconds = time.perf_counter() - t_start
     result.samples_per_sec = train_samples / train_time if train_time else 0.0
@@ -182,7 +190,7 @@ def train_fold(
     return result
 
 
-def _epoch(step: _Step, feed: Feed, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
+def _epoch(step: Step, feed: Feed, epoch: int, fold: int, hide: bool | None) -> tuple[float, int]:
     """One pass over the training batches: (mean loss, samples). The losses stay on the device and
     are checked for NaN/inf every CHECK_EVERY steps and at the end, not after every step; the first
     bad batch is named."""
@@ -201,7 +209,7 @@ def _epoch(step: _Step, feed: Feed, epoch: int, fold: int, hide: bool | None) ->
     return mean, samples
 
 
-def _check_finite(losses: list[torch.Tensor], start: int, epoch: int, fold: int, step: _Step) -> None:
+def _check_finite(losses: list[torch.Tensor], start: int, epoch: int, fold: int, step: Step) -> None:
     chunk = losses[start:]
     if not chunk:
         return
@@ -210,60 +218,6 @@ def _check_finite(losses: list[torch.Tensor], start: int, epoch: int, fold: int,
         b = start + int(bad[0])
         raise TrainingDiverged(f"loss became {float(losses[b])} at epoch {epoch}, batch {b} "
                                f"(lr {step.opt.param_groups[0]['lr']:.3g}); fold {fold} stopped")
-
-
-class _Step:
-    """One optimisation step (two passes for SAM, a GradScaler for fp16), under autocast, with
-    clipping. Returns the loss as a device tensor: no wait for the device."""
-
-    def __init__(self, parts: Parts, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
-                 amp: torch.dtype | None, device: torch.device, clip: float, two_pass: bool, batch_augs: list[Any],
-                 gen: torch.Generator) -> None:
-        self.parts, self.model, self.opt, self.sched, self.scaler = parts, model, optimizer, scheduler, scaler
-        self.amp, self.device, self.clip, self.two_pass = amp, device, clip, two_pass
-        self.batch_augs, self.gen = batch_augs, gen
-        self.params = [p for g in optimizer.param_groups for p in g["params"]]
-
-    def _loss(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None,
-              lam: torch.Tensor | None) -> torch.Tensor:
-        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
-        with ctx:
-            emb = self.model(x, mask)
-        emb = emb.float()  # margins and softmax in fp32
-        if y2 is None or lam is None:
-            return self.parts.head(emb, y)
-        return self.parts.head.mixed(emb, y, y2, lam.float())  # mixup
-
-    def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, mask, y = (t.to(self.device, non_blocking=True) for t in (x, mask, y))
-        y2 = lam = None
-        for aug in self.batch_augs:  # on the device, after the one copy
-            x, mask, y2, lam = aug(x, mask, y, self.gen)
-        self.opt.zero_grad(set_to_none=True)
-        loss = self._loss(x, mask, y, y2, lam)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.opt)
-            self._clip()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        elif self.two_pass:
-            loss.backward()
-            self._clip()
-            self.opt.first_step(zero_grad=True)  # climb to the worst nearby weights
-            self._loss(x, mask, y, y2, lam).backward()
-            self._clip()
-            self.opt.second_step(zero_grad=True)  # step from the original weights with that gradient
-        else:
-            loss.backward()
-            self._clip()
-            self.opt.step()
-        self.sched.step()
-        return loss.detach()
-
-    def _clip(self) -> None:
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
 
 
 def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], repeats: int = 1) -> float:
@@ -278,8 +232,8 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
     parts.model.to(device)
     parts.head.to(device)
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(shapes) * (repeats + 1), amp, device)
-    step = _Step(parts, parts.model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
-                 torch.Generator().manual_seed(config.seed))
+    step = Step(parts, parts.model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
+                torch.Generator().manual_seed(config.seed))
     width = int(getattr(parts.features, "out_dim"))
     batches = [(torch.randn(b, t, width, device=device), torch.ones(b, t, dtype=torch.bool, device=device),
                 torch.randint(0, num_classes, (b,), device=device)) for b, t in shapes]

@@ -152,7 +152,7 @@ def test_registries_list_their_kinds() -> None:
 @pytest.mark.parametrize("loss", LOSSES.names())
 def test_every_loss_trains_with_every_batch_augmentation(loss: str, aug: str) -> None:
     """Two real training steps, as the trainer takes them (a head with state, AdaCos, included)."""
-    from ablate.train import _Step
+    from ablate.step import Step
 
     torch.manual_seed(0)
     cfg = recipe_config("smoke").replace(loss=Component(loss), augmentations=(Component(aug, {"p": 1.0}),))
@@ -162,8 +162,8 @@ def test_every_loss_trains_with_every_batch_augmentation(loss: str, aug: str) ->
     sched = SCHEDULES.build("constant", optimizer=opt, epochs=1, steps_per_epoch=2)
     from ablate.parts import build_augmentations
 
-    step = _Step(parts, parts.model, opt, sched, None, None, torch.device("cpu"), 1.0, False,
-                 build_augmentations(cfg).batch, torch.Generator().manual_seed(0))
+    step = Step(parts, parts.model, opt, sched, None, None, torch.device("cpu"), 1.0, False,
+                build_augmentations(cfg).batch, torch.Generator().manual_seed(0))
     x, mask, y = torch.randn(8, 6, parts.features.out_dim), torch.ones(8, 6, dtype=torch.bool), torch.arange(8) % 5
     before = [w.detach().clone() for w in weights]
     assert all(bool(torch.isfinite(step(x, mask, y))) for _ in range(2))

@@ -193,6 +193,14 @@ def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
     _untrained_parity(recipe_config("full"), 250, tmp_path, (1, 50, 400))
 
 
+def test_the_winner_recipe_exports_with_parity(tmp_path: Path) -> None:
+    """The 1st place's model at its full width (lag118 features, two stacks of conv blocks and a
+    transformer block, drop path and the dropout before the head: both the identity in the graph)."""
+    from ablate.spaces import recipe_config
+
+    _untrained_parity(recipe_config("full", recipe="winner"), 250, tmp_path, (1, 2, 50, 384, 400))
+
+
 def test_the_export_computes_what_training_validated(exported: dict[str, Any]) -> None:
     """Fold k's model in the exported graph gives, on fold k's held-out sequences, the probabilities
     that training recorded for them (features in the graph = features in the data pipeline)."""

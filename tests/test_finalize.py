@@ -103,7 +103,7 @@ def test_tuned_parameters_of_the_winner_are_carried(storage: str) -> None:
      "unfinished: no finished trial in the compare stage for arm(s) ranger, adamw"),
     (lambda s: make_study(s, "model", "smoke", {"transformer": BASE}), ["model"],
      "unfinished: 1 of its 20 tuning trials finished"),
-    (lambda s: make_study(s, "losses", "quick", all_arms("losses", {})), ["losses"], "losses-quick (choose with --study-preset)"),
+    (lambda s: make_study(s, "losses", "quick", all_arms("losses", {})), ["losses"], "losses-quick (choose with --study-preset or --recipe)"),
 ])
 def test_refusals_name_the_study_and_what_to_do(storage: str, setup: Any, args: list[str], message: str) -> None:
     setup(storage)

@@ -20,7 +20,7 @@ def test_shipped_spaces_load(name: str) -> None:
     space = load_space(name, SHIPPED)
     assert space.baseline in space.arms and set(space.base.presets) >= {"smoke", "quick", "full"}
     base = resolve(space.base, "full", space.arms[space.baseline]).config
-    assert base.epochs == 100 and base.batch_size == 64
+    assert base.epochs == (300 if space.base.recipe_name == "winner" else 100) and base.batch_size == 64
 
 
 def test_presets_fill_in_sizes_but_arms_win() -> None:
@@ -68,11 +68,11 @@ BAD_SPACES = [
     ("axis: loss\narms: {arcface: {params: {scale: .nan}}}\n", "bad.yaml: arms.arcface.params.scale: expected a finite number, got nan"),
     ("axis: loss\narms: {arcface: {params: {margin_rad: 2.0}}}\n", "bad.yaml: arms.arcface (preset smoke): loss parameter margin_rad must be in [0.0, 1.5707963267948966)"),
     ("axis: model\narms: {transformer: {params: {heads: 5}}}\n", "bad.yaml: arms.transformer (preset smoke): "),
-    ("axis: model\narms: {transformer: {params: {dropout: 1.5}}}\n", "bad.yaml: arms.transformer (preset smoke): dropout must be in [0, 1), got 1.5"),
+    ("axis: model\narms: {transformer: {params: {dropout: 1.5}}}\n", "bad.yaml: arms.transformer (preset smoke): model parameter dropout must be in [0, 1), got 1.5"),
     ("axis: loss\nmode: tune\narms: {arcface: {ranges: {scale: [64, 16]}}}\n", "bad.yaml: arms.arcface.ranges.scale: empty range: low 64.0 must be below high 16.0"),
     ("axis: loss\nmode: tune\narms: {arcface: {ranges: {scael: [1, 2]}}}\n", "bad.yaml: arms.arcface.ranges: unknown parameter 'scael'"),
     ("axis: model\nmode: tune\narms: {transformer: {ranges: {heads: [2.5, 8]}}}\n", "bad.yaml: arms.transformer.ranges.heads.low: expected int, got 2.5"),
-    ("axis: model\nmode: tune\narms: {transformer: {ranges: {dropout: [0.1, 1.5]}}}\n", "bad.yaml: arms.transformer.ranges.dropout=1.5 (preset smoke): dropout must be in [0, 1)"),
+    ("axis: model\nmode: tune\narms: {transformer: {ranges: {dropout: [0.1, 1.5]}}}\n", "bad.yaml: arms.transformer.ranges.dropout=1.5 (preset smoke): model parameter dropout must be in [0, 1)"),
     ("axis: model\nmode: tune\narms: {transformer: {ranges: {dropout: [.nan, 0.5]}}}\n", "bad.yaml: arms.transformer.ranges.dropout.low: expected a finite number"),
     ("axis: model\nmode: tune\narms: {transformer: {ranges: {heads: {choices: [4, eight]}}}}\n", "bad.yaml: arms.transformer.ranges.heads.choices[1]: expected int, got 'eight'"),
     ("axis: model\nmode: tune\narms: {transformer: {ranges: {heads: {choices: [4, 5]}}}}\n", "bad.yaml: arms.transformer.ranges.heads=5 (preset smoke): "),

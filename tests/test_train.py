@@ -13,6 +13,7 @@ from ablate.components._random import run_seed
 from ablate.config import Component
 from ablate.data.cache import Cache
 from ablate.spaces import recipe_config
+from ablate.step import Step
 from ablate.train import TrainingDiverged, train_fold
 
 TINY = recipe_config("full").replace(  # the baseline recipe, made small
@@ -65,14 +66,14 @@ def test_the_resident_store_is_built_once_per_process(synth_cache: Path) -> None
 
 def test_nan_loss_stops_the_fold_with_a_reason(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = train_mod._Step._loss
+    real = Step._loss
 
     def poisoned(self, *a):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         loss = real(self, *a)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(train_mod._Step, "_loss", poisoned)
+    monkeypatch.setattr(Step, "_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 0, batch 2"):
         train_fold(TINY, Cache(synth_cache), 0)
 

@@ -125,13 +125,34 @@ class Attention(nn.Module):
         return self.out((weights @ v).transpose(1, 2).reshape(b, t, d))
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LN encoder block: x + drop(attn(LN(x))), then x + drop(ff(LN(x))).
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, a residual branch's output [B, T, C] is
+    zeroed for a random share p of the sequences of a batch and scaled by 1 / (1 - p) for the
+    others; in eval mode it is the identity (nothing of it is exported). Not an nn.Dropout, so
+    the late-dropout switch leaves it alone."""
 
-    The feed-forward is Linear(dim, dim * ff_mult) -> activation -> dropout -> Linear(back to dim).
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand((x.shape[0], 1, 1), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN encoder block: x + path(drop(attn(LN(x)))), then x + path(drop(ff(LN(x)))).
+
+    The feed-forward is Linear(dim, dim * ff_mult) -> activation -> dropout -> Linear(back to dim);
+    path is DropPath(drop_path) (the identity at 0).
     """
 
-    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float, act: str) -> None:
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float, act: str, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
@@ -143,10 +164,11 @@ class TransformerBlock(nn.Module):
             nn.Linear(dim * ff_mult, dim),
         )
         self.drop = nn.Dropout(dropout)
+        self.path = DropPath(drop_path)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask))
-        return x + self.drop(self.ff(self.norm2(x)))
+        x = x + self.path(self.drop(self.attn(self.norm1(x), mask)))
+        return x + self.path(self.drop(self.ff(self.norm2(x))))
 
 
 class MaskedBatchNorm(nn.Module):
@@ -199,22 +221,33 @@ class CausalDepthwiseConv(nn.Module):
 
 class ECA(nn.Module):
     """Efficient channel attention (Wang et al. 2020): masked mean over time -> 1-D conv over
-    channels -> sigmoid gate per channel."""
+    channels (zero padded) -> sigmoid gate per channel.
+
+    The conv is computed as a product with the [C, C] band matrix of its kernel: onnx2tf turned the
+    Conv1d over channels into a layout it then failed on, and a matmul converts as it is."""
 
     def __init__(self, kernel: int = 5) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(1, 1, kernel, padding=kernel // 2, bias=False)
+        self.conv = nn.Conv1d(1, 1, kernel, padding=kernel // 2, bias=False)  # holds the kernel
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        gate = torch.sigmoid(self.conv(masked_mean(x, mask).unsqueeze(1))).squeeze(1)  # [B, C]
+        mean = masked_mean(x, mask)  # [B, C]
+        channels, k = mean.shape[-1], self.conv.kernel_size[0]
+        ch = torch.arange(channels, device=x.device)
+        tap = ch.unsqueeze(0) - ch.unsqueeze(1) + k // 2  # band[i, j] = w[j - i + k // 2], zero off the band
+        weight = self.conv.weight.reshape(k).to(mean.dtype)
+        band = weight.index_select(0, tap.clamp(0, k - 1).reshape(-1)).reshape(channels, channels)
+        band = band * ((tap >= 0) & (tap < k)).to(mean.dtype)
+        gate = torch.sigmoid(mean @ band.transpose(0, 1))
         return x * gate.unsqueeze(1)
 
 
 class ConvBlock(nn.Module):
     """1st-place style block: expand -> act -> causal depthwise conv -> masked BN -> act -> ECA
-    (optional) -> project -> dropout, plus the residual."""
+    (optional) -> project -> dropout -> DropPath(drop_path), plus the residual."""
 
-    def __init__(self, dim: int, kernel: int, expand: int, dropout: float, eca: bool, act: str) -> None:
+    def __init__(self, dim: int, kernel: int, expand: int, dropout: float, eca: bool, act: str,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         hidden = dim * expand
         self.expand = nn.Linear(dim, hidden)
@@ -225,9 +258,10 @@ class ConvBlock(nn.Module):
         self.eca = ECA() if eca else None
         self.project = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(dropout)
+        self.path = DropPath(drop_path)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.act2(self.norm(self.conv(self.act1(self.expand(x))), mask))
         if self.eca is not None:
             h = self.eca(h, mask)
-        return x + self.drop(self.project(h))
+        return x + self.path(self.drop(self.project(h)))

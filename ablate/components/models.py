@@ -38,9 +38,9 @@ def _check(**values: float) -> None:
             raise UserError(f"model parameter {name} must be >= 1, got {value}")
 
 
-def _check_dropout(dropout: float) -> None:
+def _check_dropout(dropout: float, name: str = "dropout") -> None:
     if not 0.0 <= dropout < 1.0:
-        raise UserError(f"dropout must be in [0, 1), got {dropout}")
+        raise UserError(f"model parameter {name} must be in [0, 1), got {dropout}")
 
 
 EMBEDDINGS = ("linear", "mlp", "deep")  # frame embedding: 1, 2 (the baseline's) or 3 Linear layers
@@ -68,7 +68,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(
         self, in_dim: int, blocks: int, heads: int, width: int, dropout: float, ff_mult: int, act: str, max_len: int,
-        embedding: str = "mlp", pooling: str = "cls",
+        embedding: str = "mlp", pooling: str = "cls", drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -79,7 +79,8 @@ class TransformerEncoder(nn.Module):
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(width, heads, ff_mult, dropout, act) for _ in range(blocks))
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, ff_mult, dropout, act, drop_path)
+                                    for _ in range(blocks))
         if pooling == "attention":
             self.pool = AttentionPool(width)
         self.norm = nn.LayerNorm(width)
@@ -116,6 +117,7 @@ def transformer(
     embedding: str = "mlp",
     pooling: str = "cls",
     max_len: int = 0,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """Baseline transformer: frame MLP, CLS token, learned positions, pre-LN blocks; CLS -> embedding.
 
@@ -124,13 +126,16 @@ def transformer(
     (three). pooling: cls | mean | attention (over the frame states, not the CLS one). max_len counts
     the CLS position, so at most max_len - 1 frames are used (later frames are dropped) whatever the
     pooling; 0 (the default) sizes it to the feature set's frames (its crop length) plus one, so a
-    crop-length experiment changes the model with it. Defaults give about 2.6 M parameters plus
+    crop-length experiment changes the model with it. drop_path: the share of sequences whose
+    residual branches a block skips in training (stochastic depth). Defaults give about 2.6 M parameters plus
     in_dim * 512 (the positions: 385 x 512 at the baseline's crop of 384).
     """
     max_len = max_len or frames + 1
     _check(in_dim=in_dim, blocks=blocks, heads=heads, width=width, ff_mult=ff_mult, max_len=max_len - 1)
     _check_dropout(dropout)
-    return TransformerEncoder(in_dim, blocks, heads, width, dropout, ff_mult, activation, max_len, embedding, pooling)
+    _check_dropout(drop_path, "drop_path")
+    return TransformerEncoder(in_dim, blocks, heads, width, dropout, ff_mult, activation, max_len, embedding, pooling,
+                              drop_path)
 
 
 class BiLSTMEncoder(nn.Module):
@@ -186,34 +191,39 @@ def lstm(
 
 
 class ConvTransformerEncoder(nn.Module):
-    """Linear stem + masked BN -> causal conv blocks -> one transformer block -> masked mean -> LN."""
+    """Linear stem + masked BN -> `stacks` x (causal conv blocks -> one transformer block) -> masked
+    mean -> dropout -> LN."""
 
     def __init__(
-        self,
-        in_dim: int,
-        width: int,
-        conv_blocks: int,
-        kernel: int,
-        heads: int,
-        expand: int,
-        ff_mult: int,
-        dropout: float,
-        eca: bool,
-        act: str,
+        self, in_dim: int, width: int, conv_blocks: int, kernel: int, heads: int, expand: int, ff_mult: int,
+        dropout: float, eca: bool, act: str, stacks: int = 1, drop_path: float = 0.0, top_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.out_dim = width
+        self.out_dim, self.per_stack = width, conv_blocks
         self.stem = nn.Linear(in_dim, width, bias=False)
         self.stem_norm = MaskedBatchNorm(width)
-        self.convs = nn.ModuleList(ConvBlock(width, kernel, expand, dropout, eca, act) for _ in range(conv_blocks))
-        self.attn = TransformerBlock(width, heads, ff_mult, dropout, act)
+        self.convs = nn.ModuleList(ConvBlock(width, kernel, expand, dropout, eca, act, drop_path)
+                                   for _ in range(stacks * conv_blocks))
+        self.attns = nn.ModuleList(TransformerBlock(width, heads, ff_mult, dropout, act, drop_path)
+                                   for _ in range(stacks))
+        self.top = nn.Dropout(top_dropout)
         self.norm = nn.LayerNorm(width)
+        self.register_load_state_dict_pre_hook(_one_stack_names)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = self.stem_norm(self.stem(zero_padding(x, mask)), mask)
-        for block in self.convs:
-            x = block(x, mask)
-        return self.norm(masked_mean(self.attn(x, mask), mask))
+        for s, attn in enumerate(self.attns):
+            for block in self.convs[s * self.per_stack:(s + 1) * self.per_stack]:
+                x = block(x, mask)
+            x = attn(x, mask)
+        return self.norm(self.top(masked_mean(x, mask)))
+
+
+def _one_stack_names(module: nn.Module, state: dict[str, Tensor], prefix: str, *args: object) -> None:
+    """Weights saved before `stacks` existed name the one transformer block `attn`: read them as
+    `attns.0` (final folders trained then still load)."""
+    for key in [k for k in state if k.startswith(prefix + "attn.")]:
+        state[prefix + "attns.0." + key[len(prefix + "attn."):]] = state.pop(key)
 
 
 @MODELS.register("conv1d_transformer")
@@ -229,15 +239,24 @@ def conv1d_transformer(
     dropout: float = 0.2,
     eca: bool = True,
     activation: str = "swish",
+    stacks: int = 1,
+    drop_path: float = 0.0,
+    top_dropout: float = 0.0,
 ) -> nn.Module:
-    """1st-place style: causal depthwise conv blocks (+ECA), one transformer block, masked mean.
+    """1st-place style: `stacks` x (conv_blocks causal depthwise conv blocks (+ECA), one
+    transformer block), masked mean, dropout (top_dropout), LayerNorm.
 
     Conv block: Linear(width -> width * expand) -> act -> causal depthwise conv (kernel frames, left
     padding only) -> BatchNorm over valid frames -> act -> ECA (if eca) -> Linear(back to width) ->
-    dropout, residual. Needs right padding (valid frames first). Embedding size = width.
+    dropout -> drop path, residual. drop_path: the share of sequences whose residual branch a block
+    skips in training (stochastic depth, every conv and transformer block). Needs right padding
+    (valid frames first). Embedding size = width.
     """
     _check(
-        in_dim=in_dim, width=width, conv_blocks=conv_blocks, kernel=kernel, heads=heads, expand=expand, ff_mult=ff_mult
+        in_dim=in_dim, width=width, conv_blocks=conv_blocks, kernel=kernel, heads=heads, expand=expand,
+        ff_mult=ff_mult, stacks=stacks,
     )
-    _check_dropout(dropout)
-    return ConvTransformerEncoder(in_dim, width, conv_blocks, kernel, heads, expand, ff_mult, dropout, eca, activation)
+    for name, p in (("dropout", dropout), ("drop_path", drop_path), ("top_dropout", top_dropout)):
+        _check_dropout(p, name)
+    return ConvTransformerEncoder(in_dim, width, conv_blocks, kernel, heads, expand, ff_mult, dropout, eca, activation,
+                                  stacks, drop_path, top_dropout)

@@ -15,7 +15,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from ablate.errors import unknown
+from ablate.errors import UserError, unknown
 from ablate.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", context=("weights",))  # weights: the parameters to optimise
@@ -56,6 +56,36 @@ def madgrad(*, weights: Params, lr: float = 1e-4, momentum: float = 0.9, weight_
     from pytorch_optimizer import MADGRAD
 
     return MADGRAD(weights, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("radam")
+def radam(*, weights: Params, lr: float = 1e-4, weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.999,
+          decoupled: bool = True) -> Optimizer:
+    """RAdam (torch.optim), rectified Adam; decoupled: AdamW-style weight decay."""
+    return torch.optim.RAdam(weights, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2),
+                             decoupled_weight_decay=decoupled)
+
+
+_LOOKAHEAD_BASES = ("radam", "adamw")
+
+
+@OPTIMIZERS.register("lookahead")
+def lookahead(*, weights: Params, lr: float = 1e-4, base: str = "radam", k: int = 5, alpha: float = 0.5,
+              weight_decay: float = 0.0) -> Optimizer:
+    """Lookahead (pytorch-optimizer; Zhang et al. 2019) around RAdam or AdamW (torch.optim): every
+    k steps the weights move alpha of the way to where the base optimizer took them. With base
+    radam this is the 1st place's RAdam + Lookahead (Ranger is the same pairing in another package).
+    alpha 1 makes Lookahead a no-op: the base optimizer alone is returned (an ablation arm that keeps
+    the recipe's learning rate and weight decay)."""
+    from pytorch_optimizer import Lookahead
+
+    if base not in _LOOKAHEAD_BASES:
+        raise unknown("Lookahead base optimizer", base, _LOOKAHEAD_BASES)
+    if k < 1 or not 0.0 < alpha <= 1.0:
+        raise UserError(f"lookahead: expected k >= 1 and alpha in (0, 1], got k={k}, alpha={alpha}")
+    inner: Optimizer = torch.optim.RAdam(weights, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=True) \
+        if base == "radam" else torch.optim.AdamW(weights, lr=lr, weight_decay=weight_decay)
+    return inner if alpha == 1.0 else Lookahead(inner, k=k, alpha=alpha)
 
 
 _SAM_BASES = ("adamw", "ranger", "lion")

@@ -77,9 +77,11 @@ class Ensemble(nn.Module):
         members = []
         for view in views:
             x = self.features(view).unsqueeze(0)
-            # every frame is valid; built from x, because onnx2tf cannot Expand a bool constant
-            # to a dynamic shape (what torch.ones(shape, dtype=bool) exports to)
-            mask = torch.ones_like(x[..., 0]) > 0
+            # every frame is valid (features are finite). Computed from x elementwise: onnx2tf cannot
+            # Expand a bool constant to a dynamic shape (what torch.ones(shape, dtype=bool) exports
+            # to), and with ones_like the graph's shape inference lost the batch of 1, after which
+            # onnx2tf could not convert a model whose attention follows the mask without a concat
+            mask = x[..., 0] * 0.0 > -1.0
             for model, head in zip(self.models, self.heads):
                 members.append(torch.softmax(head.logits(model(x, mask)), dim=-1))  # [1, C]
         probs = combine(torch.cat(members), self.rule)

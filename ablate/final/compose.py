@@ -45,13 +45,15 @@ class Recipe:
     preset: str
     study_preset: str
     storage: str
+    recipe_name: str = "baseline"
     choices: list[Choice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> list[str]:
         """Lines for the terminal: the recipe, then each choice and where it came from."""
         c = self.config
-        lines = [f"final recipe (preset {self.preset}; studies '*-{self.study_preset}' in {self.storage}):"]
+        studies = records.study_name("*", self.recipe_name, self.study_preset)
+        lines = [f"final recipe ({self.recipe_name}, preset {self.preset}; studies '{studies}' in {self.storage}):"]
         for key in ("features", "model", "loss", "optimizer", "schedule"):
             comp = getattr(c, key)
             lines.append(f"  {key:<13} {comp.name} {_params(comp.params)}")
@@ -128,11 +130,16 @@ def _diff(base: Config, chosen: Config) -> dict[str, Any]:
 
 
 def compose(spaces: list[str] | None, preset: str | None = None, study_preset: str | None = None,
-            storage: str | None = None, prefer_mean: bool = False, alpha: float = 0.05) -> Recipe:
-    """Compose the final recipe from the named spaces' studies (default: every one that has a study)."""
+            storage: str | None = None, prefer_mean: bool = False, alpha: float = 0.05,
+            recipe_name: str = "baseline") -> Recipe:
+    """Compose the final recipe from the named spaces' studies (default: every one that has a study)
+    on the recipe `recipe_name`: the studies that ran on it, and it as the starting point."""
     from ablate.report.analysis import analyze
 
-    base_file = load_base(spaces_dir())
+    try:
+        base_file = load_base(spaces_dir()).for_recipe(recipe_name)
+    except UserError as e:
+        raise UserError(f"--recipe: {e}") from None
     study_preset = study_preset or preset or base_file.default_preset
     preset = preset or study_preset
     base = resolve(base_file, preset).config
@@ -141,27 +148,27 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
     existing = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
     known = list_spaces()
     if spaces is None:
-        spaces = [s for s in known if f"{s}-{study_preset}" in existing]
+        spaces = [s for s in known if records.study_name(s, recipe_name, study_preset) in existing]
         if not spaces:
-            raise UserError(f"no study of preset {study_preset!r} in {where}: run `ablate run SPACE` first, "
-                            f"or name studies with --from (spaces: {', '.join(known)})")
-    recipe = Recipe(base, preset, study_preset, where)
+            raise UserError(f"no study of preset {study_preset!r} on recipe {recipe_name!r} in {where}: run "
+                            f"`ablate run SPACE` first, or name studies with --from (spaces: {', '.join(known)})")
+    recipe = Recipe(base, preset, study_preset, where, recipe_name)
     owner: dict[str, str] = {}
     for name in spaces:
         if name not in known:
             raise UserError(f"--from: unknown search space {name!r}{close_match(name, known)}; known: {', '.join(known)}")
-        space = load_space(name)
-        sname = f"{space.name}-{study_preset}"
+        space = load_space(name, recipe=recipe_name)
+        sname = records.study_name(space.name, recipe_name, study_preset)
+        command = f"ablate run {name} --preset {study_preset}" + (f" --recipe {recipe_name}" if recipe_name != "baseline" else "")
         if sname not in existing:
             others = sorted(s for s in existing if s.startswith(f"{name}-"))
-            hint = f"; studies of this space there: {', '.join(others)} (choose with --study-preset)" if others else ""
-            raise UserError(f"--from {name}: no study {sname!r} in {where} (run `ablate run {name} --preset "
-                            f"{study_preset}`){hint}")
+            hint = f"; studies of this space there: {', '.join(others)} (choose with --study-preset or --recipe)" \
+                if others else ""
+            raise UserError(f"--from {name}: no study {sname!r} in {where} (run `{command}`){hint}")
         study = optuna.load_study(study_name=sname, storage=store)
         why = _unfinished(study, space)
         if why:
-            raise UserError(f"--from {name}: study {sname!r} is unfinished: {why} (run `ablate run {name} "
-                            f"--preset {study_preset}` again to finish it)")
+            raise UserError(f"--from {name}: study {sname!r} is unfinished: {why} (run `{command}` again to finish it)")
         a = analyze(study, alpha=alpha, with_leakage=False)
         try:
             arm, reason = _decide(a["arms"], space.baseline, prefer_mean)

@@ -40,6 +40,7 @@ class FinalizeArgs:
     spaces: list[str] | None = None  # None: every space with a study of study_preset
     preset: str | None = None  # training preset (default: the studies' preset)
     study_preset: str | None = None  # the preset the studies ran under (default: base.yaml's default)
+    recipe: str = "baseline"  # which of base.yaml's recipes the studies changed and finalize starts from
     data: str | None = None
     storage: str | None = None
     out: str = "final"
@@ -67,14 +68,16 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         from ablate.export.cases import file_cases
 
         file_cases([Path(f) for f in args.check_files])
-    recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean)
+    recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean,
+                     recipe_name=args.recipe)
     data = Cache(resolve_data(args.data))
     for ch in recipe.choices:
         if ch.fingerprint and ch.fingerprint != data.fingerprint:
             recipe.warnings.append(f"{ch.study} ran on data {ch.fingerprint}, finalize trains on {data.fingerprint}")
     out = Path(args.out)
     summary: dict[str, Any] = {
-        "preset": recipe.preset, "study_preset": recipe.study_preset, "storage": recipe.storage,
+        "recipe": recipe.recipe_name, "preset": recipe.preset, "study_preset": recipe.study_preset,
+        "storage": recipe.storage,
         "config": recipe.config.to_dict(), "choices": [asdict(c) for c in recipe.choices],
         "warnings": recipe.warnings, "versions": versions(PACKAGES + EXPORT_PACKAGES), "git": git_commit(),
         "data": {"fingerprint": data.fingerprint, "cache": str(data.dir), "sequences": len(data),

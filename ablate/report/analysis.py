@@ -158,7 +158,8 @@ def _summary(study: optuna.Study, meta: StudyMeta, recs: list[TrialRecord], arms
              rope: tuple[float, float] | None, n_train: float, n_test: float, sources: dict[str, str]) -> dict[str, Any]:
     return {
         "study": study.study_name, "space": meta.space, "question": meta.question, "axis": meta.axis,
-        "mode": meta.mode, "baseline": meta.baseline, "preset": meta.preset, "folds": meta.folds,
+        "mode": meta.mode, "baseline": meta.baseline, "preset": meta.preset,
+        "recipe_name": meta.recipe_name, "folds": meta.folds,
         "seeds": meta.seeds, "repeats": meta.repeats, "decision": DECISION, "fold_seed": meta.fold_seed, "fingerprint": meta.fingerprint, "data": meta.data,
         "recipe": meta.recipe, "sources": sources, "storage": meta.storage, "alpha": alpha,
         "rope": list(rope) if rope else None, "n_train": n_train, "n_test": n_test,

@@ -276,7 +276,7 @@ def footer_section(s: dict[str, Any], generated: str) -> str:
     rows = [
         ("data", f"fingerprint <code>{esc(data.get('fingerprint'))}</code>: {esc(data.get('sequences'))} sequences, "
                  f"{esc(data.get('signs'))} signs; cache <code>{esc(data.get('cache'))}</code>"),
-        ("training preset", esc(s.get("preset"))), ("studies' preset", esc(s.get("study_preset"))),
+        ("recipe", esc(s.get("recipe", "baseline"))), ("training preset", esc(s.get("preset"))), ("studies' preset", esc(s.get("study_preset"))),
         ("storage", esc(s.get("storage"))),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))),
         ("ablate commit", f"<code>{esc(s.get('git'))}</code>"),

@@ -60,6 +60,7 @@ def setup_section(a: dict[str, Any], versions: dict[str, str], commit: str) -> s
     rows = [
         ("what varies", f"the <b>{esc(a.get('axis'))}</b>, in <b>{esc(a.get('mode'))}</b> mode"),
         ("arms", arms or esc(a.get("baseline"))),
+        ("recipe", esc(a.get("recipe_name") or "baseline")),
         ("preset", esc(a.get("preset"))),
         ("evidence", f"{esc(a.get('repeats') or 1)} repeat(s) x {esc(a.get('folds'))} participant-grouped folds "
                      f"(fold seed {esc(a.get('fold_seed'))} + repeat) x {esc(a.get('seeds'))} seed(s) averaged per fold, "

@@ -29,7 +29,7 @@ def note_markdown(a: dict[str, Any]) -> str:
         f"# {md(a['study'])}",
         f"**Question.** {md(a['question'])}",
         f"**What varies:** the {md(a['axis'])} ({md(a['mode'])} mode); baseline arm **{md(a['baseline'])}**.",
-        f"**Base recipe:** {parts}; augmentations {augs or 'none'}; batch {recipe.get('batch_size')}, "
+        f"**Base recipe** ({md(a.get('recipe_name', 'baseline'))}): {parts}; augmentations {augs or 'none'}; batch {recipe.get('batch_size')}, "
         f"{recipe.get('epochs')} epochs (preset {md(a['preset'])}).",
         f"**Evidence:** {a.get('repeats') or 1} repeat(s) x {a['folds']} participant-grouped folds x {a['seeds']} "
         "seed(s) (averaged per fold), paired across arms; "

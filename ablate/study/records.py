@@ -33,6 +33,11 @@ _LEGACY_STUDY_KEYS = ("space", "question", "axis", "mode", "baseline", "preset",
                       "fingerprint", "fold_kind", "data", "recipe", "n_trials", "space_file", "storage")
 
 
+def study_name(space: str, recipe: str, preset: str, leaky: bool = False) -> str:
+    """A study's default name: SPACE-PRESET on the baseline recipe, SPACE-RECIPE-PRESET on another."""
+    return f"{space}-{'' if recipe == 'baseline' else recipe + '-'}{preset}" + (LEAKY_SUFFIX if leaky else "")
+
+
 @dataclass
 class StudyMeta:
     """What a study asks and how: written by the process that creates it, checked on every resume."""
@@ -60,6 +65,7 @@ class StudyMeta:
     data_path: str = ""  # the trainer's input path (feed.DATA_PATH); "" = per-sequence, before batches on the device
     repeats: int = 1  # re-partitions of the data (fold seed fold_seed + repeat); 1 in studies before repeats
     rope: list[float] = field(default_factory=lambda: list(DEFAULT_ROPE))  # the space file's, for the verdicts
+    recipe_name: str = "baseline"  # which of base.yaml's recipes the arms change (studies before recipes: baseline)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -43,6 +43,7 @@ PR_SET_PDEATHSIG = 1
 class RunArgs:
     space: str
     preset: str | None = None
+    recipe: str | None = None  # one of base.yaml's recipes; None: the space file's, else baseline
     data: str | None = None  # a Kaggle-layout directory or a cache; None = the embedded synthetic set
     storage: str | None = None
     study: str | None = None  # study name override
@@ -68,10 +69,6 @@ def resolve_data(data: str | None) -> Path:
     if (path / META).is_file():
         return path
     return resolve_cache_dir(path)  # Cache() will say what is missing
-
-
-def study_name(space: Space, preset: str, leaky: bool = False) -> str:
-    return f"{space.name}-{preset}" + (records.LEAKY_SUFFIX if leaky else "")
 
 
 def _pruning_on(asked: str, meta: records.StudyMeta) -> bool:
@@ -136,8 +133,8 @@ class _Worker:
         self.load()
 
     def load(self) -> None:
-        self.space = load_space(self.args.space)
         self.meta = records.read_meta(self.study)
+        self.space = load_space(self.args.space, recipe=self.meta.recipe_name)
         if self.meta.fingerprint and self.data.fingerprint != self.meta.fingerprint:
             raise UserError(f"cache {self.data.dir}: its data changed (fingerprint {self.data.fingerprint}) since "
                             f"study {self.name!r} began on {self.meta.fingerprint}; this worker stops")
@@ -267,7 +264,7 @@ def run(args: RunArgs) -> optuna.Study:
 
 def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     """`run`, and whether a worker stopped because its device broke (its trial is queued again)."""
-    space = load_space(args.space)
+    space = load_space(args.space, recipe=args.recipe)
     preset = args.preset or space.default_preset
     space.base.preset(preset)  # an unknown preset is refused before any data is read
     if args.pruning == "on" and space.mode == "ablation":
@@ -278,7 +275,7 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
     data = Cache(cache_dir)
     check_drops(space, preset, data, args.repeats)  # before anything is written
     where = storage_label(args.storage)
-    name = args.study or study_name(space, preset, args.leaky_folds)
+    name = args.study or records.study_name(space.name, space.base.recipe_name, preset, args.leaky_folds)
     meta = new_meta(space, preset, data, args.seeds, UNGROUPED_LEAKY if args.leaky_folds else GROUPED, where,
                     args.repeats)
     storage = open_storage(args.storage)
@@ -298,7 +295,7 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
               f"{p.recovered} stale recovered, {p.queued} queued{grown}", file=sys.stderr)
     refresh_note(study)
     reps = f"{meta.repeats} repeats x " if meta.repeats > 1 else ""
-    print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, preset {preset}, {reps}{meta.folds} folds x "
+    print(f"study {name!r} ({meta.mode}, {len(meta.arms)} arms, recipe {meta.recipe_name}, preset {preset}, {reps}{meta.folds} folds x "
           f"{meta.seeds} seed(s)) on {data.fingerprint} in {where}; worker device(s): "
           f"{', '.join(placement.of(i) for i in range(args.workers))}", file=sys.stderr, flush=True)
     deadline = time.time() + args.timeout if args.timeout else None

@@ -30,7 +30,8 @@ from ablate.study import queue, records
 from ablate.study.modes import mode_of
 from ablate.study.records import StudyMeta
 
-_SAME = ("fingerprint", "folds", "seeds", "repeats", "fold_seed", "fold_kind", "axis", "mode", "baseline", "preset")
+_SAME = ("fingerprint", "folds", "seeds", "repeats", "fold_seed", "fold_kind", "axis", "mode", "baseline", "preset",
+         "recipe_name")
 
 
 def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
@@ -57,7 +58,8 @@ def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str,
         data={"source": data.meta["source"], "sequences": len(data), "signs": data.num_classes,
               "participants": int(len(set(data.participants.tolist())))},
         recipe=base.to_dict(), base_written=json.loads(json.dumps(written)), n_trials=space.n_trials,
-        space_file=str(space.path), storage=storage, data_path=DATA_PATH, repeats=repeats, rope=list(space.rope))
+        space_file=str(space.path), storage=storage, data_path=DATA_PATH, repeats=repeats, rope=list(space.rope),
+        recipe_name=space.base.recipe_name)
 
 
 @dataclass

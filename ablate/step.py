@@ -1,0 +1,148 @@
+"""One optimisation step (`Step`) and the two weight-level tricks that act around it: adversarial
+weight perturbation (`Awp`) and an exponential moving average of the weights (`Ema`).
+
+The step runs under autocast, with a GradScaler for fp16, two passes for SAM, clipping, and AWP's
+second pass when it is on; it returns the loss as a device tensor (no wait for the device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ablate.parts import Parts
+
+_NORM_FLOOR = 1e-12  # added to a gradient's norm before dividing by it: a zero gradient moves nothing
+
+
+class Awp:
+    """Adversarial weight perturbation (Wu et al. 2020), in the form the competition's 1st place
+    used: from epoch floor(start * epochs) on, each step first takes the gradient at the weights,
+    moves every trained tensor by `size` (an L2 length) along its own normalised gradient, takes
+    the gradient there, puts the weights back exactly (a saved copy) and steps with that second
+    gradient. Costs a second forward and backward pass per step while on. With SAM, AWP's gradient
+    is the one SAM climbs along (three passes per step)."""
+
+    def __init__(self, size: float, start: float, epochs: int, params: list[nn.Parameter]) -> None:
+        self.size = size
+        self.start = min(math.floor(start * epochs + 1e-9), epochs - 1)  # 0.07 * 100 = 7.000000000000001
+        self.params = params
+        self.on = False
+
+    def set(self, epoch: int) -> None:
+        self.on = self.size > 0 and epoch >= self.start
+
+    @torch.no_grad()
+    def perturb(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """Move the weights up their gradients; returns what `restore` needs. A scaled (fp16)
+        gradient gives the same direction; an overflowing one makes the second loss non-finite,
+        and the GradScaler then skips the step as usual."""
+        saved = []
+        for p in self.params:
+            if p.grad is None:
+                continue
+            saved.append((p, p.detach().clone()))
+            g = p.grad.float()
+            p.add_((g * (self.size / (g.norm() + _NORM_FLOOR))).to(p.dtype))
+        return saved
+
+    @staticmethod
+    @torch.no_grad()
+    def restore(saved: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+        for p, original in saved:
+            p.copy_(original)
+
+
+class Ema:
+    """An exponential moving average of the model's and the head's weights and buffers
+    (torch.optim.swa_utils, `decay` per step), updated after every step; validation uses it, and
+    at the end of training it replaces the trained weights, so it is what is kept and exported.
+    decay 0: no average (every method is then a no-op)."""
+
+    def __init__(self, parts: Parts, decay: float) -> None:
+        self.tracked = nn.ModuleDict({"model": parts.model, "head": parts.head})
+        self.average = AveragedModel(self.tracked, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) \
+            if decay > 0 else None
+
+    def update(self) -> None:
+        if self.average is not None:
+            self.average.update_parameters(self.tracked)
+
+    def parts(self, parts: Parts) -> Parts:
+        """What to validate: the averaged weights (the recipe's head), else `parts` itself."""
+        if self.average is None or parts.head is not self.tracked["head"]:  # a pretraining head: no average of it
+            return parts
+        return Parts(parts.features, self.average.module["model"], self.average.module["head"])
+
+    def copy_into(self, parts: Parts) -> None:
+        """Make the averaged weights the trained ones (after the last epoch)."""
+        if self.average is not None:
+            parts.model.load_state_dict(self.average.module["model"].state_dict())
+            parts.head.load_state_dict(self.average.module["head"].state_dict())
+
+
+class Step:
+    """One optimisation step (two passes for SAM, a GradScaler for fp16, AWP's second pass when on),
+    under autocast, with clipping, then the EMA update. Returns the loss as a device tensor."""
+
+    def __init__(self, parts: Parts, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+                 amp: torch.dtype | None, device: torch.device, clip: float, two_pass: bool, batch_augs: list[Any],
+                 gen: torch.Generator, awp: Awp | None = None, ema: Ema | None = None) -> None:
+        self.parts, self.model, self.opt, self.sched, self.scaler = parts, model, optimizer, scheduler, scaler
+        self.amp, self.device, self.clip, self.two_pass = amp, device, clip, two_pass
+        self.batch_augs, self.gen, self.awp, self.ema = batch_augs, gen, awp, ema
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def _loss(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None,
+              lam: torch.Tensor | None) -> torch.Tensor:
+        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+        with ctx:
+            emb = self.model(x, mask)
+        emb = emb.float()  # margins and softmax in fp32
+        if y2 is None or lam is None:
+            return self.parts.head(emb, y)
+        return self.parts.head.mixed(emb, y, y2, lam.float())  # mixup
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, mask, y = (t.to(self.device, non_blocking=True) for t in (x, mask, y))
+        y2 = lam = None
+        for aug in self.batch_augs:  # on the device, after the one copy
+            x, mask, y2, lam = aug(x, mask, y, self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self._loss(x, mask, y, y2, lam)
+        self._backward(loss)
+        if self.awp is not None and self.awp.on:  # the step uses the gradient at the perturbed weights
+            saved = self.awp.perturb()
+            self.opt.zero_grad(set_to_none=True)
+            self._backward(self._loss(x, mask, y, y2, lam))
+            self.awp.restore(saved)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+            self._clip()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        elif self.two_pass:
+            self._clip()
+            self.opt.first_step(zero_grad=True)  # climb to the worst nearby weights
+            self._loss(x, mask, y, y2, lam).backward()
+            self._clip()
+            self.opt.second_step(zero_grad=True)  # step from the original weights with that gradient
+        else:
+            self._clip()
+            self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update()
+        return loss.detach()
+
+    def _clip(self) -> None:
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
