@@ -75,7 +75,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     study, broken = run_with_status(RunArgs(space=a.space, preset=a.preset, recipe=a.recipe, data=a.data, storage=a.storage, study=a.study,
                         workers=a.workers, seeds=a.seeds, repeats=a.repeats, n_trials=a.n_trials, timeout=a.timeout,
-                        pruning=a.pruning, leaky_folds=a.leaky_folds, devices=a.devices))
+                        pruning=a.pruning, leaky_folds=a.leaky_folds, devices=a.devices, timed=not a.no_speed))
     result = analyze(study)
     _say(f"\nstudy {result['study']}: {result['question']}")
     _say(_text_table(result))
@@ -185,6 +185,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--pruning", choices=("auto", "on", "off"), default="auto",
                    help="Wilcoxon pruning over folds, tune and both modes only (ablation never prunes); "
                         "auto = on when repeats x folds x seeds >= 6")
+    r.add_argument("--no-speed", action="store_true",
+                   help="on the model, features and recipe axes, skip timing each trial's exported model "
+                        "(an ONNX export and about a second of calls per trial)")
     r.add_argument("--leaky-folds", action="store_true",
                    help="ungrouped folds (participants leak), as the study SPACE-PRESET-leaky: only to show "
                         "how much leakage over-states accuracy next to the grouped study")

@@ -8,12 +8,12 @@ second pass when it is on; it returns the loss as a device tensor (no wait for t
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ablate.parts import Parts
 
@@ -59,31 +59,48 @@ class Awp:
 
 
 class Ema:
-    """An exponential moving average of the model's and the head's weights and buffers
-    (torch.optim.swa_utils, `decay` per step), updated after every step; validation uses it, and
-    at the end of training it replaces the trained weights, so it is what is kept and exported.
-    decay 0: no average (every method is then a no-op)."""
+    """An exponential moving average of the model's and the head's weights and floating-point
+    buffers, updated after every step; validation uses it, and at the end of training it replaces
+    the trained weights, so it is what is kept and exported. decay 0: no average (every method is
+    then a no-op).
+
+    The decay of update n is min(decay, (1 + n) / (10 + n)) (TensorFlow's ExponentialMovingAverage
+    with num_updates): at 0.999 a short run would otherwise be averaged with its untrained start.
+    Written here rather than with torch.optim.swa_utils.AveragedModel, which has no such warm-up
+    and reads its update count from the device on every step (a wait for the GPU)."""
 
     def __init__(self, parts: Parts, decay: float) -> None:
+        self.decay, self.updates = decay, 0
         self.tracked = nn.ModuleDict({"model": parts.model, "head": parts.head})
-        self.average = AveragedModel(self.tracked, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) \
-            if decay > 0 else None
-
-    def update(self) -> None:
+        self.average = copy.deepcopy(self.tracked).eval() if decay > 0 else None
         if self.average is not None:
-            self.average.update_parameters(self.tracked)
+            self.average.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        if self.average is None:
+            return
+        weight = 1.0 - min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        mine = [*self.average.parameters(), *self.average.buffers()]
+        live = [*self.tracked.parameters(), *self.tracked.buffers()]
+        floats = [(a, b) for a, b in zip(mine, live) if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b.detach() for _, b in floats], weight)
+        for a, b in zip(mine, live):
+            if not a.is_floating_point():
+                a.copy_(b)
+        self.updates += 1
 
     def parts(self, parts: Parts) -> Parts:
         """What to validate: the averaged weights (the recipe's head), else `parts` itself."""
         if self.average is None or parts.head is not self.tracked["head"]:  # a pretraining head: no average of it
             return parts
-        return Parts(parts.features, self.average.module["model"], self.average.module["head"])
+        return Parts(parts.features, self.average["model"], self.average["head"])
 
     def copy_into(self, parts: Parts) -> None:
         """Make the averaged weights the trained ones (after the last epoch)."""
         if self.average is not None:
-            parts.model.load_state_dict(self.average.module["model"].state_dict())
-            parts.head.load_state_dict(self.average.module["head"].state_dict())
+            parts.model.load_state_dict(self.average["model"].state_dict())
+            parts.head.load_state_dict(self.average["head"].state_dict())
 
 
 class Step:

@@ -102,6 +102,14 @@ def test_each_new_space_and_recipe_runs_on_the_smoke_preset(space: str, recipe: 
     if space == "recipes":  # the two arms trained two different recipes, and the report says which
         assert arms["winner"]["sources"]["model"] == "base.yaml recipe winner"
         assert a["sources"]["model"] == "base.yaml" and "grad_clip" not in arms["winner"]["sources"]  # unchanged
+        # the recipe axis changes the inference graph: each arm's exported model was timed
+        assert all(row["latency_ms"] > 0 and row["parameters"] > 1000 for row in arms.values()), arms
+        assert a["speed"]["runtime"].startswith("onnxruntime") and len(a["speed"]["lengths"]) == 12
+        assert a["speed"]["pareto"] and set(a["speed"]["pareto"]) <= set(arms)
+        html = (tmp_path / "reports" / f"{study}.html").read_text()
+        assert "Accuracy and latency" in html and "Pareto front" in html
+    else:
+        assert a["speed"] is None and all(row["latency_ms"] is None for row in arms.values())
 
 
 def test_regularisation_arms_change_the_recipes_own_parts() -> None:
@@ -115,6 +123,18 @@ def test_regularisation_arms_change_the_recipes_own_parts() -> None:
     assert no_la.optimizer.params == {"base": "radam", "lr": 5e-4, "weight_decay": 0.1, "alpha": 1.0}
     assert type(OPTIMIZERS.build("lookahead", no_la.optimizer.params, weights=[nn.Parameter(torch.ones(2))])) \
         is torch.optim.RAdam  # alpha 1: the base optimizer alone, at the recipe's lr and decay
+
+
+def test_the_pareto_front_keeps_the_arms_nothing_beats_on_both() -> None:
+    from ablate.study.speed import pareto, quantile_lengths
+
+    points = {"a": (0.80, 10.0), "b": (0.85, 20.0), "c": (0.84, 25.0), "d": (0.80, 12.0), "e": (0.90, 40.0),
+              "f": (0.90, 40.0)}
+    assert pareto(points) == ["a", "b", "e", "f"]  # c: b is better and faster; d: a as good and faster
+    assert pareto({}) == [] and pareto({"x": (0.5, 1.0)}) == ["x"]
+    import numpy as np
+
+    assert quantile_lengths(np.arange(1, 101), 4) == [13, 38, 63, 88]
 
 
 class _Quadratic(nn.Module):
@@ -180,15 +200,20 @@ def test_ema_averages_the_weights_validates_with_them_and_keeps_them() -> None:
     parts = Parts(nn.Identity(), model, head)
     ema = Ema(parts, 0.5)
     with torch.no_grad():
-        ema.update()  # the first update copies: (3, 4)
         model.w.copy_(torch.tensor([1.0, 0.0]))
-        ema.update()  # 0.5 * (3, 4) + 0.5 * (1, 0)
+    ema.update()  # decay min(0.5, 1 / 10): 0.1 * (3, 4) + 0.9 * (1, 0)
+    assert torch.allclose(ema.parts(parts).model.w, torch.tensor([1.2, 0.4]))
+    for _ in range(30):  # past the warm-up, decay 0.5: halfway to the live weights each update
+        ema.update()
+    with torch.no_grad():
+        model.w.copy_(torch.tensor([3.0, 2.0]))
+    ema.update()
     checked = ema.parts(parts)
-    assert checked.model is not model and torch.allclose(checked.model.w, torch.tensor([2.0, 2.0]))
+    assert checked.model is not model and torch.allclose(checked.model.w, torch.tensor([2.0, 1.0]), atol=1e-6)
     other_head = Parts(parts.features, model, nn.Linear(2, 2))  # a pretraining head: not averaged
     assert ema.parts(other_head) is other_head
     ema.copy_into(parts)
-    assert torch.allclose(model.w.detach(), torch.tensor([2.0, 2.0]))
+    assert torch.allclose(model.w.detach(), torch.tensor([2.0, 1.0]), atol=1e-6)
     none = Ema(parts, 0.0)
     none.update()
     assert none.parts(parts) is parts

@@ -21,6 +21,7 @@ from ablate.report.verdicts import ArmStats, Design, compare_arms
 from ablate.study import records
 from ablate.study.modes import mode_of
 from ablate.study.records import FoldScore, StudyMeta, TrialRecord
+from ablate.study.speed import pareto
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 LEAKY_SUFFIX = records.LEAKY_SUFFIX
@@ -55,7 +56,9 @@ def _arm_info(rec: TrialRecord | None, recs: list[TrialRecord], baseline_sources
     counts["FAIL"] -= sum(r.unfinished and r.state == "FAIL" for r in recs)  # retried copies are not failures
     reasons = sorted({r.fail_reason for r in recs if r.fail_reason and not r.unfinished})
     sources = rec.sources if rec else {}
+    cost = (rec.speed if rec else None) or {}
     return {
+        "parameters": cost.get("parameters"), "latency_ms": cost.get("latency_ms"),
         "trials": counts,
         "trial": rec.number if rec else None,
         "state": rec.state if rec else "no trial",
@@ -110,8 +113,23 @@ def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] 
         _leakage(study, out_arms)
     return _summary(study, meta, recs, out_arms, alpha, rope, n_train, n_test, base_sources) | {
         "sensitivity": sensitivity(rows, design, n_test / n_train if folds else math.nan, rope),
+        "speed": _speed(reps, out_arms),
         **panel(study, reps, baseline, design, complete),
         "warnings": _warnings(meta, mode.warnings(), recs) + _precision_warning(out_arms)}
+
+
+def _speed(reps: dict[str, TrialRecord | None], arms: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How the arms' latencies were measured, and which arms are on the accuracy-latency Pareto
+    front; None when no arm's latency was measured (axes that do not change the inference graph)."""
+    timed = [r.speed for r in reps.values() if r and r.speed and r.speed.get("latency_ms") is not None]
+    if not timed:
+        notes = sorted({r.speed.get("note", "") for r in reps.values() if r and r.speed} - {""})
+        return {"runtime": None, "pareto": [], "notes": notes} if notes else None
+    points = {a["arm"]: (a["mean"], a["latency_ms"]) for a in arms
+              if a.get("latency_ms") is not None and a.get("mean") is not None}
+    loads = [s["load"] for s in timed if s.get("load") is not None]
+    return {"runtime": timed[0]["runtime"], "lengths": timed[0]["lengths"], "pareto": pareto(points),
+            "max_load": max(loads) if loads else None, "notes": []}
 
 
 HALF_POINT = 0.005  # the improvement beyond the ROPE's edge the summary asks the design about

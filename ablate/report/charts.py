@@ -169,6 +169,41 @@ def time_chart(a: dict[str, Any]) -> Chart:
     return chart
 
 
+def speed_chart(a: dict[str, Any]) -> Chart | None:
+    """Mean accuracy against single-sequence latency, one point per arm, the Pareto front joined
+    (arms no other arm beats on both); None where latency is not measured (axes that do not change
+    the inference graph)."""
+    speed = a.get("speed")
+    if not speed:
+        return None
+    chart = Chart("speed", "Accuracy and latency",
+                  f"Mean accuracy against the exported model's latency per sequence ({esc(speed.get('runtime'))}, "
+                  "the mean over the data's length quantiles of the fastest of 5 calls), and the Pareto front: the "
+                  "arms no other arm beats on both. A latency difference of a few percent is within the noise of a "
+                  "busy machine" + (f" (load up to {speed['max_load']:.1f} while these were measured)"
+                                    if speed.get("max_load") is not None else "") + ".")
+    rows = [r for r in a["arms"] if r.get("latency_ms") is not None and r.get("mean") is not None]
+    chart.notes += [esc(n) for n in speed.get("notes", [])]
+    if not rows:
+        chart.notes.append("No arm's latency was measured.")
+        return chart
+    front = [r for name in speed["pareto"] for r in rows if r["arm"] == name]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=[r["latency_ms"] for r in rows], y=[r["mean"] for r in rows], mode="markers+text", name="arms",
+        text=[esc(r["arm"]) for r in rows], textposition="top center",
+        marker={"size": 11, "color": [VERDICT_COLOURS.get(r["verdict"], "#8a8a8a") for r in rows]},
+        customdata=[[r["verdict"], r.get("parameters") or 0] for r in rows],
+        hovertemplate="%{text}: %{y:.4f} at %{x:.2f} ms, %{customdata[1]:,} parameters (%{customdata[0]})"
+                      "<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[r["latency_ms"] for r in front], y=[r["mean"] for r in front], mode="lines",
+                             name="Pareto front", line={"color": "#000000", "dash": "dot"}, hoverinfo="skip"))
+    fig.update_layout(**_LAYOUT, xaxis_title="latency per sequence (ms, 1 CPU thread)",
+                      yaxis_title="mean accuracy")
+    chart.figure = _fig_json(fig)
+    return chart
+
+
 def _escape_figure(fig: dict[str, Any]) -> dict[str, Any]:
     """Escape the study's strings (parameter names, choices) inside an optuna-made figure."""
     def clean(v: Any) -> Any:
@@ -224,6 +259,9 @@ def tune_charts(study: optuna.Study) -> list[Chart]:
 def study_charts(a: dict[str, Any], study: optuna.Study | None) -> list[Chart]:
     """Every chart of a study report, in page order."""
     charts = [fold_chart(a), forest_chart(a), curves_chart(a), time_chart(a)]
+    speed = speed_chart(a)
+    if speed is not None:
+        charts.append(speed)
     if study is not None and a.get("mode") in ("tune", "both"):
         charts += tune_charts(study)
     return charts

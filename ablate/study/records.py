@@ -111,6 +111,7 @@ class TrialRecord:
     completed: datetime | None
     added: bool = False  # queued for an arm added to a tune study after it began
     started: datetime | None = None
+    speed: dict[str, Any] | None = None  # study.speed.Speed of its first fold's model (model/feature axes)
 
     @property
     def holds_place(self) -> bool:
@@ -143,7 +144,8 @@ def trial_record(t: FrozenTrial, arm_params: tuple[str, ...] = ("arm",)) -> Tria
     return TrialRecord(t.number, t.state.name, t.value, arm, ua.get("stage", "ablation"), params,
                        ua.get("config", {}), ua.get("sources", {}), ua.get("fingerprint"), folds,
                        ua.get("fail_reason"), unfinished, int(ua.get("retries", 0)), ua.get("tuned_in"),
-                       ua.get("worker"), t.datetime_complete, bool(ua.get("added")), t.datetime_start)
+                       ua.get("worker"), t.datetime_complete, bool(ua.get("added")), t.datetime_start,
+                       ua.get("speed"))
 
 
 _FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldScore)}
@@ -232,6 +234,11 @@ def add_folds(trial: optuna.Trial, folds: list[FoldScore]) -> None:
     trial.set_user_attr("folds", [dataclasses.asdict(f) for f in folds])
     trial.set_user_attr("fold_scores", [f.score for f in folds])  # readable at a glance in the dashboard
     trial.set_user_attr("seconds", round(sum(f.seconds for f in folds), 2))
+
+
+def set_speed(trial: optuna.Trial, speed: dict[str, Any]) -> None:
+    """The trial's inference cost (study.speed.Speed as JSON)."""
+    trial.set_user_attr("speed", speed)
 
 
 def made_trial(state: TrialState, arm: str, folds: list[FoldScore], stage: str = "ablation",

@@ -54,6 +54,7 @@ class RunArgs:
     timeout: float | None = None
     pruning: str = "auto"  # auto | on | off
     leaky_folds: bool = False  # ungrouped folds, in a study of its own, to measure the leakage
+    timed: bool = True  # measure each trial's inference cost (model, features and recipe axes)
     devices: str | None = None  # the workers' devices, e.g. "0,1" (default: worker i on GPU i mod G)
 
 
@@ -141,7 +142,7 @@ class _Worker:
         self.mode = mode_of(self.meta.mode)
         pruning = _pruning_on(self.args.pruning, self.meta)
         self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log, self.device,
-                                   sharing=self.sharing)
+                                   sharing=self.sharing, timed=self.args.timed)
 
     def knows(self, arm: str | None) -> bool:
         if arm is None:

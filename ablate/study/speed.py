@@ -1,0 +1,97 @@
+"""A trial's inference cost, measured on its first fold's trained model: the parameter count and
+the single-sequence latency of the whole exported model (features, encoder, head), as the
+competition runs it: one sequence per call, one CPU thread.
+
+The model is exported to ONNX by the deliverable's own exporter (export.convert.to_onnx) and run by
+onnxruntime on one thread (intra- and inter-op), on random landmarks at LENGTHS quantiles of the
+data's sequence lengths. Each length is called REPEATS times after one warm-up call and its
+fastest call is kept (the least disturbed by other work on the machine); the latency is the mean
+over the lengths, which is what the competition's mean-per-sequence limit is about.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ablate.errors import first_line
+
+SPEED_AXES = ("model", "features", "recipe")  # the axes whose arms change the inference graph
+LENGTHS = 12  # quantiles of the data's lengths that are timed
+REPEATS = 5  # calls per length after the warm-up; the fastest counts
+
+
+@dataclass
+class Speed:
+    parameters: int  # of the encoder and the head (feature sets have none)
+    latency_ms: float | None  # mean over the lengths of the fastest call; None: not measured (see note)
+    lengths: list[int]
+    runtime: str  # "onnxruntime 1.x, 1 thread, CPU"
+    load: float | None = None  # the machine's 1-minute load average when it was measured
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quantile_lengths(lengths: np.ndarray, n: int = LENGTHS) -> list[int]:
+    """n lengths at the midpoints of n equal-probability bins of the data's length distribution."""
+    qs = (np.arange(n) + 0.5) / n
+    return [max(1, int(round(v))) for v in np.quantile(lengths, qs)]
+
+
+def parameter_count(parts: Any) -> int:
+    return int(sum(p.numel() for m in (parts.model, parts.head) for p in m.parameters()))
+
+
+def measure(parts: Any, lengths: list[int]) -> Speed:
+    """Parameter count and latency of `parts` (a copy is exported; the trained parts are untouched)."""
+    count = parameter_count(parts)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return Speed(count, None, lengths, "", note="onnxruntime is not installed (pip install -e '.[onnx]')")
+    from ablate.export.convert import to_onnx
+    from ablate.export.ensemble import Ensemble
+
+    runtime = f"onnxruntime {ort.__version__}, 1 thread, CPU"
+    model = Ensemble([copy.deepcopy(parts)]).to("cpu").eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            to_onnx(model, path, Path(tmp) / "export.log")
+        except Exception as e:  # noqa: BLE001 - a model that does not export gets no latency, the trial goes on
+            return Speed(count, None, lengths, runtime, note=f"export failed: {first_line(e, 200)}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        rng = np.random.default_rng(0)
+        fastest = []
+        for n in lengths:
+            frames = rng.random((n, 543, 3), dtype=np.float32)
+            session.run(None, {name: frames})  # warm-up: first allocation for this length
+            times = []
+            for _ in range(REPEATS):
+                t = time.perf_counter()
+                session.run(None, {name: frames})
+                times.append((time.perf_counter() - t) * 1e3)
+            fastest.append(min(times))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return Speed(count, round(float(np.mean(fastest)), 3), lengths, runtime, load)
+
+
+def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The labels of (accuracy, latency) points that no other point beats on both: at least as
+    accurate and at least as fast, and strictly better on one. In order of latency."""
+    front = [a for a, (acc, lat) in points.items()
+             if not any(o != a and acc2 >= acc and lat2 <= lat and (acc2 > acc or lat2 < lat)
+                        for o, (acc2, lat2) in points.items())]
+    return sorted(front, key=lambda a: points[a][1])
