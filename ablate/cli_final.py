@@ -35,7 +35,8 @@ def cmd_finalize(a: argparse.Namespace) -> int:
                         f"got {a.check_sequences}")
     args = FinalizeArgs(spaces=_spaces(a.from_), preset=a.preset, study_preset=a.study_preset, recipe=a.recipe,
                         data=a.data,
-                        storage=a.storage, out=a.out, reports=a.reports, prefer_mean=a.prefer_mean, tta=a.tta,
+                        storage=a.storage, out=a.out, reports=a.reports, prefer_mean=a.prefer_mean,
+                        prefer_faster=a.prefer == "faster-if-equivalent", tta=a.tta,
                         ensemble=a.ensemble, seeds_per_fold=a.seeds_per_fold, full_data=a.full_data,
                         check_sequences=a.check_sequences, check_files=tuple(a.check_files),
                         export=not a.no_export)
@@ -108,6 +109,10 @@ def add_commands(sub: Any) -> None:
     f.add_argument("--storage", help="Optuna storage URL or journal file (default: $ABLATE_HOME/studies.journal)")
     f.add_argument("--out", default="final", help="output folder: weights, model.tflite, final.json (default: final/)")
     f.add_argument("--reports", default="reports", help="where final.html goes (default: reports/)")
+    f.add_argument("--prefer", choices=("better", "faster-if-equivalent"), default="better",
+                   help="better (default): take an arm only when its verdict is better; faster-if-equivalent: "
+                        "failing that, take the fastest arm whose verdict is equivalent and whose exported model "
+                        "is at most 95%% of the baseline's latency (compose.FASTER; studies of the model, features and recipe axes)")
     f.add_argument("--prefer-mean", action="store_true",
                    help="take a study's highest-mean arm even when its verdict is not 'better'")
     f.add_argument("--tta", choices=("none", "hflip"), default="none",

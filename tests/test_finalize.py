@@ -24,15 +24,18 @@ BASE = [0.50, 0.55, 0.48, 0.52, 0.60]
 
 def make_study(storage: str, space: str, preset: str, scores: dict[str, list[float]],
                waiting: tuple[str, ...] = (), tuned: dict[str, dict[str, float]] | None = None,
-               compared: bool = True) -> None:
-    """A study as `ablate run SPACE --preset PRESET` leaves it, with the given fold scores per arm."""
+               compared: bool = True, latency: dict[str, float] | None = None) -> None:
+    """A study as `ablate run SPACE --preset PRESET` leaves it, with the given fold scores per arm
+    (and `latency`: each arm's measured latency in ms)."""
     sp = load_space(space)
     study = new_study(f"{space}-{preset}", meta(space, list(sp.arms), axis=sp.axis, mode=sp.mode, baseline=sp.baseline,
                                                 preset=preset), open_storage(storage))
     for arm, s in scores.items():
         values = {k: (v, FloatDistribution(1e-6, 1.0, log=True)) for k, v in (tuned or {}).get(arm, {}).items()}
         stage = ("compare" if compared else "tune") if sp.mode == "both" else sp.mode  # compare trials stand for arms
-        add(study, TrialState.COMPLETE, arm, s, stage=stage, tuned=values)
+        speed = {"parameters": 1000, "latency_ms": latency[arm], "lengths": [10], "runtime": "onnxruntime test",
+                 "load": 0.5, "note": ""} if latency else None
+        add(study, TrialState.COMPLETE, arm, s, stage=stage, tuned=values, speed=speed)
     for arm in waiting:
         queue.enqueue(study, arm, "ablation")
 
@@ -62,6 +65,28 @@ def test_a_better_arm_is_taken_with_its_evidence(storage: str) -> None:
     ce = next(e for e in choice.evidence if e["arm"] == "ce")
     assert ce["verdict"] == "better" and ce["diff"] == pytest.approx(0.15 + 0.001, abs=1e-9)
     assert r.config.optimizer.name == "ranger"  # the rest stays the base recipe
+
+
+TINY_NOISE = [0.001, -0.001, 0.0005, -0.0005, 0.0]
+
+
+@pytest.mark.parametrize(("winner_ms", "taken"), [(6.0, True), (9.7, False)])
+def test_prefer_faster_takes_an_equivalent_arm_only_when_it_is_clearly_faster(storage: str, winner_ms: float,
+                                                                              taken: bool) -> None:
+    make_study(storage, "recipes", "smoke", all_arms("recipes", {"winner": 0.0}, TINY_NOISE),
+               latency={"baseline": 10.0, "winner": winner_ms})
+    kept = compose(["recipes"], "smoke", storage=storage)
+    assert kept.choices[0].chosen == "baseline"  # without the flag equivalence is not enough
+    r = compose(["recipes"], "smoke", storage=storage, faster=True)
+    (choice,) = r.choices
+    row = next(e for e in choice.evidence if e["arm"] == "winner")
+    assert row["verdict"] == "equivalent" and row["latency_ms"] == winner_ms
+    if taken:
+        assert choice.chosen == "winner" and r.config.model.name == "conv1d_transformer"
+        assert "equivalent to baseline" in choice.reason and "6.00 ms against 10.00 ms" in choice.reason
+        assert "--prefer faster-if-equivalent" in choice.reason
+    else:  # 97% of the baseline's latency: within timing noise
+        assert choice.chosen == "baseline"
 
 
 def test_no_detectable_difference_keeps_the_base_unless_prefer_mean(storage: str) -> None:

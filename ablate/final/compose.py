@@ -75,7 +75,28 @@ def _unfinished(study: optuna.Study, space: Space) -> str | None:
     return mode_of(meta.mode).unfinished(records.trial_records(study, meta), space, meta)
 
 
-def _decide(rows: list[dict[str, Any]], baseline: str, prefer_mean: bool) -> tuple[str, str]:
+FASTER = 0.95  # --prefer faster-if-equivalent: at most this share of the baseline's latency (timing noise)
+
+
+def _faster_equivalent(usable: list[dict[str, Any]], baseline: str) -> tuple[str, str] | None:
+    """The fastest arm whose verdict is "equivalent" and whose latency is at most FASTER times the
+    baseline's, with the reason in words; None when there is none (or no latency was measured)."""
+    base = next((r for r in usable if r["arm"] == baseline), None)
+    if base is None or base.get("latency_ms") is None:
+        return None
+    fast = [r for r in usable if r["verdict"] == "equivalent" and r.get("latency_ms") is not None
+            and r["latency_ms"] <= FASTER * base["latency_ms"]]
+    if not fast:
+        return None
+    win = min(fast, key=lambda r: r["latency_ms"])
+    return win["arm"], (f"{win['arm']} is equivalent to {baseline} (P(equivalent) {win['p_equivalent']:.3f}; "
+                        f"{_row_words(win)}) and faster: {win['latency_ms']:.2f} ms against {base['latency_ms']:.2f} "
+                        f"ms per sequence ({win['latency_ms'] / base['latency_ms']:.0%}); taken because of "
+                        "--prefer faster-if-equivalent")
+
+
+def _decide(rows: list[dict[str, Any]], baseline: str, prefer_mean: bool,
+            faster: bool = False) -> tuple[str, str]:
     usable = [r for r in rows if r["state"] == "COMPLETE" and r["mean"] is not None]
     if not usable:
         raise UserError("no arm has a complete trial")
@@ -84,6 +105,9 @@ def _decide(rows: list[dict[str, Any]], baseline: str, prefer_mean: bool) -> tup
     if better:
         win = max(better, key=lambda r: r["mean"])
         return win["arm"], (f"{win['arm']} is better than {baseline} ({_row_words(win)})")
+    quick = _faster_equivalent(usable, baseline) if faster else None
+    if quick is not None:
+        return quick
     if best["arm"] == baseline:
         return baseline, f"kept {baseline}: no arm has a higher mean ({best['mean']:.4f})"
     if prefer_mean:
@@ -131,7 +155,7 @@ def _diff(base: Config, chosen: Config) -> dict[str, Any]:
 
 def compose(spaces: list[str] | None, preset: str | None = None, study_preset: str | None = None,
             storage: str | None = None, prefer_mean: bool = False, alpha: float = 0.05,
-            recipe_name: str = "baseline") -> Recipe:
+            recipe_name: str = "baseline", faster: bool = False) -> Recipe:
     """Compose the final recipe from the named spaces' studies (default: every one that has a study)
     on the recipe `recipe_name`: the studies that ran on it, and it as the starting point."""
     from ablate.report.analysis import analyze
@@ -171,7 +195,7 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
             raise UserError(f"--from {name}: study {sname!r} is unfinished: {why} (run `{command}` again to finish it)")
         a = analyze(study, alpha=alpha, with_leakage=False)
         try:
-            arm, reason = _decide(a["arms"], space.baseline, prefer_mean)
+            arm, reason = _decide(a["arms"], space.baseline, prefer_mean, faster)
         except UserError as e:
             raise UserError(f"--from {name}: study {sname!r}: {e}") from None
         _same_definitions(study, space, (arm, space.baseline), f"--from {name}: study {sname!r}")
@@ -192,7 +216,8 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
             owner[key] = name
         recipe.config = recipe.config.replace(**{k: getattr(chosen, k) for k in changes})
         evidence = [{k: r.get(k) for k in ("arm", "mean", "ci_low", "ci_high", "diff", "diff_low", "diff_high",
-                                           "p_worse", "p_equivalent", "p_better", "mde", "verdict", "state")}
+                                           "p_worse", "p_equivalent", "p_better", "mde", "verdict", "state",
+                                           "latency_ms", "parameters")}
                     for r in a["arms"]]
         recipe.choices.append(Choice(name, sname, space.mode, space.baseline, arm, reason, changes, evidence,
                                      records.read_meta(study).fingerprint or None))

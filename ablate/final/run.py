@@ -46,6 +46,7 @@ class FinalizeArgs:
     out: str = "final"
     reports: str = "reports"
     prefer_mean: bool = False
+    prefer_faster: bool = False  # --prefer faster-if-equivalent
     tta: str = "none"
     ensemble: str = "mean"  # how the members' probabilities are combined (export.ensemble.RULES)
     seeds_per_fold: int = 1
@@ -69,7 +70,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
 
         file_cases([Path(f) for f in args.check_files])
     recipe = compose(args.spaces, args.preset, args.study_preset, args.storage, args.prefer_mean,
-                     recipe_name=args.recipe)
+                     recipe_name=args.recipe, faster=args.prefer_faster)
     data = Cache(resolve_data(args.data))
     for ch in recipe.choices:
         if ch.fingerprint and ch.fingerprint != data.fingerprint:

@@ -243,7 +243,7 @@ def set_speed(trial: optuna.Trial, speed: dict[str, Any]) -> None:
 
 def made_trial(state: TrialState, arm: str, folds: list[FoldScore], stage: str = "ablation",
                tuned: dict[str, tuple[Any, Any]] | None = None, config: dict[str, Any] | None = None,
-               fail_reason: str | None = None) -> FrozenTrial:
+               fail_reason: str | None = None, speed: dict[str, Any] | None = None) -> FrozenTrial:
     """A finished trial with its record, made outside a study run (tests, imports from elsewhere).
     `tuned` maps a parameter to (value, Optuna distribution)."""
     tuned = tuned or {}
@@ -251,6 +251,8 @@ def made_trial(state: TrialState, arm: str, folds: list[FoldScore], stage: str =
                             "folds": [dataclasses.asdict(f) for f in folds], "fold_scores": [f.score for f in folds]}
     if fail_reason is not None:
         user["fail_reason"] = fail_reason
+    if speed is not None:
+        user["speed"] = speed
     scores = [f.score for f in folds]
     value = sum(scores) / len(scores) if state == TrialState.COMPLETE and scores else None
     return optuna.trial.create_trial(state=state, value=value, user_attrs=user,
