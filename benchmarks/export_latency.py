@@ -1,7 +1,7 @@
-"""Size and latency of the exported baseline-size ensemble: PyTorch eager vs TFLite fp32 / fp16,
-one and two threads, with and without hflip test-time augmentation.
+"""Size and latency of the exported baseline-size ensemble: PyTorch eager vs TFLite fp32 / fp16 /
+int8 (dynamic range), one and two threads, with and without hflip test-time augmentation.
 
-    python benchmarks/export_latency.py [--preset full] [--folds 5] [--n 100] [--final DIR]
+    python benchmarks/export_latency.py [--preset full] [--recipe baseline] [--folds 5] [--n 100] [--final DIR]
 
 By default the models are the baseline recipe's size (preset `full`: 1-block transformer, width 512,
 16 heads, sub-center ArcFace over 250 classes) with random weights: size and speed do not depend
@@ -51,6 +51,7 @@ def eager_latency(module: torch.nn.Module, seqs: list[np.ndarray], threads: int)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="full", help="model sizes from this preset (default: the baseline's)")
+    ap.add_argument("--recipe", default="baseline", help="which of base.yaml's recipes (baseline, winner)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--n", type=int, default=100, help="sequences timed")
     ap.add_argument("--data", default=None, help="data whose lengths are used (default: the embedded set)")
@@ -66,7 +67,7 @@ def main() -> None:
         folds = [p for fold in load_folds(cfg, data.num_classes, Path(a.final)) for p in fold]
         _, index, _ = output_map(data)
     else:
-        cfg = recipe_config(a.preset)
+        cfg = recipe_config(a.preset, recipe=a.recipe)
         torch.manual_seed(0)
         folds = [build_parts(cfg, 250) for _ in range(a.folds)]
         for p in folds:
@@ -80,14 +81,14 @@ def main() -> None:
     rows = []
     for tta in a.tta:
         ens = Ensemble(folds, tta=tta, out_index=index).eval()
-        d = OUT / f"{a.preset if not a.final else 'final'}-{tta}"
+        d = OUT / f"{a.recipe + '-' + a.preset if not a.final else 'final'}-{tta}"
         d.mkdir(parents=True, exist_ok=True)
         log = d / "convert.log"
         t0 = time.perf_counter()
         convert.to_onnx(ens, d / "model.onnx", log)
         convert.to_saved_model(d / "model.onnx", d / "saved_model", log)
-        for fp16 in (False, True):
-            convert.to_tflite(d / "saved_model", d / f"model_{'fp16' if fp16 else 'fp32'}.tflite", fp16, log)
+        for variant in convert.PRECISIONS:
+            convert.to_tflite(d / "saved_model", d / f"model_{variant}.tflite", variant, log)
         conv_s = time.perf_counter() - t0
         n_params = sum(p.numel() for m in (ens.models, ens.heads) for p in m.parameters())
         ref = torch_reference(ens)
@@ -95,7 +96,7 @@ def main() -> None:
         for threads in (1, 2):
             rows.append({"tta": tta, "runtime": "PyTorch eager", "threads": threads,
                          "mean_ms": eager_latency(ens, seqs, threads), "size_mb": n_params * 4 / 1e6})  # MB = 10^6 bytes, as check.file_mb
-        for variant in ("fp32", "fp16"):
+        for variant in convert.PRECISIONS:
             path = d / f"model_{variant}.tflite"
             par = check.parity(named, ref, check.TFLiteModel(path, 1))
             for threads in (1, 2):

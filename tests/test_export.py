@@ -175,7 +175,7 @@ def _untrained_parity(config: Any, num_classes: int, tmp_path: Path, lengths: tu
     log = tmp_path / "convert.log"
     convert.to_onnx(ens, tmp_path / "m.onnx", log)
     convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
-    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", "fp32", log))
     rng = np.random.default_rng(0)
     for n in lengths:
         frames = rng.random((n, 543, 3), dtype=np.float32)
@@ -191,6 +191,34 @@ def test_the_baseline_width_exports_too(tmp_path: Path) -> None:
     from ablate.spaces import recipe_config
 
     _untrained_parity(recipe_config("full"), 250, tmp_path, (1, 50, 400))
+
+
+def test_int8_is_smaller_and_gated_like_fp16(synth_cache: Path, tmp_path: Path) -> None:
+    """--quantize int8: the dynamic-range int8 model is converted, checked against PyTorch with the
+    fp16 gate, and each fold's own int8 model is compared with its fp32 twin on that fold's held-out
+    sequences. This barely trained model's probabilities are nearly tied, so int8 flips some argmaxes
+    (deterministically, on the CPU): the gate must refuse it, and write no deliverable."""
+    from ablate.data.cache import Cache
+    from ablate.export.build import export_and_check
+    from ablate.final.folds import check_or_claim, train_all
+    from ablate.report.export_html import export_section
+    from ablate.spaces import recipe_config
+
+    cfg = recipe_config("smoke").replace(epochs=2, amp="off", folds=2)
+    data = Cache(synth_cache)
+    check_or_claim(tmp_path, cfg, data, {})
+    train_all(cfg, data, tmp_path)
+    s = export_and_check(cfg, data, tmp_path, quantize="int8")
+    assert s["precision"] == "int8" and s["size_mb"]["int8"] < s["size_mb"]["fp16"] < s["size_mb"]["fp32"]
+    agreement = s["parity"]["int8"]["argmax_agreement"]
+    assert s["broken"] == [f"int8 parity: argmax agreement {agreement:.2%} < 99.5%"] and agreement < 0.995
+    assert s["deliverable"] is None and not (tmp_path / "model.tflite").exists()
+    assert s["parity"]["fp16"]["argmax_agreement"] >= 0.995 and s["latency_ms"]["int8_1t"]["threads"] == 1
+    q = s["int8_oof"]
+    assert q["sequences"] == len(data) and 0 <= q["predictions_differ"] <= q["sequences"]
+    assert q["difference"] == pytest.approx(q["accuracy_int8"] - q["accuracy_fp32"])
+    html = export_section({"export": s})
+    assert "int8 (the deliverable)" in html and "held-out sequences" in html
 
 
 def test_the_winner_recipe_exports_with_parity(tmp_path: Path) -> None:
@@ -245,7 +273,7 @@ def test_hflip_tta_exports_with_parity(exported: dict[str, Any], tmp_path: Path)
     log = tmp_path / "convert.log"
     convert.to_onnx(tta, tmp_path / "m.onnx", log)
     convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
-    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", "fp32", log))
     reference = torch_reference(tta)
     for label, frames in cs.edge_cases(cs.median_sequence(exported["data"])):
         assert float(np.max(np.abs(model(frames) - reference(frames)))) <= FP32_MAX_ABS, label
@@ -298,7 +326,7 @@ def test_feature_options_and_ensemble_rules_export_with_parity(tmp_path: Path) -
     log = tmp_path / "convert.log"
     convert.to_onnx(both, tmp_path / "m.onnx", log)
     convert.to_saved_model(tmp_path / "m.onnx", tmp_path / "sm", log)
-    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", False, log))
+    model = TFLiteModel(convert.to_tflite(tmp_path / "sm", tmp_path / "m.tflite", "fp32", log))
     rng = np.random.default_rng(0)
     for n in (1, 2, 50, 384, 600):
         frames = rng.random((n, 543, 3), dtype=np.float32)

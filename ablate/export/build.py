@@ -1,7 +1,8 @@
 """Export the trained folds as one competition model, then check it: parity, size, latency.
 
-    out/export/model.onnx, saved_model/, model_fp32.tflite, model_fp16.tflite, convert.log
-    out/model.tflite                    the deliverable (fp16), only when every check passed
+    out/export/model.onnx, saved_model/, model_fp32.tflite, model_fp16.tflite (model_int8.tflite), convert.log
+    out/model.tflite                    the deliverable (fp16, or int8 with quantize="int8"), only when
+                                        every check passed
     out/model_fp32.tflite               its fp32 twin
     out/sign_to_prediction_index_map.json, out/recipe.json   beside the model
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -77,8 +79,10 @@ def oof_accuracy(config: Config, data: Cache, folds: list[list[Any]], tta: str, 
 
 def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", n_check: int = 200,
                      check_files: Sequence[Path] = (), log: TextIO | None = None, seeds: int = 1,
-                     rule: str = "mean", full_data: bool = False) -> dict[str, Any]:
+                     rule: str = "mean", full_data: bool = False, quantize: str = "fp16") -> dict[str, Any]:
     """Build, convert and check; returns the numbers for final.json (with 'broken': [...]).
+    quantize: the deliverable's precision, fp16 or int8 (dynamic range; then also its accuracy
+    against fp32 on held-out sequences, per fold, unless full_data);
     check_files: competition landmark files (or folders of them) added to the parity checks;
     seeds: the models per fold; rule: how the members' probabilities are combined (ensemble.RULES);
     full_data: the members are the models trained on all the data (no out-of-fold accuracy)."""
@@ -102,8 +106,9 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
 
     step("PyTorch -> ONNX", convert.to_onnx, ensemble, exp / "model.onnx", conv_log)
     step("ONNX -> SavedModel (onnx2tf)", convert.to_saved_model, exp / "model.onnx", exp / "saved_model", conv_log)
-    step("SavedModel -> TFLite fp32", convert.to_tflite, exp / "saved_model", exp / "model_fp32.tflite", False, conv_log)
-    step("SavedModel -> TFLite fp16", convert.to_tflite, exp / "saved_model", exp / "model_fp16.tflite", True, conv_log)
+    variants = ("fp32", "fp16", "int8") if quantize == "int8" else ("fp32", "fp16")
+    for v in variants:
+        step(f"SavedModel -> TFLite {v}", convert.to_tflite, exp / "saved_model", exp / f"model_{v}.tflite", v, conv_log)
 
     print("export: checking parity, size and latency ...", file=log, flush=True)
     median = cs.median_sequence(data)
@@ -112,32 +117,39 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
     tests = edge + real + cs.data_cases(data, n_check)
     ref = torch_reference(ensemble)
     try:
-        fp32 = check.TFLiteModel(exp / "model_fp32.tflite", threads=1)
-        fp16 = check.TFLiteModel(exp / "model_fp16.tflite", threads=1)
+        models = {v: check.TFLiteModel(exp / f"model_{v}.tflite", threads=1) for v in variants}
     except ValueError as e:
         raise convert.ExportError(str(e)) from e
     for name, frames in edge:  # every output must be a finite vector of the right size
-        y = fp16(frames)
+        y = models[quantize](frames)
         if y.shape != (len(sign_map),) or not np.all(np.isfinite(y)):
             raise convert.ExportError(f"{name}: output shape {y.shape} or non-finite values")
-    p32 = check.parity(tests, ref, fp32)
-    p16 = check.parity(tests, ref, fp16)
+    par = {v: check.parity(tests, ref, m) for v, m in models.items()}
     realistic = cs.realistic(data)
     longest = cs.tile(median, crop)
-    lat = {f"fp16_{n}t": check.latency(check.TFLiteModel(exp / "model_fp16.tflite", threads=n), realistic, longest, n)
-           for n in (1, 2)}
-    lat["fp32_1t"] = check.latency(fp32, realistic, longest, 1)
-    size16, size32 = check.file_mb(exp / "model_fp16.tflite"), check.file_mb(exp / "model_fp32.tflite")
-    broken = check.verdicts(p32, p16, size16, lat["fp16_1t"], DELIVERABLE)
+    lat = {f"{quantize}_{n}t": check.latency(check.TFLiteModel(exp / f"model_{quantize}.tflite", threads=n), realistic,
+                                             longest, n) for n in (1, 2)}
+    for v in variants:
+        lat.setdefault(f"{v}_1t", check.latency(models[v], realistic, longest, 1))
+    sizes = {v: check.file_mb(exp / f"model_{v}.tflite") for v in variants}
+    broken = check.verdicts(par["fp32"], par["fp16"], sizes[quantize], lat[f"{quantize}_1t"], DELIVERABLE,
+                            par.get("int8"))
     if len(sign_map) != len(COMPETITION_MAP):
         broken.append(f"outputs: {len(sign_map)} classes, not the competition's {len(COMPETITION_MAP)} ({map_warning})")
     if not broken:  # an earlier run's deliverable is replaced only by one that passes every check
-        for src, dst in (("model_fp16.tflite", DELIVERABLE), ("model_fp32.tflite", "model_fp32.tflite")):
+        for src, dst in ((f"model_{quantize}.tflite", DELIVERABLE), ("model_fp32.tflite", "model_fp32.tflite")):
             atomic_write(out / dst, (exp / src).read_bytes())
         write_json(out / "sign_to_prediction_index_map.json", sign_map)
         write_json(out / DELIVERED, {"written": time.strftime("%Y-%m-%d %H:%M:%S %z"), "tta": tta,
                                      "ensemble": rule, "seeds_per_fold": seeds, "full_data": full_data,
+                                     "precision": quantize,
                                      "config": config.to_dict()})
+    int8 = None
+    if quantize == "int8":
+        from ablate.export.quantized import oof_int8
+
+        int8 = {"note": "trained on all the data: no held-out sequences"} if full_data else \
+            oof_int8(config, data, folds, rule, exp / "int8_folds", log)
     accuracy = None
     if tta != "none" and not full_data:  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
         accuracy = {t: oof_accuracy(config, data, folds, t, rule) for t in ("none", tta)}
@@ -149,10 +161,13 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
         "outputs": len(sign_map),
         "warnings": [map_warning] if map_warning else [],
         "seconds": times,
-        "parity": {"fp32": asdict(p32), "fp16": asdict(p16), "tests": len(tests), "files": [n for n, _ in real]},
-        "size_mb": {"fp16": size16, "fp32": size32, "limit": check.SIZE_LIMIT_MB},
+        "precision": quantize,
+        "parity": {v: asdict(p) for v, p in par.items()} | {"tests": len(tests), "files": [n for n, _ in real]},
+        "size_mb": sizes | {"limit": check.SIZE_LIMIT_MB},
+        "int8_oof": int8,
         "latency_ms": {k: asdict(v) for k, v in lat.items()} | {"limit": check.LATENCY_LIMIT_MS},
         "targets": {"fp32_max_abs": check.FP32_MAX_ABS, "fp16_agreement": check.FP16_MIN_AGREEMENT,
+                    "int8_agreement": check.INT8_MIN_AGREEMENT,
                     "fp16_sequences": check.FP16_MIN_SEQUENCES},
         "oof_accuracy_by_tta": accuracy,
         "deliverable": str(out / DELIVERABLE) if not broken else None,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,7 @@ LATENCY_LIMIT_MS = 100.0  # mean inference time per sequence, one CPU thread
 FP32_MAX_ABS = 1e-4  # max |p_tflite - p_torch| over every class and test sequence
 FP16_MIN_AGREEMENT = 0.995  # share of sequences with the same argmax
 FP16_MIN_SEQUENCES = 200
+INT8_MIN_AGREEMENT = 0.995  # the same gate for the int8 (dynamic range) model
 
 
 class TFLiteModel:
@@ -105,8 +106,9 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def verdicts(fp32: Parity, fp16: Parity, size_mb: float, lat: Latency, deliverable: str) -> list[str]:
-    """Every broken target, in words; empty when all hold."""
+def verdicts(fp32: Parity, fp16: Parity, size_mb: float, lat: Latency, deliverable: str,
+             int8: Parity | None = None) -> list[str]:
+    """Every broken target, in words; empty when all hold. size_mb and lat are the deliverable's."""
     broken = []
     if fp32.max_abs > FP32_MAX_ABS:
         broken.append(f"fp32 parity: max |difference| {fp32.max_abs:.2e} > {FP32_MAX_ABS:.0e} (worst: {fp32.worst_case})")
@@ -116,6 +118,8 @@ def verdicts(fp32: Parity, fp16: Parity, size_mb: float, lat: Latency, deliverab
         broken.append(f"fp16 parity: only {fp16.n} test sequences, the target needs {FP16_MIN_SEQUENCES}")
     if fp16.argmax_agreement < FP16_MIN_AGREEMENT:
         broken.append(f"fp16 parity: argmax agreement {fp16.argmax_agreement:.2%} < {FP16_MIN_AGREEMENT:.1%}")
+    if int8 is not None and int8.argmax_agreement < INT8_MIN_AGREEMENT:
+        broken.append(f"int8 parity: argmax agreement {int8.argmax_agreement:.2%} < {INT8_MIN_AGREEMENT:.1%}")
     if size_mb > SIZE_LIMIT_MB:
         broken.append(f"size: {deliverable} is {size_mb:.1f} MB > the competition's {SIZE_LIMIT_MB:.0f} MB")
     if lat.mean_ms > LATENCY_LIMIT_MS:

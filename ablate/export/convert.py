@@ -20,6 +20,7 @@ from torch import nn
 from ablate.errors import UserError, first_line
 from ablate.export.check import INPUT, OUTPUT, SIGNATURE
 from ablate.files import atomic_write
+
 EXAMPLE_FRAMES = 40  # the example sequence traced by the exporter; any length works after export
 
 
@@ -121,11 +122,18 @@ def to_saved_model(onnx_path: Path, out_dir: Path, log_path: Path) -> Path:
     return out_dir
 
 
-def to_tflite(saved_model: Path, path: Path, fp16: bool, log_path: Path) -> Path:
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def to_tflite(saved_model: Path, path: Path, precision: str, log_path: Path) -> Path:
     """Convert the SavedModel with a `serving_default` signature: input `inputs`, output `outputs`.
 
-    fp16 stores the weights as float16 (half the size); CPU kernels still compute in float32.
+    precision: fp32; fp16 stores the weights as float16 (half the size; CPU kernels still compute
+    in float32); int8 is TFLite's dynamic-range quantization: weights stored as int8 (a quarter of
+    the size), activations quantized on the fly where a kernel supports it, no calibration data.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
     _quiet_tf()
     with _captured(log_path):
         import tensorflow as tf
@@ -142,8 +150,9 @@ def to_tflite(saved_model: Path, path: Path, fp16: bool, log_path: Path) -> Path
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], loaded)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops: the runtime lacks them
-    if fp16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone (no representative data): dynamic range
+    if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     try:
         with _captured(log_path):

@@ -52,6 +52,7 @@ class FinalizeArgs:
     seeds_per_fold: int = 1
     full_data: bool = False  # train seeds_per_fold models on every sequence instead of the folds
     check_sequences: int = 200
+    quantize: str = "fp16"  # the deliverable's precision: fp16 or int8 (dynamic range)
     check_files: tuple[str, ...] = ()  # competition files or folders added to the parity checks
     export: bool = True
 
@@ -103,7 +104,7 @@ def finalize(args: FinalizeArgs) -> dict[str, Any]:
         try:
             summary["export"] = export_and_check(recipe.config, data, out, args.tta, args.check_sequences,
                                                  [Path(f) for f in args.check_files], seeds=seeds, rule=rule,
-                                                 full_data=full)
+                                                 full_data=full, quantize=args.quantize)
         except ExportError as e:  # recorded with the folds' numbers, then reported
             summary["export"] = {"broken": [f"export failed: {e}"], "deliverable": None,
                                  "earlier_deliverable": earlier_deliverable(out)}

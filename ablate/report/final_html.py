@@ -6,53 +6,25 @@ Every string from the summary goes through `esc`: arm, study and path names are 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import plotly.graph_objects as go
 
+from ablate.files import atomic_write
 from ablate.report.charts import _LAYOUT, Chart, _fig_json, esc
+from ablate.report.export_html import GREEN, RED, _finite, export_section
 from ablate.report.fmt import DASH, acc, duration, signed, with_interval
 from ablate.report.html import _RENDER_JS, PLOTLY_JS, _figures_json, page
-from ablate.report.verdict_html import verdict_tag
 from ablate.report.setup_html import _component, _kv_table
-from ablate.files import atomic_write
+from ablate.report.verdict_html import verdict_tag
 from ablate.report.writer import _now, report_stem, write_index, write_plotly_js
 
 FINAL_HTML = "final.html"
-GREEN, RED = "#1a7f37", "#c62828"  # the verdict colours of the study report
 RECIPE_KEYS = ("features", "model", "loss", "optimizer", "schedule", "augmentations", "epochs", "batch_size",
                "folds", "fold_seed")
 
-
-def _finite(v: Any) -> float | None:
-    """A number to format, or None where the summary has none (missing, null, nan, inf, not a number)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
-
-def _fmt(v: Any, spec: str, suffix: str = "") -> str:
-    x = _finite(v)
-    return DASH if x is None else f"{x:{spec}}{suffix}"
-
-
-def _check(ok: bool | None) -> str:
-    """pass / fail in colour and in words; a dash where there is nothing to judge against."""
-    if ok is None:
-        return DASH
-    return f'<span class="tag" style="background:{GREEN if ok else RED}">{"pass" if ok else "fail"}</span>'
-
-
-def _within(v: Any, low: Any = None, high: Any = None) -> bool | None:
-    """Whether low <= v <= high (a missing bound is no bound); None when there is nothing to judge.
-    A non-finite v (inf: the model gave nan) fails."""
-    if v is None or (low is None and high is None):
-        return None
-    x = _finite(v)
-    return x is not None and (low is None or x >= low) and (high is None or x <= high)
 
 
 def status_section(s: dict[str, Any]) -> str:
@@ -186,88 +158,6 @@ def _rules_table(oof: dict[str, Any]) -> str:
             f'<table id="rules-table"><tr><th>rule</th><th>out-of-fold accuracy</th></tr>{rows}</table>')
 
 
-def _all(*oks: bool | None) -> bool | None:
-    """Every judged check holds; None when none could be judged."""
-    judged = [ok for ok in oks if ok is not None]
-    return all(judged) if judged else None
-
-
-def _table(head: list[str], rows: list[list[str]], table_id: str) -> str:
-    """Cells are HTML already (callers escape); every cell but the first is right-aligned like numbers."""
-    th = "".join(f"<th>{h}</th>" for h in head)
-    tr = "".join("<tr>" + "".join(f"<td>{c}</td>" if i == 0 else f'<td class="num">{c}</td>' for i, c in enumerate(r))
-                 + "</tr>" for r in rows)
-    return f'<table id="{table_id}"><tr>{th}</tr>{tr}</table>'
-
-
-def _parity_table(exp: dict[str, Any]) -> str:
-    parity, t = exp.get("parity") or {}, exp.get("targets") or {}
-    p32, p16 = parity.get("fp32") or {}, parity.get("fp16") or {}
-    t32, t16, n16 = _finite(t.get("fp32_max_abs")), _finite(t.get("fp16_agreement")), _finite(t.get("fp16_sequences"))
-    targets = {
-        "fp32": (f"max |diff| &le; {_fmt(t32, '.0e')}, argmax agreement 100%",
-                 _all(_within(p32.get("max_abs"), high=t32), _within(p32.get("argmax_agreement"), low=1.0))),
-        "fp16": (f"argmax agreement &ge; {_fmt(t16, '.1%')} over &ge; {_fmt(n16, '.0f')} sequences",
-                 _all(_within(p16.get("argmax_agreement"), low=t16), _within(p16.get("n"), low=n16))),
-    }
-    rows = []
-    for name, p in (("fp32", p32), ("fp16", p16)):
-        bad = p.get("disagreements") or []
-        rows.append([name, _fmt(p.get("n"), ".0f"), _fmt(p.get("max_abs"), ".2e"),
-                     _fmt(p.get("argmax_agreement"), ".2%"), esc(p.get("worst_case", DASH)),
-                     esc(", ".join(map(str, bad))) or "none", targets[name][0], _check(targets[name][1])])
-    head = ["model", "test sequences", "max |diff| to PyTorch", "argmax agreement", "worst case", "argmax differs on",
-            "target", "check"]
-    return ("<h3>Parity with PyTorch</h3><p>The same test sequences (edge cases and real ones) through the PyTorch "
-            "ensemble and each TFLite file; the difference is in probabilities.</p>" + _table(head, rows, "parity"))
-
-
-def _size_table(exp: dict[str, Any]) -> str:
-    size = exp.get("size_mb") or {}
-    limit = _finite(size.get("limit"))
-    rows = [[label, _fmt(size.get(key), ".2f"), _fmt(limit, ".0f"), _check(_within(size.get(key), high=limit))]
-            for key, label in (("fp16", "fp16 (the deliverable)"), ("fp32", "fp32"))]
-    return "<h3>File size</h3>" + _table(["model", "MB", "limit MB", "check"], rows, "size")
-
-
-LATENCY_ROWS = (("fp16_1t", "fp16 (the deliverable)"), ("fp16_2t", "fp16"), ("fp32_1t", "fp32"))
-
-
-def _latency_table(exp: dict[str, Any]) -> str:
-    lat = exp.get("latency_ms") or {}
-    limit = _finite(lat.get("limit"))
-    rows = []
-    for key, label in LATENCY_ROWS:
-        r = lat.get(key) or {}
-        one_thread = r.get("threads") == 1  # the competition's limit is for one CPU thread
-        rows.append([label, esc(r.get("threads", DASH)), _fmt(r.get("mean_ms"), ".2f"), _fmt(r.get("p95_ms"), ".2f"),
-                     _fmt(r.get("max_len_ms"), ".2f"), _fmt(r.get("n"), ".0f"), _fmt(r.get("lengths_median"), ".0f"),
-                     _check(_within(r.get("mean_ms"), high=limit) if one_thread else None)])
-    crop = exp.get("crop", 384)  # the feature set's crop: the longest input it keeps
-    head = ["model", "threads", "mean ms", "p95 ms", f"ms at {esc(crop)} frames", "calls", "median length (frames)",
-            f"mean &le; {_fmt(limit, '.0f')} ms on 1 thread"]
-    return ("<h3>Latency</h3><p>Wall time of one call of the TFLite interpreter per sequence, over real "
-            "sequence lengths, as the competition's harness calls it (after one warm-up call).</p>"
-            + _table(head, rows, "latency"))
-
-
-def export_section(s: dict[str, Any]) -> str:
-    exp = s.get("export")
-    if not isinstance(exp, dict):
-        return '<h2 id="export">Export</h2><p>Not exported.</p>'
-    rows = [("test-time augmentation", esc(exp.get("tta", DASH))), ("outputs (signs)", esc(exp.get("outputs", DASH)))]
-    for tta, value in (exp.get("oof_accuracy_by_tta") or {}).items():  # only when TTA was asked for
-        rows.append((f"out-of-fold accuracy, TTA {esc(tta)} (fp32 PyTorch)", acc(_finite(value))))
-    steps = "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{duration(_finite(v))}</td></tr>"
-                    for k, v in (exp.get("seconds") or {}).items())
-    warn = "".join(f"<li>{esc(w)}</li>" for w in exp.get("warnings") or [])
-    return ('<h2 id="export">Export</h2>' + _kv_table(rows) + _parity_table(exp) + _size_table(exp)
-            + _latency_table(exp)
-            + (f'<h3>Conversion steps</h3><table id="steps"><tr><th>step</th><th>time</th></tr>{steps}</table>'
-               if steps else "")
-            + (f'<h3>Export warnings</h3><ul class="warn">{warn}</ul>' if warn else ""))
-
-
 def footer_section(s: dict[str, Any], generated: str) -> str:
     items = [esc(w) for w in s.get("warnings") or []]
     warnings = ('<h2 id="warnings">Warnings</h2>'
@@ -276,7 +166,8 @@ def footer_section(s: dict[str, Any], generated: str) -> str:
     rows = [
         ("data", f"fingerprint <code>{esc(data.get('fingerprint'))}</code>: {esc(data.get('sequences'))} sequences, "
                  f"{esc(data.get('signs'))} signs; cache <code>{esc(data.get('cache'))}</code>"),
-        ("recipe", esc(s.get("recipe", "baseline"))), ("training preset", esc(s.get("preset"))), ("studies' preset", esc(s.get("study_preset"))),
+        ("recipe", esc(s.get("recipe", "baseline"))), ("training preset", esc(s.get("preset"))),
+        ("studies' preset", esc(s.get("study_preset"))),
         ("storage", esc(s.get("storage"))),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))),
         ("ablate commit", f"<code>{esc(s.get('git'))}</code>"),
