@@ -33,7 +33,7 @@ class Parts:
 def build_parts(config: Config, num_classes: int) -> Parts:
     feats = FEATURES.build(config.features.name, config.features.params, where="features")
     model = MODELS.build(config.model.name, config.model.params, where="model", in_dim=feats.out_dim,
-                         frames=feats.max_frames)
+                         frames=feats.max_frames, points=feats.point_layout())
     head = LOSSES.build(config.loss.name, config.loss.params, where="loss", emb_dim=model.out_dim,
                         num_classes=num_classes)
     return Parts(feats, model, head)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,16 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 TINY_SPACE = "question: test space\naxis: loss\nmode: ablation\nbaseline: ce\narms:\n  ce: {}\n  ce_smooth: {}\n  focal: {}\n"
+
+
+def points_for(in_dim: int) -> Any:
+    """A point layout for a model built without a feature set: the left hand's first in_dim // 2
+    points (at most 21) as x, y pairs, the other columns extra."""
+    from ablate.components._graph import PointLayout
+    from ablate.data import landmarks as lm
+
+    n = min(in_dim // 2, 21)
+    return PointLayout(tuple(lm.LEFT_HAND_IDX[:n]), 2, tuple(range(2 * n)), tuple(range(2 * n, in_dim)))
 
 
 def spaces_folder(root: Path, **files: str) -> Path:

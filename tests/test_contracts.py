@@ -15,10 +15,12 @@ from ablate.config import Component
 from ablate.parts import SignModel, build_parts
 from ablate.spaces import recipe_config
 from ablate.registry import Registry
+from conftest import points_for
 
 ALL = [(kind, e.name) for kind, reg in REGISTRIES.items() for e in reg]
 # small sizes so the contract tests stay fast on 2 cores
-SMALL_MODEL = {"transformer": {"width": 32, "heads": 4}, "lstm": {"hidden": 16}, "conv1d_transformer": {"width": 32, "heads": 4}}
+SMALL_MODEL = {"transformer": {"width": 32, "heads": 4}, "lstm": {"hidden": 16}, "conv1d_transformer": {"width": 32, "heads": 4},
+               "graph": {"channels": 4, "blocks": 2, "width": 32}}
 
 
 def test_every_component_module_is_registered() -> None:
@@ -61,7 +63,7 @@ def test_feature_sets(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS.names())
 def test_models(name: str) -> None:
     torch.manual_seed(0)
-    m = MODELS.build(name, SMALL_MODEL.get(name, {}), in_dim=20, frames=384)
+    m = MODELS.build(name, SMALL_MODEL.get(name, {}), in_dim=20, frames=384, points=points_for(20))
     x = torch.randn(3, 9, 20)
     mask = torch.ones(3, 9, dtype=torch.bool)
     mask[1, 5:] = False

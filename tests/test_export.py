@@ -221,6 +221,17 @@ def test_int8_is_smaller_and_gated_like_fp16(synth_cache: Path, tmp_path: Path) 
     assert "int8 (the deliverable)" in html and "held-out sequences" in html
 
 
+def test_the_graph_model_exports_with_parity(tmp_path: Path) -> None:
+    """The graph model at the quick preset's sizes on the baseline's features (points and the
+    non-point hand distances): gathers on the channel axis, per-point reshapes, temporal convs."""
+    from ablate.config import Component
+    from ablate.spaces import recipe_config
+
+    cfg = recipe_config("smoke")
+    _untrained_parity(cfg.replace(model=Component("graph", {"channels": 8, "blocks": 2, "width": 64})), 12, tmp_path,
+                      (1, 2, 50, 384, 400))
+
+
 def test_the_winner_recipe_exports_with_parity(tmp_path: Path) -> None:
     """The 1st place's model at its full width (lag118 features, two stacks of conv blocks and a
     transformer block, drop path and the dropout before the head: both the identity in the graph)."""

@@ -14,6 +14,7 @@ from torch import nn
 from ablate.components import _layers
 from ablate.components.models import MODELS
 from ablate.errors import UserError
+from conftest import points_for
 
 IN_DIM = 12
 # Small sizes so the tests stay fast; a model missing here is tested at its defaults.
@@ -21,12 +22,14 @@ SMALL: dict[str, dict] = {
     "transformer": dict(width=32, heads=4, blocks=2, max_len=64, activation="gelu"),
     "lstm": dict(width=16, hidden=16, layers=2),
     "conv1d_transformer": dict(width=32, heads=4, conv_blocks=2, kernel=5, activation="hardswish"),
+    "graph": dict(channels=4, blocks=2, kernel=5, width=32),
 }
 
 
 def build(name: str, **overrides: object) -> nn.Module:
     torch.manual_seed(0)
-    return MODELS.build(name, {**SMALL.get(name, {}), **overrides}, in_dim=IN_DIM, frames=384)
+    return MODELS.build(name, {**SMALL.get(name, {}), **overrides}, in_dim=IN_DIM, frames=384,
+                        points=points_for(IN_DIM))
 
 
 def padded_batch(lengths: list[int], total: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +90,11 @@ def test_training_forward_ignores_extra_padding(name: str) -> None:
 
 
 def test_default_sizes_are_moderate() -> None:
-    counts = {n: sum(p.numel() for p in MODELS.build(n, in_dim=200, frames=384).parameters()) for n in MODELS.names()}
+    counts = {n: sum(p.numel() for p in MODELS.build(n, in_dim=200, frames=384, points=points_for(200)).parameters())
+              for n in MODELS.names()}
     assert 2.5e6 < counts["transformer"] < 3.5e6, counts  # baseline: blocks 1, width 512, ff x2
-    assert all(2e5 < c < 5e6 for c in counts.values()), counts
+    assert all(2e5 < c < 5e6 for n, c in counts.items() if n != "graph"), counts
+    assert 1e5 < counts["graph"] < 1e6, counts  # shared per-point weights: small by design
 
 
 def test_conv_model_without_eca() -> None:
@@ -187,11 +192,11 @@ def test_activations() -> None:
 @pytest.mark.parametrize(
     ("name", "params"),
     [("transformer", dict(width=30, heads=4)), ("transformer", dict(dropout=1.0)), ("lstm", dict(layers=0)),
-     ("conv1d_transformer", dict(kernel=0))],
+     ("conv1d_transformer", dict(kernel=0)), ("graph", dict(channels=0)), ("graph", dict(dropout=1.0))],
 )
 def test_bad_params_are_user_errors(name: str, params: dict) -> None:
     with pytest.raises(UserError):
-        MODELS.build(name, params, in_dim=IN_DIM, frames=384)
+        MODELS.build(name, params, in_dim=IN_DIM, frames=384, points=points_for(IN_DIM))
 
 
 class _AllValid(nn.Module):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ablate.components._graph import PointLayout
 from ablate.components._feature_options import SHOULDERS, HandGeometry, Options, body_frame, resample_index
 from ablate.components._rawbatch import N, NZ, SX, SXX, SY, SYY, SZ, SZZ, Layout, RawBatch, layout_for
 from ablate.data import landmarks as lm
@@ -303,6 +304,13 @@ class LandmarkFeatures(nn.Module):
             diff[self.pair_j.cpu(), cols] = -1.0
             self._pairs[key] = (diff.to(device), diff.abs().to(device))
         return self._pairs[key]
+
+    def point_layout(self) -> PointLayout:
+        """Which columns of a frame's features are which point's (its coordinates, then its lag
+        differences), for models that need to know (the graph model); the rest are `extra`."""
+        p, c, blocks = len(self.point_rows), self.coords, 1 + len(self.lags)
+        columns = tuple(b * p * c + i * c + k for i in range(p) for b in range(blocks) for k in range(c))
+        return PointLayout(self.point_rows, c * blocks, columns, tuple(range(p * c * blocks, self.out_dim)))
 
     def layout(self) -> Layout:
         """The landmarks a batch must carry for this feature set (its points, the rows its options

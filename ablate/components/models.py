@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ablate.components._graph import GraphEncoder, PointLayout
 from ablate.components._layers import (
     AttentionPool,
     ConvBlock,
@@ -27,8 +28,9 @@ from ablate.components._layers import activation as make_activation
 from ablate.errors import UserError, unknown
 from ablate.registry import Registry
 
-# in_dim: the feature set's width; frames: the most frames the feature set gives (its crop length)
-MODELS = Registry("model", context=("in_dim", "frames"))
+# in_dim: the feature set's width; frames: the most frames the feature set gives (its crop length);
+# points: which of its columns are which landmark's (components._graph.PointLayout)
+MODELS = Registry("model", context=("in_dim", "frames", "points"))
 
 
 def _check(**values: float) -> None:
@@ -260,3 +262,32 @@ def conv1d_transformer(
         _check_dropout(p, name)
     return ConvTransformerEncoder(in_dim, width, conv_blocks, kernel, heads, expand, ff_mult, dropout, eca, activation,
                                   stacks, drop_path, top_dropout)
+
+
+@MODELS.register("graph")
+def graph(
+    *,
+    in_dim: int,
+    points: PointLayout,
+    channels: int = 16,
+    blocks: int = 3,
+    kernel: int = 9,
+    width: int = 256,
+    dropout: float = 0.2,
+    activation: str = "swish",
+) -> nn.Module:
+    """Spatial-temporal graph convolution over the feature set's points (ST-GCN, Yan et al. 2018).
+
+    The landmark skeleton (hand bones, arms, lip and eye contours, nose; landmarks.SKELETON) joins
+    the points, each block maps every point's channels with shared weights, mixes each point with
+    its neighbours (normalised adjacency with self-loops), then convolves each channel over time
+    (causal, kernel frames); then per frame a Linear over all points plus one over the feature
+    set's non-point columns (distances, angles), masked mean over frames, LayerNorm. channels:
+    per point in the blocks; width: the embedding. Needs right padding (valid frames first).
+    """
+    _check(in_dim=in_dim, channels=channels, blocks=blocks, kernel=kernel, width=width)
+    _check_dropout(dropout)
+    if not points.rows or max(points.columns, default=0) >= in_dim:
+        raise UserError(f"model graph: the feature set declares no points within its {in_dim} columns")
+    return GraphEncoder(points, channels, blocks, kernel, width, dropout, activation)
+

@@ -80,3 +80,36 @@ def mirror(frames: np.ndarray) -> np.ndarray:
     out = frames[:, MIRROR].copy()
     out[..., 0] = 1.0 - out[..., 0]
     return out
+
+
+def _ring(upper: list[int], lower: list[int]) -> list[tuple[int, int]]:
+    """A closed contour listed as its upper arc (corner to corner) and its lower arc (the points
+    after the first corner to the point before the second): consecutive points, then the joins."""
+    edges = list(zip(upper, upper[1:])) + list(zip(lower, lower[1:]))
+    return edges + [(upper[0], lower[0]), (lower[-1], upper[-1])]
+
+
+# MediaPipe's hand bones (21 points: wrist 0, thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky
+# 17-20), as (point, point) within one hand.
+HAND_BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
+              (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20)]
+
+
+def _skeleton() -> list[tuple[int, int]]:
+    """The landmark graph of the graph model, as pairs of rows: hand bones, the upper body's
+    (shoulders, arms, hips; the pose nose to both shoulders as a neck), each hand's wrist to the
+    pose wrist, the lip and eye contours as rings, the nose (tip, below it, both alae) and its
+    tip to the upper lip and both inner eye corners, the inner lips to the outer at the midline,
+    and the lower lip's centre to both shoulders (a neck, for sets without the pose nose)."""
+    edges = [(h[0] + a, h[0] + b) for h in (LEFT_HAND, RIGHT_HAND) for a, b in HAND_BONES]
+    edges += [(pose(a), pose(b)) for a, b in ((11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (11, 23), (12, 24),
+                                              (23, 24), (0, 11), (0, 12))]
+    edges += [(LEFT_HAND[0], pose(15)), (RIGHT_HAND[0], pose(16))]
+    edges += _ring(LIPS_OUTER[:11], LIPS_OUTER[11:]) + _ring(LIPS_INNER[:11], LIPS_INNER[11:])
+    edges += _ring(LEFT_EYE[:9], LEFT_EYE[9:]) + _ring(RIGHT_EYE[:9], RIGHT_EYE[9:])
+    edges += [(1, 2), (2, NOSE_ALAE[0]), (2, NOSE_ALAE[1]), (1, 0), (1, 362), (1, 133), (13, 0), (14, 17)]
+    edges += [(17, pose(11)), (17, pose(12))]
+    return edges
+
+
+SKELETON = _skeleton()
