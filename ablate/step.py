@@ -90,6 +90,14 @@ class Ema:
                 a.copy_(b)
         self.updates += 1
 
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Start the average again from the current weights, warm-up included (when the recipe's
+        head takes over after a softmax pretraining stage: its start is untrained)."""
+        if self.average is not None:
+            self.average.load_state_dict(self.tracked.state_dict())
+            self.updates = 0
+
     def parts(self, parts: Parts) -> Parts:
         """What to validate: the averaged weights (the recipe's head), else `parts` itself."""
         if self.average is None or parts.head is not self.tracked["head"]:  # a pretraining head: no average of it

@@ -150,8 +150,9 @@ def train_fold(
         late.set(epoch)
         awp.set(epoch)
         step.parts = pre.parts(parts, epoch)
-        if epoch == pre.epochs:  # the recipe's head starts now: early stopping counts from here
+        if epoch == pre.epochs and pre.epochs:  # the recipe's head starts now: early stopping counts from here
             best, since_best = -1.0, 0
+            ema.restart()
         loss, samples = _epoch(step, feed, epoch, fold, show)  # ends waiting for the device (the loss)
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples

@@ -68,6 +68,18 @@ def test_an_unknown_recipe_is_named_with_the_known_ones(synth_cache: Path, tmp_p
     assert not (tmp_path / "s.journal").exists()  # nothing written
 
 
+def test_finalize_from_a_space_of_another_recipe_says_which(tmp_path: Path) -> None:
+    import optuna
+
+    from ablate.final.compose import compose
+    from ablate.study.storage import open_storage
+
+    optuna.create_study(study_name="other", storage=open_storage(str(tmp_path / "s.journal")))
+    with pytest.raises(UserError, match=r"--from winner_tricks: its file's arms change recipe 'winner' .*; "
+                                        r"finalize with --recipe winner"):
+        compose(["winner_tricks"], "smoke", storage=str(tmp_path / "s.journal"))
+
+
 def test_every_space_loads_on_every_recipe_it_can_run_on() -> None:
     for name in list_spaces(SHIPPED):
         for recipe in ("baseline", "winner"):
@@ -214,6 +226,10 @@ def test_ema_averages_the_weights_validates_with_them_and_keeps_them() -> None:
     assert ema.parts(other_head) is other_head
     ema.copy_into(parts)
     assert torch.allclose(model.w.detach(), torch.tensor([2.0, 1.0]), atol=1e-6)
+    with torch.no_grad():
+        model.w.copy_(torch.tensor([5.0, 5.0]))
+    ema.restart()  # the recipe's head takes over after pretraining: the average starts again
+    assert torch.equal(ema.parts(parts).model.w, model.w) and ema.updates == 0
     none = Ema(parts, 0.0)
     none.update()
     assert none.parts(parts) is parts

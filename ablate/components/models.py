@@ -194,7 +194,7 @@ def lstm(
 
 class ConvTransformerEncoder(nn.Module):
     """Linear stem + masked BN -> `stacks` x (causal conv blocks -> one transformer block) -> masked
-    mean -> dropout -> LN."""
+    mean -> LN -> dropout (the one before the classifier)."""
 
     def __init__(
         self, in_dim: int, width: int, conv_blocks: int, kernel: int, heads: int, expand: int, ff_mult: int,
@@ -218,7 +218,7 @@ class ConvTransformerEncoder(nn.Module):
             for block in self.convs[s * self.per_stack:(s + 1) * self.per_stack]:
                 x = block(x, mask)
             x = attn(x, mask)
-        return self.norm(self.top(masked_mean(x, mask)))
+        return self.top(self.norm(masked_mean(x, mask)))
 
 
 def _one_stack_names(module: nn.Module, state: dict[str, Tensor], prefix: str, *args: object) -> None:
@@ -246,7 +246,7 @@ def conv1d_transformer(
     top_dropout: float = 0.0,
 ) -> nn.Module:
     """1st-place style: `stacks` x (conv_blocks causal depthwise conv blocks (+ECA), one
-    transformer block), masked mean, dropout (top_dropout), LayerNorm.
+    transformer block), masked mean, LayerNorm, dropout (top_dropout, before the head).
 
     Conv block: Linear(width -> width * expand) -> act -> causal depthwise conv (kernel frames, left
     padding only) -> BatchNorm over valid frames -> act -> ECA (if eca) -> Linear(back to width) ->

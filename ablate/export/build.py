@@ -136,6 +136,12 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
                             par.get("int8"))
     if len(sign_map) != len(COMPETITION_MAP):
         broken.append(f"outputs: {len(sign_map)} classes, not the competition's {len(COMPETITION_MAP)} ({map_warning})")
+    int8 = None
+    if quantize == "int8":  # before anything is written: a failure here leaves the earlier deliverable
+        from ablate.export.quantized import oof_int8
+
+        int8 = {"note": "trained on all the data: no held-out sequences"} if full_data else \
+            oof_int8(config, data, folds, rule, tta, exp / "int8_folds", log)
     if not broken:  # an earlier run's deliverable is replaced only by one that passes every check
         for src, dst in ((f"model_{quantize}.tflite", DELIVERABLE), ("model_fp32.tflite", "model_fp32.tflite")):
             atomic_write(out / dst, (exp / src).read_bytes())
@@ -144,12 +150,6 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
                                      "ensemble": rule, "seeds_per_fold": seeds, "full_data": full_data,
                                      "precision": quantize,
                                      "config": config.to_dict()})
-    int8 = None
-    if quantize == "int8":
-        from ablate.export.quantized import oof_int8
-
-        int8 = {"note": "trained on all the data: no held-out sequences"} if full_data else \
-            oof_int8(config, data, folds, rule, exp / "int8_folds", log)
     accuracy = None
     if tta != "none" and not full_data:  # side by side, both fp32 in PyTorch (the training's own figure may be bf16)
         accuracy = {t: oof_accuracy(config, data, folds, t, rule) for t in ("none", tta)}

@@ -17,10 +17,12 @@ from ablate.export.ensemble import Ensemble
 PER_FOLD = 400  # held-out sequences per fold at most (an even sample: each costs a call of both models)
 
 
-def oof_int8(config: Config, data: Cache, folds: list[list[Any]], rule: str, work: Path, log: TextIO,
+def oof_int8(config: Config, data: Cache, folds: list[list[Any]], rule: str, tta: str, work: Path, log: TextIO,
              per_fold: int = PER_FOLD) -> dict[str, Any]:
     """Accuracy of fp32 and int8 TFLite on each fold's held-out sequences (up to `per_fold`, evenly
-    spaced), pooled, with their difference and how often the two predictions differ."""
+    spaced), pooled, with their difference and how often the two predictions differ. The members
+    are combined by `rule`, with `tta`, as in the deliverable. Conversion problems raise
+    convert.ExportError."""
     fold_of = data.folds(config.folds, config.fold_seed, config.fold_kind)
     hits = {"fp32": 0, "int8": 0}
     n = differ = 0
@@ -31,10 +33,13 @@ def oof_int8(config: Config, data: Cache, folds: list[list[Any]], rule: str, wor
         d = work / f"fold{k}"
         d.mkdir(parents=True, exist_ok=True)
         conv_log = d / "convert.log"
-        convert.to_onnx(Ensemble(parts, rule=rule).eval(), d / "model.onnx", conv_log)
+        convert.to_onnx(Ensemble(parts, tta=tta, rule=rule).eval(), d / "model.onnx", conv_log)
         convert.to_saved_model(d / "model.onnx", d / "saved_model", conv_log)
-        models = {p: check.TFLiteModel(convert.to_tflite(d / "saved_model", d / f"model_{p}.tflite", p, conv_log))
-                  for p in hits}
+        try:
+            models = {p: check.TFLiteModel(convert.to_tflite(d / "saved_model", d / f"model_{p}.tflite", p, conv_log))
+                      for p in hits}
+        except ValueError as e:  # no serving signature
+            raise convert.ExportError(f"fold {k}: {e}") from e
         for i in held:
             frames = np.asarray(data.sequence(int(i)), dtype=np.float32)
             guess = {p: int(np.argmax(m(frames))) for p, m in models.items()}

@@ -15,6 +15,7 @@ import optuna
 from ablate.config import Config
 from ablate.errors import UserError, close_match
 from ablate.resolve import load_base, resolve
+from ablate.study.setup import other_recipes
 from ablate.spaces import Space, list_spaces, load_space, spaces_dir
 from ablate.study import records
 from ablate.study.modes import mode_of
@@ -67,6 +68,18 @@ class Recipe:
 
 def _params(params: dict[str, Any]) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else ""
+
+
+def _space_on(name: str, recipe: str) -> Space:
+    """The space on `recipe`; a space that cannot run on it says which recipe its file runs on."""
+    try:
+        return load_space(name, recipe=recipe)
+    except UserError as e:
+        own = load_space(name).base.recipe_name
+        if own == recipe:
+            raise
+        raise UserError(f"--from {name}: its file's arms change recipe {own!r} ({e}); finalize with "
+                        f"--recipe {own}") from None
 
 
 def _unfinished(study: optuna.Study, space: Space) -> str | None:
@@ -137,6 +150,7 @@ def _same_definitions(study: optuna.Study, space: Space, arms: tuple[str, ...], 
                             f"({'; '.join(changed[:3])}); restore it to finalize from this study")
     if meta.base_written:
         changed = differences(meta.base_written.get("recipe", {}), space.base.recipe, shared_only=True)
+        changed += differences(meta.base_written.get("recipes", {}), other_recipes(space), shared_only=True)
         if changed:
             raise UserError(f"{where}: base.yaml's recipe changed since the study ran ({'; '.join(changed[:3])}); "
                             "its evidence is about the old recipe")
@@ -181,7 +195,7 @@ def compose(spaces: list[str] | None, preset: str | None = None, study_preset: s
     for name in spaces:
         if name not in known:
             raise UserError(f"--from: unknown search space {name!r}{close_match(name, known)}; known: {', '.join(known)}")
-        space = load_space(name, recipe=recipe_name)
+        space = _space_on(name, recipe_name)
         sname = records.study_name(space.name, recipe_name, study_preset)
         command = f"ablate run {name} --preset {study_preset}" + (f" --recipe {recipe_name}" if recipe_name != "baseline" else "")
         if sname not in existing:

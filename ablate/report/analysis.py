@@ -122,14 +122,14 @@ def _speed(reps: dict[str, TrialRecord | None], arms: list[dict[str, Any]]) -> d
     """How the arms' latencies were measured, and which arms are on the accuracy-latency Pareto
     front; None when no arm's latency was measured (axes that do not change the inference graph)."""
     timed = [r.speed for r in reps.values() if r and r.speed and r.speed.get("latency_ms") is not None]
+    notes = sorted({f"{a}: {r.speed['note']}" for a, r in reps.items() if r and r.speed and r.speed.get("note")})
     if not timed:
-        notes = sorted({r.speed.get("note", "") for r in reps.values() if r and r.speed} - {""})
         return {"runtime": None, "pareto": [], "notes": notes} if notes else None
     points = {a["arm"]: (a["mean"], a["latency_ms"]) for a in arms
               if a.get("latency_ms") is not None and a.get("mean") is not None}
     loads = [s["load"] for s in timed if s.get("load") is not None]
     return {"runtime": timed[0]["runtime"], "lengths": timed[0]["lengths"], "pareto": pareto(points),
-            "max_load": max(loads) if loads else None, "notes": []}
+            "max_load": max(loads) if loads else None, "notes": notes}
 
 
 HALF_POINT = 0.005  # the improvement beyond the ROPE's edge the summary asks the design about

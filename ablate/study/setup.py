@@ -46,11 +46,19 @@ def pruner() -> optuna.pruners.BasePruner:
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
 
 
+def other_recipes(space: Space) -> dict[str, Any]:
+    """The recipes the recipe axis's arms start from, as base.yaml writes them now: a resumed study
+    and finalize compare them with what the study began on."""
+    names = sorted({str(a.overrides["recipe"]) for a in space.arms.values() if "recipe" in a.overrides})
+    return {n: space.base.for_recipe(n).recipe for n in names}
+
+
 def new_meta(space: Space, preset: str, data: Cache, seeds: int, fold_kind: str, storage: str,
              repeats: int = 1) -> StudyMeta:
     base = resolve(space.base, preset, space.arms[space.baseline]).config
     written = {"recipe": space.base.recipe, "preset": {"scalars": space.base.presets[preset].scalars,
-                                                       "component_params": space.base.presets[preset].component_params}}
+                                                       "component_params": space.base.presets[preset].component_params},
+               "recipes": other_recipes(space)}
     return StudyMeta(
         space=space.name, question=space.question, axis=space.axis, mode=space.mode, baseline=space.baseline,
         arms={label: arm.spec() for label, arm in space.arms.items()}, preset=preset, seeds=seeds,

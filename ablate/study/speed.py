@@ -58,17 +58,24 @@ def measure(parts: Any, lengths: list[int]) -> Speed:
         import onnxruntime as ort
     except ImportError:
         return Speed(count, None, lengths, "", note="onnxruntime is not installed (pip install -e '.[onnx]')")
-    from ablate.export.convert import to_onnx
     from ablate.export.ensemble import Ensemble
 
     runtime = f"onnxruntime {ort.__version__}, 1 thread, CPU"
-    model = Ensemble([copy.deepcopy(parts)]).to("cpu").eval()
+    try:
+        fastest = _time(Ensemble([copy.deepcopy(parts)]).to("cpu").eval(), lengths, ort)
+    except Exception as e:  # noqa: BLE001 - a model that does not export or run gets no latency; the trial goes on
+        return Speed(count, None, lengths, runtime, note=f"not timed: {first_line(e, 200)}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return Speed(count, round(float(np.mean(fastest)), 3), lengths, runtime, load)
+
+
+def _time(model: Any, lengths: list[int], ort: Any) -> list[float]:
+    """The fastest of REPEATS calls at each length, in ms (after one warm-up call per length)."""
+    from ablate.export.convert import to_onnx
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        try:
-            to_onnx(model, path, Path(tmp) / "export.log")
-        except Exception as e:  # noqa: BLE001 - a model that does not export gets no latency, the trial goes on
-            return Speed(count, None, lengths, runtime, note=f"export failed: {first_line(e, 200)}")
+        to_onnx(model, path, Path(tmp) / "export.log")
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -84,8 +91,7 @@ def measure(parts: Any, lengths: list[int]) -> Speed:
                 session.run(None, {name: frames})
                 times.append((time.perf_counter() - t) * 1e3)
             fastest.append(min(times))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return Speed(count, round(float(np.mean(fastest)), 3), lengths, runtime, load)
+    return fastest
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
