@@ -186,8 +186,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="Wilcoxon pruning over folds, tune and both modes only (ablation never prunes); "
                         "auto = on when repeats x folds x seeds >= 6")
     r.add_argument("--no-speed", action="store_true",
-                   help="on the model, features and recipe axes, skip timing each trial's exported model "
-                        "(an ONNX export and about a second of calls per trial)")
+                   help="on the model, features and recipe axes, skip timing each arm's exported model when "
+                        "the workers are done (an ONNX export and about a second of calls per arm)")
     r.add_argument("--leaky-folds", action="store_true",
                    help="ungrouped folds (participants leak), as the study SPACE-PRESET-leaky: only to show "
                         "how much leakage over-states accuracy next to the grouped study")

@@ -22,7 +22,7 @@ from ablate import checkpoints
 from ablate.data.cache import Cache
 from ablate.resolve import STAGE_COMPARE, STAGE_TUNE, resolve
 from ablate.spaces import Space
-from ablate.study import predictions, records, speed
+from ablate.study import predictions, records
 from ablate.study.modes import Mode
 from ablate.study.records import FoldScore, StudyMeta
 from ablate.train import EpochStats, FoldResult, train_fold
@@ -32,13 +32,10 @@ class Objective:
     """Callable objective; `log(line, transient)` receives progress (transient: per-epoch lines)."""
 
     def __init__(self, space: Space, meta: StudyMeta, mode: Mode, data: Cache, pruning: bool,
-                 log: Callable[[str, bool], None], device: str | None = None, sharing: int = 1,
-                 timed: bool = True) -> None:
+                 log: Callable[[str, bool], None], device: str | None = None, sharing: int = 1) -> None:
         """`device`: this worker's place (ablate.device.place), used where the recipe says auto;
-        `sharing`: the study workers on this machine; `timed`: measure each trial's inference cost
-        (on the axes that change the inference graph)."""
+        `sharing`: the study workers on this machine."""
         self.space, self.meta, self.mode, self.data = space, meta, mode, data
-        self.timed = timed and meta.axis in speed.SPEED_AXES
         self.pruning, self.log, self.sharing = pruning, log, sharing
         self.settings: dict[str, Any] = {"fold_kind": meta.fold_kind} if meta.fold_kind != "grouped" else {}
         if device and resolve(space.base, meta.preset).config.device == "auto":
@@ -75,14 +72,8 @@ class Objective:
         rep = f" repeat {repeat}" if self.meta.repeats > 1 else ""
         where = f"trial {trial.number} [{arm}]{rep} seed {seed} fold {fold + 1}/{k}"
         stage = records.trial_stage(trial, self.mode.stage)
-        timed = self.timed and step == 0
         result = train_fold(cfg, self.data, fold, on_epoch=self._epoch_logger(where, cfg.epochs), progress=False,
-                            sharing=self.sharing, keep_predictions=stage != STAGE_TUNE, keep_model=timed)
-        if timed and result.parts is not None:
-            cost = speed.measure(result.parts, speed.quantile_lengths(self.data.lengths))
-            records.set_speed(trial, cost.to_json())
-            ms = f"{cost.latency_ms:.2f} ms" if cost.latency_ms is not None else f"not measured ({cost.note})"
-            self.log(f"{where}: {cost.parameters:,} parameters, latency {ms} per sequence", False)
+                            sharing=self.sharing, keep_predictions=stage != STAGE_TUNE)
         # for the participant panel: the trials that stand for an arm (tune-stage trials are many, and
         # a tune study's comparison is flattered anyway)
         if result.val_probs is not None and result.val_indices is not None and stage != STAGE_TUNE:

@@ -111,7 +111,7 @@ class TrialRecord:
     completed: datetime | None
     added: bool = False  # queued for an arm added to a tune study after it began
     started: datetime | None = None
-    speed: dict[str, Any] | None = None  # study.speed.Speed of its first fold's model (model/feature axes)
+    speed: dict[str, Any] | None = None  # study.speed.Speed of its model (model, features and recipe axes)
 
     @property
     def holds_place(self) -> bool:
@@ -194,7 +194,11 @@ def trial_records(study: optuna.Study, meta: StudyMeta | None = None) -> list[Tr
     meta = meta or read_meta(study)
     names = tuple(dict.fromkeys(("arm", meta.arm_param)))
     params = tuple(p for p in _arm_params(study) if p not in names)
-    return [trial_record(t, names + params) for t in study.get_trials(deepcopy=False)]
+    recs = [trial_record(t, names + params) for t in study.get_trials(deepcopy=False)]
+    timed = study.user_attrs
+    for r in recs:
+        r.speed = r.speed or timed.get(f"{SPEED}{r.number}")
+    return recs
 
 
 def _arm_params(study: optuna.Study) -> list[str]:
@@ -236,9 +240,13 @@ def add_folds(trial: optuna.Trial, folds: list[FoldScore]) -> None:
     trial.set_user_attr("seconds", round(sum(f.seconds for f in folds), 2))
 
 
-def set_speed(trial: optuna.Trial, speed: dict[str, Any]) -> None:
-    """The trial's inference cost (study.speed.Speed as JSON)."""
-    trial.set_user_attr("speed", speed)
+SPEED = "speed:"  # study attribute SPEED<trial number>: that trial's inference cost (a finished trial is read-only)
+
+
+def set_speed(study: optuna.Study, number: int, speed: dict[str, Any]) -> None:
+    """A finished trial's inference cost (study.speed.Speed as JSON), one study attribute per trial
+    (no read-modify-write: processes on other machines may time other trials at the same time)."""
+    study.set_user_attr(f"{SPEED}{number}", speed)
 
 
 def made_trial(state: TrialState, arm: str, folds: list[FoldScore], stage: str = "ablation",

@@ -29,7 +29,7 @@ from ablate.data.participants import participant_facts, sequence_table
 from ablate.device import place, release_memory
 from ablate.errors import EXIT_DEVICE, EXIT_USER_ERROR, UserError
 from ablate.spaces import Space, load_space
-from ablate.study import predictions, queue, records
+from ablate.study import predictions, queue, records, speed
 from ablate.study.dashboard import refresh_note
 from ablate.study.modes import Mode, mode_of
 from ablate.study.objective import Objective
@@ -142,7 +142,7 @@ class _Worker:
         self.mode = mode_of(self.meta.mode)
         pruning = _pruning_on(self.args.pruning, self.meta)
         self.objective = Objective(self.space, self.meta, self.mode, self.data, pruning, self.log, self.device,
-                                   sharing=self.sharing, timed=self.args.timed)
+                                   sharing=self.sharing)
 
     def knows(self, arm: str | None) -> bool:
         if arm is None:
@@ -306,5 +306,7 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
             mode.next_stage(study, space, records.trial_records(study, meta)):
         print("tuning done for some arm(s); comparing their best parameters with fresh seeds", file=sys.stderr)
         broken = _run_workers(args, str(cache_dir), name, deadline)
+    if args.timed and not broken:
+        speed.time_arms(study, data, lambda line: print(line, file=sys.stderr, flush=True))
     refresh_note(study)
     return study, broken

@@ -1,6 +1,12 @@
-"""A trial's inference cost, measured on its first fold's trained model: the parameter count and
-the single-sequence latency of the whole exported model (features, encoder, head), as the
-competition runs it: one sequence per call, one CPU thread.
+"""Each arm's inference cost: the parameter count and the single-sequence latency of the whole
+exported model (features, encoder, head), as the competition runs it: one sequence per call, one
+CPU thread.
+
+`ablate run` times the trial that stands for each arm once its workers are done, one model after
+another in one process, so that no training runs beside the timing and every arm is timed under
+the same conditions (timed inside the workers, beside the other workers' training on a 2-core
+machine, the arms' latencies differed by up to 40% at random). The model is built from the
+trial's resolved configuration: the latency depends on the architecture, not on the weights.
 
 The model is exported to ONNX by the deliverable's own exporter (export.convert.to_onnx) and run by
 onnxruntime on one thread (intra- and inter-op), on random landmarks at LENGTHS quantiles of the
@@ -16,10 +22,12 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ablate.errors import first_line
 
@@ -92,6 +100,36 @@ def _time(model: Any, lengths: list[int], ort: Any) -> list[float]:
                 times.append((time.perf_counter() - t) * 1e3)
             fastest.append(min(times))
     return fastest
+
+
+def time_arms(study: Any, data: Any, log: Callable[[str], None]) -> None:
+    """Time the trial standing for each arm that has none yet (model, features and recipe axes);
+    its result is stored beside the trial (records.set_speed)."""
+    from ablate.config import Config
+    from ablate.errors import UserError
+    from ablate.parts import build_parts
+    from ablate.study import records
+    from ablate.study.modes import mode_of
+
+    meta = records.read_meta(study)
+    if meta.axis not in SPEED_AXES:
+        return
+    recs = records.trial_records(study, meta)
+    mode, lengths = mode_of(meta.mode), quantile_lengths(data.lengths)
+    for arm in meta.arms:
+        rep = mode.representative([r for r in recs if r.arm == arm])
+        if rep is None or rep.state != "COMPLETE" or rep.speed is not None:
+            continue
+        try:
+            torch.manual_seed(0)
+            parts = build_parts(Config.from_dict(rep.config, where=f"trial {rep.number}"), data.num_classes)
+        except UserError as e:
+            cost = Speed(0, None, lengths, "", note=f"not timed: {e}")
+        else:
+            cost = measure(parts, lengths)
+        records.set_speed(study, rep.number, cost.to_json())
+        ms = f"{cost.latency_ms:.2f} ms" if cost.latency_ms is not None else cost.note
+        log(f"timed {arm} (trial {rep.number}): {cost.parameters:,} parameters, {ms} per sequence")
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
