@@ -116,7 +116,7 @@ def add_commands(sub: Any) -> None:
     f.add_argument("--prefer", choices=("better", "faster-if-equivalent"), default="better",
                    help="better (default): take an arm only when its verdict is better; faster-if-equivalent: "
                         "failing that, take the fastest arm whose verdict is equivalent and whose exported model "
-                        "is at most 95%% of the baseline's latency (compose.FASTER; studies of the model, features and recipe axes)")
+                        "is at most 80%% of the baseline's latency (compose.FASTER; studies of the model, features and recipe axes)")
     f.add_argument("--prefer-mean", action="store_true",
                    help="take a study's highest-mean arm even when its verdict is not 'better'")
     f.add_argument("--tta", choices=("none", "hflip"), default="none",

@@ -70,7 +70,7 @@ def test_a_better_arm_is_taken_with_its_evidence(storage: str) -> None:
 TINY_NOISE = [0.001, -0.001, 0.0005, -0.0005, 0.0]
 
 
-@pytest.mark.parametrize(("winner_ms", "taken"), [(6.0, True), (9.7, False)])
+@pytest.mark.parametrize(("winner_ms", "taken"), [(6.0, True), (8.5, False)])
 def test_prefer_faster_takes_an_equivalent_arm_only_when_it_is_clearly_faster(storage: str, winner_ms: float,
                                                                               taken: bool) -> None:
     make_study(storage, "recipes", "smoke", all_arms("recipes", {"winner": 0.0}, TINY_NOISE),
@@ -85,7 +85,7 @@ def test_prefer_faster_takes_an_equivalent_arm_only_when_it_is_clearly_faster(st
         assert choice.chosen == "winner" and r.config.model.name == "conv1d_transformer"
         assert "equivalent to baseline" in choice.reason and "6.00 ms against 10.00 ms" in choice.reason
         assert "--prefer faster-if-equivalent" in choice.reason
-    else:  # 97% of the baseline's latency: within timing noise
+    else:  # 85% of the baseline's latency: within the timing noise measured here
         assert choice.chosen == "baseline"
 
 

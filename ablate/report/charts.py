@@ -178,9 +178,9 @@ def speed_chart(a: dict[str, Any]) -> Chart | None:
         return None
     chart = Chart("speed", "Accuracy and latency",
                   f"Mean accuracy against the exported model's latency per sequence ({esc(speed.get('runtime'))}, "
-                  "the mean over the data's length quantiles of the fastest of 5 calls), and the Pareto front: the "
-                  "arms no other arm beats on both. A latency difference of a few percent is within the noise of a "
-                  "busy machine" + (f" (load up to {speed['max_load']:.1f} while these were measured)"
+                  "the mean over the data's length quantiles of the fastest of 10 calls), and the Pareto front: the "
+                  "arms no other arm beats on both. On a shared machine a model's latency moves by up to about 20% "
+                  "from one timing to the next: smaller differences are noise" + (f" (load up to {speed['max_load']:.1f} while these were measured)"
                                     if speed.get("max_load") is not None else "") + ".")
     rows = [r for r in a["arms"] if r.get("latency_ms") is not None and r.get("mean") is not None]
     chart.notes += [esc(n) for n in speed.get("notes", [])]

@@ -33,7 +33,7 @@ from ablate.errors import first_line
 
 SPEED_AXES = ("model", "features", "recipe")  # the axes whose arms change the inference graph
 LENGTHS = 12  # quantiles of the data's lengths that are timed
-REPEATS = 5  # calls per length after the warm-up; the fastest counts
+REPEATS = 10  # calls per length after the warm-up; the fastest counts
 
 
 @dataclass
