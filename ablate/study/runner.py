@@ -307,6 +307,6 @@ def run_with_status(args: RunArgs) -> tuple[optuna.Study, bool]:
         print("tuning done for some arm(s); comparing their best parameters with fresh seeds", file=sys.stderr)
         broken = _run_workers(args, str(cache_dir), name, deadline)
     if args.timed and not broken:
-        speed.time_arms(study, data, lambda line: print(line, file=sys.stderr, flush=True))
+        speed.time_trials(study, data, lambda line: print(line, file=sys.stderr, flush=True))
     refresh_note(study)
     return study, broken

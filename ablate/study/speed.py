@@ -2,10 +2,10 @@
 exported model (features, encoder, head), as the competition runs it: one sequence per call, one
 CPU thread.
 
-`ablate run` times the trial that stands for each arm once its workers are done, one model after
-another in one process, so that no training runs beside the timing and every arm is timed under
-the same conditions (timed inside the workers, beside the other workers' training on a 2-core
-machine, the arms' latencies differed by up to 40% at random). The model is built from the
+`ablate run` times every complete trial once its workers are done, one model after another in one
+process, so that no training runs beside the timing and every arm is timed under the same
+conditions (timed inside the workers, beside the other workers' training on a 2-core machine,
+the arms' latencies differed by up to 40% at random). The model is built from the
 trial's resolved configuration: the latency depends on the architecture, not on the weights.
 
 The model is exported to ONNX by the deliverable's own exporter (export.convert.to_onnx) and run by
@@ -102,10 +102,10 @@ def _time(model: Any, lengths: list[int], ort: Any) -> list[float]:
     return fastest
 
 
-def time_arms(study: Any, data: Any, log: Callable[[str], None]) -> None:
-    """Time the trial standing for each arm that has none yet (model, features and recipe axes);
-    its result is stored beside the trial (records.set_speed)."""
-    from ablate.config import Config
+def time_trials(study: Any, data: Any, log: Callable[[str], None]) -> None:
+    """Time every complete trial that has no latency yet (model, features and recipe axes), the
+    ones standing for the arms first; each result is stored beside its trial (records.set_speed)."""
+    from ablate.config import ADDED_KEYS, Config
     from ablate.errors import UserError
     from ablate.parts import build_parts
     from ablate.study import records
@@ -116,20 +116,20 @@ def time_arms(study: Any, data: Any, log: Callable[[str], None]) -> None:
         return
     recs = records.trial_records(study, meta)
     mode, lengths = mode_of(meta.mode), quantile_lengths(data.lengths)
-    for arm in meta.arms:
-        rep = mode.representative([r for r in recs if r.arm == arm])
-        if rep is None or rep.state != "COMPLETE" or rep.speed is not None:
-            continue
+    first = {r.number for r in (mode.representative([x for x in recs if x.arm == a]) for a in meta.arms) if r}
+    todo = [r for r in recs if r.state == "COMPLETE" and not r.unfinished and r.speed is None]
+    for rep in sorted(todo, key=lambda r: (r.number not in first, r.number)):
         try:
             torch.manual_seed(0)
-            parts = build_parts(Config.from_dict(rep.config, where=f"trial {rep.number}"), data.num_classes)
+            config = Config.from_dict({**ADDED_KEYS, **rep.config}, where=f"trial {rep.number}")  # older trials lack new keys
+            parts = build_parts(config, data.num_classes)
         except UserError as e:
             cost = Speed(0, None, lengths, "", note=f"not timed: {e}")
         else:
             cost = measure(parts, lengths)
         records.set_speed(study, rep.number, cost.to_json())
         ms = f"{cost.latency_ms:.2f} ms" if cost.latency_ms is not None else cost.note
-        log(f"timed {arm} (trial {rep.number}): {cost.parameters:,} parameters, {ms} per sequence")
+        log(f"timed {rep.arm} (trial {rep.number}): {cost.parameters:,} parameters, {ms} per sequence")
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
