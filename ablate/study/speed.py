@@ -38,7 +38,7 @@ REPEATS = 10  # calls per length after the warm-up; the fastest counts
 
 @dataclass
 class Speed:
-    parameters: int  # of the encoder and the head (feature sets have none)
+    parameters: int | None  # of the encoder and the head (feature sets have none); None: not built
     latency_ms: float | None  # mean over the lengths of the fastest call; None: not measured (see note)
     lengths: list[int]
     runtime: str  # "onnxruntime 1.x, 1 thread, CPU"
@@ -124,12 +124,12 @@ def time_trials(study: Any, data: Any, log: Callable[[str], None]) -> None:
             config = Config.from_dict({**ADDED_KEYS, **rep.config}, where=f"trial {rep.number}")  # older trials lack new keys
             parts = build_parts(config, data.num_classes)
         except UserError as e:
-            cost = Speed(0, None, lengths, "", note=f"not timed: {e}")
+            cost = Speed(None, None, lengths, "", note=f"not timed: {e}")
         else:
             cost = measure(parts, lengths)
         records.set_speed(study, rep.number, cost.to_json())
         ms = f"{cost.latency_ms:.2f} ms" if cost.latency_ms is not None else cost.note
-        log(f"timed {rep.arm} (trial {rep.number}): {cost.parameters:,} parameters, {ms} per sequence")
+        log(f"timed {rep.arm} (trial {rep.number}): {cost.parameters or 0:,} parameters, {ms} per sequence")
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
