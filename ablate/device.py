@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -87,6 +88,18 @@ def from_host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+
+
+def compiled(fn: Any, dynamic: bool | None = None) -> Any:
+    """torch.compile(fn), for `compile: true`. Inductor's coalescing analysis of tilings is
+    switched off: on torch 2.11 with CUDA it failed an assertion (tiling_utils.get_pw_red_splits)
+    compiling the baseline transformer on an H100, 2026-11-26; the kernels are made without it
+    (not yet re-run on a GPU with this switch)."""
+    import torch._inductor.config as inductor
+
+    if hasattr(inductor.triton, "coalesce_tiling_analysis"):
+        inductor.triton.coalesce_tiling_analysis = False
+    return torch.compile(fn, dynamic=dynamic)
 
 
 def set_deterministic(on: bool) -> None:

@@ -26,9 +26,9 @@ from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.drop import training_items
-from ablate.feed import Batch, Feed
-from ablate.device import gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
+from ablate.device import compiled, gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
+from ablate.feed import Batch, Feed
 from ablate.parts import LateDropout, Parts, Pretraining, build_augmentations, build_parts
 from ablate.step import Awp, Ema, Step
 
@@ -134,7 +134,7 @@ def train_fold(
     feed = Feed(config, data, fold, train_idx, val_idx, parts.features, augs, device, sharing)
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(feed.train_sampler), amp, device,
                                                              pre_weights)
-    model = torch.compile(parts.model) if config.compile else parts.model
+    model = compiled(parts.model) if config.compile else parts.model
     awp = Awp(config.awp, config.awp_from, config.epochs, [p for g in optimizer.param_groups for p in g["params"]])
     ema = Ema(parts, config.ema)
     step = Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
@@ -233,14 +233,15 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
     parts.model.to(device)
     parts.head.to(device)
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(shapes) * (repeats + 1), amp, device)
-    step = Step(parts, parts.model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
+    model = compiled(parts.model) if config.compile else parts.model  # as train_fold runs it
+    step = Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
                 torch.Generator().manual_seed(config.seed))
     width = int(getattr(parts.features, "out_dim"))
     batches = [(torch.randn(b, t, width, device=device), torch.ones(b, t, dtype=torch.bool, device=device),
                 torch.randint(0, num_classes, (b,), device=device)) for b, t in shapes]
     parts.model.train()
     parts.head.train()
-    losses = [step(*batch) for batch in batches]  # warm-up pass
+    losses = [step(*batch) for batch in batches]  # warm-up pass (and compiling, when asked for)
     float(torch.stack(losses).sum())
     t0 = time.perf_counter()
     for _ in range(repeats):

@@ -2,6 +2,12 @@
 
     python benchmarks/gpu_throughput.py [--reps 4] [--epochs 3] [--cache DIR]
     python benchmarks/gpu_throughput.py --small      # minutes on a CPU: keeps the script alive in CI
+    python benchmarks/gpu_throughput.py --compile --optimizer lookahead --profile 40 --out DIR
+
+Variants: --compile (the recipe's `compile: true`: the model through
+torch.compile); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
+multi-tensor on CUDA, with Ranger's k and alpha, instead of pytorch-ranger's per-tensor Ranger).
+--profile N profiles N bare steps and writes the device's busy share and the top operators to --out.
 
 The baseline recipe (`full` preset: seed828 features, 1-block transformer of width 512 with 16
 heads, sub-center ArcFace, Ranger, batch 64, baseline augmentations, AMP auto) on a synthetic set
@@ -52,7 +58,7 @@ def _data(a: argparse.Namespace) -> Cache:
         return Cache(where)
 
 
-def _agreement(cfg, data: Cache, device: torch.device) -> float:  # noqa: ANN001
+def _agreement(cfg, data: Cache, device: torch.device) -> float:
     """Largest |difference| of the augmented features of a few batches made on the CPU and on `device`."""
     if device.type == "cpu":
         return 0.0
@@ -63,12 +69,47 @@ def _agreement(cfg, data: Cache, device: torch.device) -> float:  # noqa: ANN001
     worst = 0.0
     for items in sampler.batches()[:3]:
         outs = []
-        for where, store in stores.items():
+        for store in stores.values():
             raw, _ = store.batch(items, (0, 0, 0, 0))
             with torch.no_grad():
                 outs.append(parts.features.to(store.device).batched(augs(raw))[0].cpu())
         worst = max(worst, float((outs[0] - outs[1]).abs().max()))
     return worst
+
+
+def _variant(cfg, a: argparse.Namespace):  
+    if a.compile:
+        cfg = cfg.replace(compile=True)
+    if a.optimizer:
+        old = cfg.optimizer.params
+        params = {"lr": old.get("lr", 1e-4), "weight_decay": old.get("weight_decay", 0.0)}
+        if a.optimizer == "lookahead":
+            params |= {"k": old.get("k", 6), "alpha": old.get("alpha", 0.5)}  # Ranger's defaults
+        cfg = cfg.replace(optimizer=Component(a.optimizer, params))
+    return cfg
+
+
+def _profile(cfg, num_classes: int, shapes: list[tuple[int, int]], out: Path) -> dict:
+    """Busy share of the device over bare steps: summed kernel time over wall time (1.0: the
+    device never waits for the host), and the operators' table, written to `out`."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    bare_steps(cfg, num_classes, shapes, repeats=1)  # warm (and compiled) first
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        bare_steps(cfg, num_classes, shapes, repeats=1)
+    wall = time.perf_counter() - t
+    events = prof.key_averages()
+    device = [e for e in prof.events() if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+    kernels = sum(e.time_range.elapsed_us() for e in device) / 1e6  # the kernels and copies themselves, us -> s
+    out.mkdir(parents=True, exist_ok=True)
+    by = "self_device_time_total" if kernels else "self_cpu_time_total"
+    (out / "profile.txt").write_text(events.table(sort_by=by, row_limit=40))
+    launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel")))
+    return {"profiled_steps": len(shapes), "kernel_seconds": round(kernels, 3), "wall_seconds": round(wall, 3),
+            "kernel_launches": launches}
 
 
 def main() -> None:
@@ -80,6 +121,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--small", action="store_true", help="tiny data and model, for a CPU")
+    ap.add_argument("--compile", action="store_true", help="the recipe's compile: true")
+    ap.add_argument("--optimizer", default=None, help="another registered optimizer (lookahead: see above)")
+    ap.add_argument("--profile", type=int, default=0, help="profile this many bare steps")
+    ap.add_argument("--out", default="benchmarks/out/gpu_throughput", help="where --profile writes")
     a = ap.parse_args()
     if a.small:
         a.signs, a.participants, a.reps, a.epochs = 12, 5, 2, 1
@@ -87,6 +132,7 @@ def main() -> None:
     cfg = recipe_config("full").replace(epochs=a.epochs + 1, early_stopping=0)
     if a.small:
         cfg = cfg.replace(model=Component("transformer", {"width": 32, "heads": 4}), batch_size=16)
+    cfg = _variant(cfg, a)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -106,7 +152,10 @@ def main() -> None:
         "resident": store.resident, "store_gib": round(store.bytes / 2**30, 3),
         "cpu_vs_device_max_diff": _agreement(cfg, data, device),
         "full_data_epoch_seconds": round(FULL_SEQUENCES * 0.8 / trainer, 1),
+        "compile": cfg.compile, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
     }
+    if a.profile:
+        out |= _profile(cfg, data.num_classes, shapes[:a.profile], Path(a.out))
     print(f"{r.n_train} training sequences on {r.device} {r.gpu} ({r.amp}); trainer {trainer:.0f}/s, "
           f"bare step {bare:.0f}/s; a full-data epoch ~{out['full_data_epoch_seconds']}s")
     print(json.dumps(out))

@@ -75,3 +75,18 @@ def test_folds_record_their_device_and_a_mixed_precision_study_is_flagged(tmp_pa
     a = analyze(study)
     assert a["arms"][0]["trained_on"] == ["cuda:0 (NVIDIA T4) at off"]
     assert any("different precisions (bfloat16, off)" in w for w in a["warnings"])
+
+
+def test_compiled_gives_the_eager_numbers_without_inductors_tiling_analysis() -> None:
+    """`compile: true` goes through device.compiled, which switches off the Inductor analysis that
+    failed on an H100 (torch 2.11); the compiled function computes what the eager one does."""
+    import torch._inductor.config as inductor
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x * 2.0, dim=-1).sum(0)
+
+    x = torch.randn(5, 7)
+    got = dev.compiled(fn, dynamic=True)(x)
+    torch.testing.assert_close(got, fn(x))
+    if hasattr(inductor.triton, "coalesce_tiling_analysis"):
+        assert inductor.triton.coalesce_tiling_analysis is False

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Every GPU measurement of benchmarks/ in one call, for a lent GPU machine whose image has PyTorch
+# but not this project's smaller dependencies (carried as wheels in .whl/: pytorch-ranger,
+# pytorch-optimizer, pytorch-metric-learning). Logs and profiles go to $OUT (default
+# benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
+# leaves the others' numbers; the most important run first.
+#
+#     bash benchmarks/gpu_session.sh [all|compile]   # on the GPU machine, from the repository root
+set -u
+OUT=${OUT:-benchmarks/out/gpu_session}
+mkdir -p "$OUT" /tmp/site
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 ABLATE_HOME=${ABLATE_HOME:-/tmp/ablate_home}
+nvidia-smi --query-gpu=name,memory.total,utilization.gpu,clocks.sm --format=csv
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
+
+run() {  # label, seconds, benchmark arguments...
+  local label=$1 limit=$2
+  shift 2
+  echo "== $label"
+  timeout "$limit" python3 benchmarks/gpu_throughput.py "$@" >"$OUT/$label.log" 2>&1
+  echo "exit $?"
+  tail -n 2 "$OUT/$label.log"
+}
+case "${1:-all}" in
+  all)
+    run eager 130 --profile 40 --out "$OUT/prof_eager"
+    run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
+    run lookahead 80 --optimizer lookahead
+    run compile_lookahead 130 --compile --optimizer lookahead ;;
+  compile)  # the eager reference again, then the compiled variants
+    run eager 90
+    run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
+    run compile_lookahead 130 --compile --optimizer lookahead ;;
+esac
