@@ -28,7 +28,8 @@ from ablate.errors import UserError
 
 SAMPLE = 64  # sequences per participant read for the movement of the wrists
 GENERATOR_FILE = "participants.csv"  # written by `ablate data synth` beside train.csv
-GENERATOR_COLUMNS = ("participant_id", "left_handed", "scale", "tilt_deg", "speed")
+GENERATOR_COLUMNS = ("participant_id", "left_handed", "scale", "tilt_deg", "speed", "roll_deg")
+OPTIONAL_COLUMNS = {"roll_deg": "0"}  # files written before the planted roll existed lack it: none planted
 
 
 def _wrist_motion(frames: np.ndarray, wrist: int) -> tuple[float, int]:
@@ -108,13 +109,14 @@ def generator_facts(cache: Cache) -> dict[int, dict[str, Any]] | None:
 def synth_facts(cfg: Any) -> dict[int, dict[str, Any]]:
     """participant id -> the generator's facts about them (SynthConfig `cfg`)."""
     from ablate.data.synth import participant_ids
-    from ablate.data.synth_motion import participant
+    from ablate.data.synth_motion import participant, planted_roll
 
     out = {}
     for p, pid in enumerate(participant_ids(cfg)):
         who = participant(cfg, p)
         out[int(pid)] = {"left_handed": who.left_handed, "scale": round(who.scale, 4),
-                         "tilt_deg": round(math.degrees(who.tilt), 2), "speed": round(who.speed, 3)}
+                         "tilt_deg": round(math.degrees(who.tilt), 2), "speed": round(who.speed, 3),
+                         "roll_deg": planted_roll(cfg, p)}  # the planted part of tilt_deg
     return out
 
 
@@ -124,7 +126,7 @@ def generator_csv(cfg: Any) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(GENERATOR_COLUMNS)
     for pid, facts in synth_facts(cfg).items():
-        w.writerow([pid, int(facts["left_handed"]), facts["scale"], facts["tilt_deg"], facts["speed"]])
+        w.writerow([pid, int(facts["left_handed"]), facts["scale"], facts["tilt_deg"], facts["speed"], facts["roll_deg"]])
     return buf.getvalue()
 
 
@@ -136,9 +138,11 @@ def read_generator_file(path: Path) -> dict[int, dict[str, Any]]:
         raise UserError(f"{path}: unreadable ({e})") from None
     out = {}
     for i, row in enumerate(rows, start=2):
+        row = {**OPTIONAL_COLUMNS, **{k: v for k, v in row.items() if v is not None}}
         try:
             out[int(row["participant_id"])] = {"left_handed": row["left_handed"] == "1", "scale": float(row["scale"]),
-                                               "tilt_deg": float(row["tilt_deg"]), "speed": float(row["speed"])}
+                                               "tilt_deg": float(row["tilt_deg"]), "speed": float(row["speed"]),
+                                               "roll_deg": float(row["roll_deg"])}
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{path}: line {i}: expected columns {', '.join(GENERATOR_COLUMNS)} with a participant "
                             "id, 0/1 and numbers") from None

@@ -44,6 +44,11 @@ class SynthConfig:
     participant_effect: float = 1.0  # size of each participant's own version of each sign
     scale_spread: float = 0.25  # std of the participants' log body scale in the image
     tilt_deg: float = 12.0  # std of the participants' camera tilt, degrees
+    # Effect 2 in a form per-sequence normalisation keeps: a share of the right-handed participants
+    # film with the camera rolled by +-tilted_deg on top of their tilt above (0: none, the default
+    # set as it always was; the known-answers benchmark plants it)
+    tilted_share: float = 0.0
+    tilted_deg: float = 25.0
     z_noise: float = 1.0  # size of the (signal-free) noise on z
     long_share: float = 0.025  # recordings with long idle stretches (250-600 frames)
 
@@ -57,6 +62,10 @@ class SynthConfig:
             (0.0 <= self.left_handed_share <= 1.0, "left_handed_share must be in 0..1"),
             (0.0 <= self.two_handed_share <= 1.0, "two_handed_share must be in 0..1"),
             (0.0 <= self.long_share <= 1.0, "long_share must be in 0..1"),
+            (0.0 <= self.tilted_share <= 1.0 and 0.0 <= self.tilted_deg <= 90.0,
+             "tilted_share must be in 0..1 and tilted_deg in 0..90"),
+            (round(self.left_handed_share * self.n_participants) + round(self.tilted_share * self.n_participants)
+             <= self.n_participants, "left-handed and tilted participants together must not outnumber the participants"),
             (min(self.participant_effect, self.scale_spread, self.tilt_deg, self.z_noise) >= 0,
              "participant_effect, scale_spread, tilt_deg and z_noise must be >= 0"),
         ]
@@ -136,7 +145,8 @@ class Participant:
 
 @lru_cache(maxsize=1024)
 def participant(cfg: SynthConfig, p: int) -> Participant:
-    """Participant p's style; exactly round(left_handed_share * n_participants) are left-handed."""
+    """Participant p's style; exactly round(left_handed_share * n_participants) are left-handed, and
+    round(tilted_share * n_participants) others film with a rolled camera."""
     n_left = round(cfg.left_handed_share * cfg.n_participants)
     lefties = _rng(cfg, 2).permutation(cfg.n_participants)[:n_left]
     rng = _rng(cfg, 3, p)
@@ -146,11 +156,25 @@ def participant(cfg: SynthConfig, p: int) -> Participant:
         size=float(np.exp(rng.normal(0.0, 0.12))),
         height=float(rng.normal(0.0, 0.12)),
         scale=float(0.27 * np.exp(rng.normal(0.0, cfg.scale_spread))),
-        tilt=float(np.radians(rng.normal(0.0, cfg.tilt_deg))),
+        tilt=float(np.radians(rng.normal(0.0, cfg.tilt_deg) + planted_roll(cfg, p))),
         centre=(float(rng.normal(0.5, 0.04)), float(rng.normal(0.62, 0.04))),
         rest_v=float(rng.uniform(1.0, 3.0)),
         dropout=float(rng.uniform(0.02, 0.2)),
     )
+
+
+def planted_roll(cfg: SynthConfig, p: int) -> float:
+    """The planted camera roll of participant p, degrees: +-tilted_deg for the tilted ones (chosen
+    among the right-handed, so the two effects can be told apart), else 0. Its own random streams:
+    with tilted_share 0 every other number of the set is what it was before the knob existed."""
+    n_tilted = round(cfg.tilted_share * cfg.n_participants)
+    if n_tilted == 0:
+        return 0.0
+    lefties = _rng(cfg, 2).permutation(cfg.n_participants)[:round(cfg.left_handed_share * cfg.n_participants)]
+    right = np.setdiff1d(np.arange(cfg.n_participants), lefties)
+    if p not in _rng(cfg, 8).permutation(right)[:n_tilted]:
+        return 0.0
+    return float(cfg.tilted_deg * _rng(cfg, 8, p).choice([-1.0, 1.0]))
 
 
 def frame_counts(cfg: SynthConfig, p: int, sign: int, rep: int) -> tuple[int, int, int]:

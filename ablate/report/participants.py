@@ -78,8 +78,10 @@ def _groups(facts: list[dict[str, Any]]) -> dict[str, Groups]:
     gen = [f.get("generator") for f in facts]
     if all(gen):
         out["left-handed (generator)"] = ("left-handed", "right-handed", np.array([int(g["left_handed"]) for g in gen]))
+        roll = np.array([g.get("roll_deg", 0.0) != 0.0 for g in gen])
         tilt = np.array([abs(g["tilt_deg"]) for g in gen])
-        out["camera tilt (generator)"] = ("tilted more than the median", "tilted less", (tilt > np.median(tilt)).astype(int))
+        out["camera tilt (generator)"] = ("camera rolled (planted)", "camera level", roll.astype(int)) if roll.any() \
+            else ("tilted more than the median", "tilted less", (tilt > np.median(tilt)).astype(int))
     return {k: v for k, v in out.items() if (v[2] == 1).any() and (v[2] == 0).any()}
 
 
