@@ -34,7 +34,8 @@ def cmd_synth(a: argparse.Namespace) -> int:
     from ablate.data.synth import SynthConfig, generate
 
     given = {"n_signs": a.signs, "n_participants": a.participants, "reps": a.reps, "seed": a.seed,
-             "difficulty": a.difficulty}
+             "difficulty": a.difficulty, "tilted_share": a.tilted_share, "tilted_deg": a.tilted_deg,
+             "tilt_deg": a.tilt_deg}
     cfg = SynthConfig(**{k: v for k, v in given.items() if v is not None})
     if a.cache_only:
         from ablate.data.synth_cache import synth_cache
@@ -146,6 +147,10 @@ def add_commands(sub: Any, parser_class: type) -> None:
     s.add_argument("--reps", type=positive_int, default=None, help="sequences per participant and sign (full size: 18)")
     s.add_argument("--seed", type=non_negative_int, default=None, help="generator seed")
     s.add_argument("--difficulty", type=float, default=None, help="1.0 default; 0 is easy")
+    s.add_argument("--tilted-share", type=float, default=None,
+                   help="planted effect 2: share of participants filmed with a rolled camera (default 0)")
+    s.add_argument("--tilted-deg", type=float, default=None, help="their roll, degrees (default 25)")
+    s.add_argument("--tilt-deg", type=float, default=None, help="std of every participant's own tilt, degrees (default 12)")
     s.add_argument("--workers", type=positive_int, default=1, help="writer processes")
     s.add_argument("--cache-only", action="store_true",
                    help="write a landmark cache into --out instead of parquet files (for scale tests; "

@@ -226,6 +226,8 @@ CASES: list[Case] = [
          _write(lambda w: w.cache / "meta.json", "{")),
     Case("verify-on-file", lambda w: ["data", "verify", str(w.data / "train.csv")], ("train.csv", "not a directory")),
     Case("synth-zero-signs", lambda w: ["data", "synth", "--out", str(w.home / "s"), "--signs", "0"], ("--signs", "positive")),
+    Case("synth-too-many-rolled", lambda w: ["data", "synth", "--out", str(w.home / "s"), "--signs", "2",
+                                             "--tilted-share", "0.9"], ("tilted", "outnumber")),
     Case("synth-out-is-file", lambda w: ["data", "synth", "--out", str(w.data / "train.csv"), "--signs", "2",
                                          "--participants", "2", "--reps", "1"], ("train.csv",)),
     Case("home-read-only", lambda w: ["data", "info"], ("home", "Permission denied"),

@@ -41,6 +41,38 @@ def test_a_malformed_generator_file_is_named(tmp_path: Path) -> None:
         read_generator_file(path)
 
 
+def test_generator_file_without_a_roll_column_reads_as_none_planted(tmp_path: Path) -> None:
+    path = tmp_path / GENERATOR_FILE
+    path.write_text("participant_id,left_handed,scale,tilt_deg,speed\n12,1,0.3,-4.5,1\n")
+    assert read_generator_file(path) == {12: {"left_handed": True, "scale": 0.3, "tilt_deg": -4.5, "speed": 1.0,
+                                              "roll_deg": 0.0}}
+
+
+def test_generator_file_round_trips_the_planted_roll(tmp_path: Path) -> None:
+    from ablate.data.participants import generator_csv, synth_facts
+    from ablate.data.synth import SynthConfig
+
+    cfg = SynthConfig(n_signs=2, n_participants=10, reps=1, tilted_share=0.3)
+    path = tmp_path / GENERATOR_FILE
+    path.write_text(generator_csv(cfg))
+    back = read_generator_file(path)
+    assert sorted(abs(f["roll_deg"]) for f in back.values()) == [0.0] * 7 + [25.0] * 3
+    assert back == synth_facts(cfg)
+
+
+def test_the_panel_groups_a_planted_roll_as_rolled_and_level_cameras() -> None:
+    from ablate.report.participants import _groups
+
+    def facts(rolls: list[float]) -> list[dict]:
+        return [{"dominant_hand": "right", "median_length": 20.0, "no_hand_share": 0.1,
+                 "generator": {"left_handed": False, "tilt_deg": 2.0 * i + r, "roll_deg": r}} for i, r in enumerate(rolls)]
+
+    name_a, name_b, member = _groups(facts([0.0, 25.0, 0.0, -25.0, 0.0, 0.0]))["camera tilt (generator)"]
+    assert (name_a, name_b, member.tolist()) == ("camera rolled (planted)", "camera level", [0, 1, 0, 1, 0, 0])
+    name_a, _, member = _groups(facts([0.0] * 6))["camera tilt (generator)"]  # none planted: the median split
+    assert name_a == "tilted more than the median" and member.tolist() == [0, 0, 0, 1, 1, 1]
+
+
 def test_predictions_round_trip() -> None:
     rng = np.random.default_rng(0)
     index = rng.permutation(1000)[:300]

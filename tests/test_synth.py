@@ -248,8 +248,33 @@ def test_repetitions_of_a_sign_are_closer_than_other_signs() -> None:
     assert np.mean(same) < 0.5 * np.mean(diff)
 
 
+def test_planted_roll_is_off_by_default_and_rolls_only_the_chosen_right_handers() -> None:
+    """Effect 2 as an ablation can find it: round(tilted_share * n) right-handed participants film
+    rolled by +-tilted_deg; everything else about every participant is what it is without it."""
+    import dataclasses
+    import math
+
+    from ablate.data.synth_motion import participant, planted_roll
+
+    base = SynthConfig(n_participants=10, seed=5, tilt_deg=3.0)
+    assert all(planted_roll(base, p) == 0.0 for p in range(10))
+    cfg = dataclasses.replace(base, tilted_share=0.3, tilted_deg=25.0)
+    rolls = [planted_roll(cfg, p) for p in range(10)]
+    rolled = [p for p in range(10) if rolls[p]]
+    assert len(rolled) == 3 and {abs(r) for r in rolls if r} == {25.0}
+    assert not set(rolled) & set(p for p in range(10) if participant(cfg, p).left_handed)
+    for p in range(10):
+        a, b = participant(base, p), participant(cfg, p)
+        assert math.isclose(math.degrees(b.tilt), math.degrees(a.tilt) + rolls[p], abs_tol=1e-9)
+        assert dataclasses.replace(b, tilt=a.tilt) == a
+    level = next(p for p in range(10) if p not in rolled)
+    np.testing.assert_array_equal(synthesize(base, level, 3, 0), synthesize(cfg, level, 3, 0))
+    assert not np.allclose(synthesize(base, rolled[0], 3, 0), synthesize(cfg, rolled[0], 3, 0), equal_nan=True)
+
+
 @pytest.mark.parametrize("bad", [{"n_signs": 0}, {"n_signs": 251}, {"reps": 0}, {"difficulty": -1.0},
-                                 {"left_handed_share": 1.5}, {"z_noise": -1.0}])
+                                 {"left_handed_share": 1.5}, {"z_noise": -1.0}, {"tilted_share": -0.1},
+                                 {"tilted_deg": 120.0}, {"left_handed_share": 0.5, "tilted_share": 0.6}])
 def test_bad_config_is_a_user_error(bad: dict) -> None:
     with pytest.raises(UserError, match="synthetic data"):
         SynthConfig(**bad)
