@@ -2,7 +2,7 @@
 
     python benchmarks/known_answers.py [--seed 7] [--seeds 1] [--repeats 1] [--preset known]
                                        [--spaces augmentations features]
-                                       [--tilted-share 0.3] [--tilted-deg 25] [--tilt-deg 3]
+                                       [--tilted-share 0.3] [--tilted-deg 25] [--tilt-deg 3] [--arms A B ...]
 
 Generates the default-size synthetic set with a generator seed other than the tests' (11) and the
 demo's (0), with planted effect 2 in the form an ablation can find (a share of the right-handed
@@ -62,13 +62,19 @@ KNOWN_PRESET = {
 }
 
 
-def known_spaces(out: Path) -> Path:
-    """A copy of search_spaces/ with a cross-entropy base recipe and the `known` preset added."""
+def known_spaces(out: Path, spaces: list[str], arms: list[str] | None) -> Path:
+    """A copy of search_spaces/ with a cross-entropy base recipe and the `known` preset added; with
+    `arms`, the studied spaces keep only their baseline and those arms (a cheaper run)."""
     src = Path(__file__).resolve().parent.parent / "search_spaces"
     dst = out / "spaces-known"
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.glob("*.yaml"):
         data = yaml.safe_load(f.read_text())
+        if arms and f.stem in spaces:
+            missing = sorted(set(arms) - set(data["arms"]))
+            if missing:
+                raise SystemExit(f"--arms: {', '.join(missing)} not in {f.name} (it has {', '.join(data['arms'])})")
+            data["arms"] = {k: v for k, v in data["arms"].items() if k == data["baseline"] or k in arms}
         if f.name == "base.yaml":
             data["recipe"]["loss"] = {"name": "ce", "params": {}}
             quick = data["presets"]["quick"]
@@ -108,6 +114,7 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true",
                     help="train nothing: print the tables from the studies as they stand (unfinished arms are "
                          "incomplete)")
+    ap.add_argument("--arms", nargs="+", default=None, help="only these arms (and the baseline) of the spaces")
     ap.add_argument("--tilted-share", type=float, default=0.3, help="planted effect 2: share of rolled cameras")
     ap.add_argument("--tilted-deg", type=float, default=25.0, help="planted effect 2: their roll, degrees")
     ap.add_argument("--tilt-deg", type=float, default=3.0, help="std of every participant's own tilt, degrees")
@@ -116,7 +123,7 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(__file__).parent / "out"
     if a.preset == "known":
-        os.environ["ABLATE_SPACES"] = str(known_spaces(out))
+        os.environ["ABLATE_SPACES"] = str(known_spaces(out, a.spaces, a.arms))
     cfg = SynthConfig(seed=a.seed, tilted_share=a.tilted_share, tilted_deg=a.tilted_deg, tilt_deg=a.tilt_deg)
     tag = f"{a.seed}" if cfg == SynthConfig(seed=a.seed) else f"{a.seed}-roll{round(a.tilted_share * 100)}x{a.tilted_deg:g}-tilt{a.tilt_deg:g}"
     data = out / f"known-{tag}"
@@ -128,7 +135,7 @@ def main() -> None:
     for space in a.spaces:
         # one journal per space, so that two processes (one per space) never share a file
         storage = str(out / f"known-{tag}-{space}.journal")
-        name = f"{space}-{a.preset}-gen{tag}-s{a.seeds}-r{a.repeats}"
+        name = f"{space}-{a.preset}-gen{tag}-s{a.seeds}-r{a.repeats}" + ("-" + "-".join(sorted(a.arms)) if a.arms else "")
         if a.no_run:
             import optuna
 
