@@ -42,3 +42,21 @@ def test_gpu_throughput_runs_small_on_cpu(home: Path) -> None:
     out = run("gpu_throughput.py", "--small", home=home)
     assert out["device"] == "cpu" and out["trainer"] > 0 and out["bare_step"] > 0 and out["resident"] is True
     assert out["sequences"] == 120 and out["full_data_epoch_seconds"] > 0
+
+
+def test_known_answers_spaces_copy_keeps_the_asked_arms(tmp_path: Path) -> None:
+    """known_answers --arms: the studied space keeps its baseline and those arms; the others whole."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("known_answers", REPO / "benchmarks" / "known_answers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    dst = mod.known_spaces(tmp_path, ["augmentations"], ["no_scale_rotate"])
+    augs = yaml.safe_load((dst / "augmentations.yaml").read_text())
+    assert list(augs["arms"]) == ["baseline", "no_scale_rotate"]
+    assert len(yaml.safe_load((dst / "features.yaml").read_text())["arms"]) > 2
+    assert yaml.safe_load((dst / "base.yaml").read_text())["presets"]["known"]["epochs"] == 20
+    with pytest.raises(SystemExit, match="no_such_arm"):
+        mod.known_spaces(tmp_path, ["augmentations"], ["no_such_arm"])
