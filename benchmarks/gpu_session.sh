@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of benchmarks/ in one call, for a lent GPU machine whose image has PyTorch
-# but not this project's smaller dependencies (carried as wheels in .whl/: pytorch-ranger,
+# The GPU throughput measurements (benchmarks/gpu_throughput.py and its variants) in one call,
+# for a lent GPU machine whose image has PyTorch but not this project's smaller dependencies (carried as wheels in .whl/: pytorch-ranger,
 # pytorch-optimizer, pytorch-metric-learning). Logs and profiles go to $OUT (default
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.

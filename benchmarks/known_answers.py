@@ -68,12 +68,14 @@ def known_spaces(out: Path, spaces: list[str], arms: list[str] | None) -> Path:
     src = Path(__file__).resolve().parent.parent / "search_spaces"
     dst = out / "spaces-known"
     dst.mkdir(parents=True, exist_ok=True)
-    for f in src.glob("*.yaml"):
-        data = yaml.safe_load(f.read_text())
-        if arms and f.stem in spaces:
-            missing = sorted(set(arms) - set(data["arms"]))
-            if missing:
-                raise SystemExit(f"--arms: {', '.join(missing)} not in {f.name} (it has {', '.join(data['arms'])})")
+    files = {f.stem: (f, yaml.safe_load(f.read_text())) for f in src.glob("*.yaml")}
+    if arms:  # each asked arm must be in one of the studied spaces
+        known = {arm for space in spaces if space in files for arm in files[space][1].get("arms", {})}
+        missing = sorted(set(arms) - known)
+        if missing:
+            raise SystemExit(f"--arms: {', '.join(missing)} in none of {', '.join(spaces)} (arms: {', '.join(sorted(known))})")
+    for stem, (f, data) in files.items():
+        if arms and stem in spaces:
             data["arms"] = {k: v for k, v in data["arms"].items() if k == data["baseline"] or k in arms}
         if f.name == "base.yaml":
             data["recipe"]["loss"] = {"name": "ce", "params": {}}
@@ -122,6 +124,8 @@ def main() -> None:
                     help="also run each space on ungrouped (leaky) folds: the reports' leakage panel")
     a = ap.parse_args()
     out = Path(__file__).parent / "out"
+    if a.arms and a.preset != "known":
+        raise SystemExit("--arms needs the benchmark's own spaces copy (--preset known)")
     if a.preset == "known":
         os.environ["ABLATE_SPACES"] = str(known_spaces(out, a.spaces, a.arms))
     cfg = SynthConfig(seed=a.seed, tilted_share=a.tilted_share, tilted_deg=a.tilted_deg, tilt_deg=a.tilt_deg)

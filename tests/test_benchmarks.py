@@ -58,5 +58,5 @@ def test_known_answers_spaces_copy_keeps_the_asked_arms(tmp_path: Path) -> None:
     assert list(augs["arms"]) == ["baseline", "no_scale_rotate"]
     assert len(yaml.safe_load((dst / "features.yaml").read_text())["arms"]) > 2
     assert yaml.safe_load((dst / "base.yaml").read_text())["presets"]["known"]["epochs"] == 20
-    with pytest.raises(SystemExit, match="no_such_arm"):
+    with pytest.raises(SystemExit, match="no_such_arm in none of augmentations"):
         mod.known_spaces(tmp_path, ["augmentations"], ["no_such_arm"])

@@ -48,6 +48,13 @@ def test_generator_file_without_a_roll_column_reads_as_none_planted(tmp_path: Pa
                                               "roll_deg": 0.0}}
 
 
+def test_a_short_row_of_a_file_with_the_roll_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / GENERATOR_FILE
+    path.write_text("participant_id,left_handed,scale,tilt_deg,speed,roll_deg\n12,1,0.3,-4.5,1\n")
+    with pytest.raises(UserError, match=r"participants.csv: line 2: expected columns"):
+        read_generator_file(path)
+
+
 def test_generator_file_round_trips_the_planted_roll(tmp_path: Path) -> None:
     from ablate.data.participants import generator_csv, synth_facts
     from ablate.data.synth import SynthConfig

@@ -274,7 +274,8 @@ def test_planted_roll_is_off_by_default_and_rolls_only_the_chosen_right_handers(
 
 @pytest.mark.parametrize("bad", [{"n_signs": 0}, {"n_signs": 251}, {"reps": 0}, {"difficulty": -1.0},
                                  {"left_handed_share": 1.5}, {"z_noise": -1.0}, {"tilted_share": -0.1},
-                                 {"tilted_deg": 120.0}, {"left_handed_share": 0.5, "tilted_share": 0.6}])
+                                 {"tilted_deg": 120.0}, {"left_handed_share": 0.5, "tilted_share": 0.6},
+                                 {"tilted_share": float("nan")}, {"tilt_deg": float("inf")}])
 def test_bad_config_is_a_user_error(bad: dict) -> None:
     with pytest.raises(UserError, match="synthetic data"):
         SynthConfig(**bad)

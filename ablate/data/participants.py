@@ -133,12 +133,14 @@ def generator_csv(cfg: Any) -> str:
 def read_generator_file(path: Path) -> dict[int, dict[str, Any]]:
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows, header = list(reader), reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
+    absent = {k: v for k, v in OPTIONAL_COLUMNS.items() if k not in header}  # an older file: not a short row
     out = {}
     for i, row in enumerate(rows, start=2):
-        row = {**OPTIONAL_COLUMNS, **{k: v for k, v in row.items() if v is not None}}
+        row = {**absent, **row}
         try:
             out[int(row["participant_id"])] = {"left_handed": row["left_handed"] == "1", "scale": float(row["scale"]),
                                                "tilt_deg": float(row["tilt_deg"]), "speed": float(row["speed"]),

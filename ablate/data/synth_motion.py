@@ -17,6 +17,8 @@ does not depend on which others are generated, or in which process.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -53,24 +55,30 @@ class SynthConfig:
     long_share: float = 0.025  # recordings with long idle stretches (250-600 frames)
 
     def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.n_signs <= N_NAMES, f"n_signs must be 1..{N_NAMES}"),
-            (1 <= self.n_participants <= 1000, "n_participants must be 1..1000"),
-            (1 <= self.reps <= 1000, "reps must be 1..1000"),
-            (self.seed >= 0, "seed must be >= 0"),
-            (0.0 <= self.difficulty <= 5.0, "difficulty must be in 0..5"),
-            (0.0 <= self.left_handed_share <= 1.0, "left_handed_share must be in 0..1"),
-            (0.0 <= self.two_handed_share <= 1.0, "two_handed_share must be in 0..1"),
-            (0.0 <= self.long_share <= 1.0, "long_share must be in 0..1"),
-            (0.0 <= self.tilted_share <= 1.0 and 0.0 <= self.tilted_deg <= 90.0,
+        floats = ("difficulty", "left_handed_share", "two_handed_share", "participant_effect", "scale_spread",
+                  "tilt_deg", "tilted_share", "tilted_deg", "z_noise", "long_share")
+        bad = [f"{f}={getattr(self, f)!r}" for f in floats if not math.isfinite(getattr(self, f))]
+        if bad:
+            raise UserError(f"synthetic data: {', '.join(bad)}: expected a finite number")
+        checks: list[tuple[Callable[[], bool], str]] = [  # in order, each only once those before it hold
+            (lambda: 1 <= self.n_signs <= N_NAMES, f"n_signs must be 1..{N_NAMES}"),
+            (lambda: 1 <= self.n_participants <= 1000, "n_participants must be 1..1000"),
+            (lambda: 1 <= self.reps <= 1000, "reps must be 1..1000"),
+            (lambda: self.seed >= 0, "seed must be >= 0"),
+            (lambda: 0.0 <= self.difficulty <= 5.0, "difficulty must be in 0..5"),
+            (lambda: 0.0 <= self.left_handed_share <= 1.0, "left_handed_share must be in 0..1"),
+            (lambda: 0.0 <= self.two_handed_share <= 1.0, "two_handed_share must be in 0..1"),
+            (lambda: 0.0 <= self.long_share <= 1.0, "long_share must be in 0..1"),
+            (lambda: 0.0 <= self.tilted_share <= 1.0 and 0.0 <= self.tilted_deg <= 90.0,
              "tilted_share must be in 0..1 and tilted_deg in 0..90"),
-            (round(self.left_handed_share * self.n_participants) + round(self.tilted_share * self.n_participants)
-             <= self.n_participants, "left-handed and tilted participants together must not outnumber the participants"),
-            (min(self.participant_effect, self.scale_spread, self.tilt_deg, self.z_noise) >= 0,
+            (lambda: round(self.left_handed_share * self.n_participants)
+             + round(self.tilted_share * self.n_participants) <= self.n_participants,
+             "left-handed and tilted participants together must not outnumber the participants"),
+            (lambda: min(self.participant_effect, self.scale_spread, self.tilt_deg, self.z_noise) >= 0,
              "participant_effect, scale_spread, tilt_deg and z_noise must be >= 0"),
         ]
         for ok, message in checks:
-            if not ok:
+            if not ok():
                 raise UserError(f"synthetic data: {message}")
 
     @property
@@ -165,8 +173,10 @@ def participant(cfg: SynthConfig, p: int) -> Participant:
 
 def planted_roll(cfg: SynthConfig, p: int) -> float:
     """The planted camera roll of participant p, degrees: +-tilted_deg for the tilted ones (chosen
-    among the right-handed, so the two effects can be told apart), else 0. Its own random streams:
-    with tilted_share 0 every other number of the set is what it was before the knob existed."""
+    among the right-handed, so the two effects can be told apart), else 0. Random streams of its
+    own (purpose 8), so with tilted_share 0 every other number of the set is what it was before the
+    knob existed. numpy ignores trailing zeros in a seed, so participant 0's sign comes from the
+    stream that chose the tilted participants; a quirk kept because the measured sets depend on it."""
     n_tilted = round(cfg.tilted_share * cfg.n_participants)
     if n_tilted == 0:
         return 0.0
