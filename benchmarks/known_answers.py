@@ -3,6 +3,7 @@
     python benchmarks/known_answers.py [--seed 7] [--seeds 1] [--repeats 1] [--preset known]
                                        [--spaces augmentations features]
                                        [--tilted-share 0.3] [--tilted-deg 25] [--tilt-deg 3] [--arms A B ...]
+                                       [--participants 10]
 
 Generates the default-size synthetic set with a generator seed other than the tests' (11) and the
 demo's (0), with planted effect 2 in the form an ablation can find (a share of the right-handed
@@ -117,6 +118,7 @@ def main() -> None:
                     help="train nothing: print the tables from the studies as they stand (unfinished arms are "
                          "incomplete)")
     ap.add_argument("--arms", nargs="+", default=None, help="only these arms (and the baseline) of the spaces")
+    ap.add_argument("--participants", type=int, default=10, help="participants in the set (the default set has 10)")
     ap.add_argument("--tilted-share", type=float, default=0.3, help="planted effect 2: share of rolled cameras")
     ap.add_argument("--tilted-deg", type=float, default=25.0, help="planted effect 2: their roll, degrees")
     ap.add_argument("--tilt-deg", type=float, default=3.0, help="std of every participant's own tilt, degrees")
@@ -128,8 +130,10 @@ def main() -> None:
         raise SystemExit("--arms needs the benchmark's own spaces copy (--preset known)")
     if a.preset == "known":
         os.environ["ABLATE_SPACES"] = str(known_spaces(out, a.spaces, a.arms))
-    cfg = SynthConfig(seed=a.seed, tilted_share=a.tilted_share, tilted_deg=a.tilted_deg, tilt_deg=a.tilt_deg)
+    cfg = SynthConfig(seed=a.seed, n_participants=a.participants, tilted_share=a.tilted_share, tilted_deg=a.tilted_deg,
+                      tilt_deg=a.tilt_deg)
     tag = f"{a.seed}" if cfg == SynthConfig(seed=a.seed) else f"{a.seed}-roll{round(a.tilted_share * 100)}x{a.tilted_deg:g}-tilt{a.tilt_deg:g}"
+    tag += f"-p{a.participants}" if a.participants != SynthConfig().n_participants else ""
     data = out / f"known-{tag}"
     if not (data / "train.csv").is_file():
         generate(data, cfg)
