@@ -1,14 +1,15 @@
-"""Schedules against hand-computed values; SAM's two passes; Ranger on this torch."""
+"""Schedules against hand-computed values; SAM's two passes; Ranger on this torch, equal to pytorch-ranger's."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ablate.components.optimizers import OPTIMIZERS, SCHEDULES
+from ablate.components.optimizers import OPTIMIZERS, SCHEDULES, _ranger_class, multi_tensor_ranger
 from ablate.errors import UserError
 
 
@@ -66,6 +67,46 @@ def test_sam_takes_two_passes_and_descends() -> None:
 def test_sam_unknown_base_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown SAM base optimizer 'sgdd'"):
         OPTIMIZERS.build("sam", {"base": "sgdd"}, weights=[torch.nn.Parameter(torch.zeros(1))])
+
+
+def _ranger_pair() -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """The same small network trained 40 steps (past RAdam's rectification at step 6 and six
+    Lookahead syncs) by pytorch-ranger's Ranger (the registry's on a CPU) and by the multi-tensor
+    one (the registry's on a GPU): the weights before, and of each after."""
+    from pytorch_ranger import Ranger
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.LayerNorm(64), torch.nn.GELU(), torch.nn.Linear(64, 5))
+            for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = [p.detach().clone() for p in nets[0].parameters()]
+    params = {"lr": 3e-3, "weight_decay": 0.01, "k": 6, "alpha": 0.5}
+    opts = [Ranger(nets[0].parameters(), **params), multi_tensor_ranger()(nets[1].parameters(), **params)]
+    x, y = torch.randn(32, 16), torch.randint(0, 5, (32,))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)  # pytorch-ranger's
+        for _ in range(40):
+            for net, opt in zip(nets, opts):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+    return start, [p.detach() for p in nets[0].parameters()], [p.detach() for p in nets[1].parameters()]
+
+
+def test_ranger_computes_what_pytorch_ranger_does() -> None:
+    start, ref, ours = _ranger_pair()
+    assert max(float((a - b).abs().max()) for a, b in zip(ref, start)) > 3e-3  # it trained
+    for a, b in zip(ref, ours):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)  # float rounding only (lerp vs mul + add)
+
+
+def test_ranger_is_multi_tensor_on_a_gpu_only() -> None:
+    from pytorch_ranger import Ranger
+
+    assert type(OPTIMIZERS.build("ranger", {}, weights=[torch.nn.Parameter(torch.ones(3))])) is Ranger
+    on_gpu = _ranger_class([SimpleNamespace(is_cuda=True)])  # CI has no GPU: a weight that says it is on one
+    opt = on_gpu([torch.nn.Parameter(torch.ones(3))], lr=1e-3)
+    assert opt.param_groups[0]["foreach"] is True and not opt.use_gc
 
 
 def test_ranger_runs_on_this_torch_without_deprecation_errors() -> None:
