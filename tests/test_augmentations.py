@@ -218,6 +218,21 @@ def test_common_random_numbers_across_pipelines() -> None:
     torch.testing.assert_close(alone.offset, after.offset)
 
 
+def test_a_pipeline_draws_what_each_augmentation_draws_alone() -> None:
+    """Pipeline hashes every augmentation's parameters in one go (Draws.for_streams): the same
+    numbers, bit for bit, as each augmentation drawing its own."""
+    entries = [(name, {"p": 0.7}) for name in SEQUENCE] + [("shift", {"p": 0.7})]  # shift twice: two streams
+    pipe = compose(entries)
+    b = batch([clip(9), clip(5, 1), clip(12, 2)], items=[4, 17, 3])
+    one_by_one = b
+    for aug, stream in zip(pipe.sequence, pipe.streams()):
+        one_by_one = aug(one_by_one, stream)
+    together, one_by_one = pipe(b).materialised(), one_by_one.materialised()
+    assert torch.equal(together.lengths, one_by_one.lengths)
+    torch.testing.assert_close(together.points, one_by_one.points, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(together.stats, one_by_one.stats, rtol=0, atol=0, equal_nan=True)
+
+
 def test_mixup() -> None:
     b, t, f = 8, 6, 5
     x = torch.randn(b, t, f)

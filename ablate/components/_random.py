@@ -85,12 +85,41 @@ class Draws:
     PARAMS = 24
     FIELD = 1 << 32
 
-    def __init__(self, keys: Tensor, stream: int, device: torch.device) -> None:
-        self.keys = combine(keys, stream)  # on the host
-        self.device = device
-        self.host_table = uniform(self.keys[:, None], torch.arange(self.PARAMS))  # [B, PARAMS]
-        self.table = from_host(self.host_table, device)
+    def __init__(self, keys: Tensor, stream: int, device: torch.device,
+                 tables: tuple[Tensor, Tensor] | None = None) -> None:
+        """keys: the items' keys, on the host; `tables`: (host, device) parameter tables already
+        drawn for this stream (by `for_streams`), else they are drawn here."""
+        self.item_keys, self.stream, self.device = keys, stream, device
+        self._keys: Tensor | None = None
+        if tables is None:
+            tables = self.parameters(self.keys), None
+        self.host_table = tables[0]  # [B, PARAMS]
+        self.table = from_host(self.host_table, device) if tables[1] is None else tables[1]
         self._device_keys: Tensor | None = None
+
+    @property
+    def keys(self) -> Tensor:
+        """The stream's key of each item, on the host (made when first needed: only per-element
+        fields use it)."""
+        if self._keys is None:
+            self._keys = combine(self.item_keys, self.stream)
+        return self._keys
+
+    @classmethod
+    def parameters(cls, keys: Tensor) -> Tensor:
+        """The parameter table of stream keys [...]: float64 [..., PARAMS]."""
+        return uniform(keys[..., None], torch.arange(cls.PARAMS))
+
+    @classmethod
+    def for_streams(cls, keys: Tensor, streams: list[int], device: torch.device) -> list[Draws]:
+        """The Draws of several augmentations of one batch, their parameters hashed in one go and
+        sent to the device in one copy (the same numbers as one Draws per stream; on a GPU each
+        tiny host operation and copy costs a launch's worth of time)."""
+        if not streams:
+            return []
+        table = cls.parameters(combine(keys[:, None], torch.tensor(streams, dtype=torch.int64)))  # [B, S, PARAMS]
+        on_device = from_host(table, device)
+        return [cls(keys, s, device, (table[:, i], on_device[:, i])) for i, s in enumerate(streams)]
 
     def u(self, k: int) -> Tensor:
         """Parameter k of each item: float64 [B] in [0, 1), on the device."""

@@ -48,8 +48,9 @@ class BatchAug:
     def __init__(self, name: str, p: float, fn: Callable[..., RawBatch], lazy: bool = False, **params: Any) -> None:
         self.name, self.p, self.fn, self.lazy, self.params = name, p, fn, lazy, params
 
-    def __call__(self, batch: RawBatch, stream: int) -> RawBatch:
-        draws = Draws(batch.keys, stream, batch.stats.device)
+    def __call__(self, batch: RawBatch, stream: int, draws: Draws | None = None) -> RawBatch:
+        """`draws`: this stream's numbers, when drawn already (Pipeline draws all streams at once)."""
+        draws = draws if draws is not None else Draws(batch.keys, stream, batch.stats.device)
         chosen = draws.u(0) < self.p
         if self.lazy:
             return self.fn(batch, draws, chosen, **self.params)
@@ -300,8 +301,9 @@ class Pipeline:
         return out
 
     def __call__(self, batch: RawBatch) -> RawBatch:
-        for aug, stream in zip(self.sequence, self.streams()):
-            batch = aug(batch, stream)
+        streams = self.streams()
+        for aug, stream, draws in zip(self.sequence, streams, Draws.for_streams(batch.keys, streams, batch.stats.device)):
+            batch = aug(batch, stream, draws)
         return batch
 
 
