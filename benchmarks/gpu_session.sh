@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|compile]   # on the GPU machine, from the repository root
+#     bash benchmarks/gpu_session.sh [all|compile]   # all: eager (profiled), batch 256, compiled   # on the GPU machine, from the repository root
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
 mkdir -p "$OUT" /tmp/site
@@ -26,10 +26,9 @@ run() {  # label, seconds, benchmark arguments...
 }
 case "${1:-all}" in
   all)
-    run eager 130 --profile 40 --out "$OUT/prof_eager"
-    run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
-    run lookahead 80 --optimizer lookahead
-    run compile_lookahead 130 --compile --optimizer lookahead ;;
+    run eager 140 --profile 40 --out "$OUT/prof_eager"
+    run batch256 100 --batch 256
+    run compile 200 --compile --profile 40 --out "$OUT/prof_compile" ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"

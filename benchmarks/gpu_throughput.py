@@ -3,6 +3,7 @@
     python benchmarks/gpu_throughput.py [--reps 4] [--epochs 3] [--cache DIR]
     python benchmarks/gpu_throughput.py --small      # minutes on a CPU: keeps the script alive in CI
     python benchmarks/gpu_throughput.py --compile --optimizer lookahead --profile 40 --out DIR
+    python benchmarks/gpu_throughput.py --batch 256   # another batch size (same learning rate)
 
 Variants: --compile (the recipe's `compile: true`: the model through
 torch.compile); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
@@ -16,6 +17,8 @@ written straight into a cache (`ablate data synth --cache-only`: 250 signs, 21 p
 --reps sequences per participant and sign, 4 by default; the competition has about 18). Measured on fold 0:
 - trainer: training sequences/s of train_fold, median over the epochs after the first;
 - bare_step: the trainer's own step on ready-made device tensors of the same batch shapes;
+- feed: training sequences/s of the input path alone (landmarks -> augmentations -> features,
+  in its batch thread on CUDA), one epoch, no model: the most the trainer can reach;
 - the device's peak memory, whether the landmarks were resident, and the same batches prepared
   on the CPU and on the device (largest difference of the features: the draws are device-free);
 - the time of one training epoch projected to the full competition set (94,477 sequences, 4/5
@@ -40,6 +43,7 @@ from ablate.data.resident import LandmarkStore, store_for
 from ablate.data.synth import SynthConfig
 from ablate.data.synth_cache import synth_cache
 from ablate.device import resolve_device
+from ablate.feed import Feed
 from ablate.parts import build_augmentations, build_parts
 from ablate.spaces import recipe_config
 from ablate.train import bare_steps, train_fold
@@ -78,7 +82,26 @@ def _agreement(cfg, data: Cache, device: torch.device) -> float:
     return worst
 
 
-def _variant(cfg, a: argparse.Namespace):  
+def _feed_rate(cfg, data: Cache) -> float:
+    """Sequences/s of fold 0's training batches made by the trainer's Feed alone (epoch 1, after a
+    warm-up epoch 0), waiting for the device at the end."""
+    folds = data.folds(cfg.folds, cfg.fold_seed, cfg.fold_kind)
+    train_idx, val_idx = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)[: cfg.batch_size]
+    parts, device = build_parts(cfg, data.num_classes), resolve_device(cfg.device)
+    feed = Feed(cfg, data, 0, train_idx, val_idx, parts.features, build_augmentations(cfg), device, 1)
+    rate = 0.0
+    for epoch in range(2):
+        t, n = time.perf_counter(), 0
+        for x, _, _ in feed.train(epoch):
+            n += len(x)
+        float(x.sum())  # wait for the device
+        rate = n / (time.perf_counter() - t)
+    return rate
+
+
+def _variant(cfg, a: argparse.Namespace):
+    if a.batch:
+        cfg = cfg.replace(batch_size=a.batch)
     if a.compile:
         cfg = cfg.replace(compile=True)
     if a.optimizer:
@@ -124,6 +147,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--small", action="store_true", help="tiny data and model, for a CPU")
     ap.add_argument("--compile", action="store_true", help="the recipe's compile: true")
+    ap.add_argument("--batch", type=int, default=0, help="batch size (default: the recipe's, 64)")
     ap.add_argument("--optimizer", default=None, help="another registered optimizer (lookahead: see above)")
     ap.add_argument("--profile", type=int, default=0, help="profile the bare steps of this many batches (twice: warm-up and timed)")
     ap.add_argument("--out", default="benchmarks/out/gpu_throughput", help="where --profile writes")
@@ -145,11 +169,13 @@ def main() -> None:
     sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed)
     shapes = [(len(b), int(min(data.lengths[idx][b].max(), 384))) for b in sampler.batches()[:300]]
     bare = bare_steps(cfg, data.num_classes, shapes, repeats=1)
+    feed = _feed_rate(cfg, data)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     store = store_for(data, build_parts(cfg, data.num_classes).features.layout(), device)
     out = {
         "device": r.device, "gpu": r.gpu, "amp": r.amp, "sequences": len(data), "train_sequences": r.n_train,
         "trainer": round(trainer, 1), "bare_step": round(bare, 1), "share": round(trainer / bare, 3),
+        "feed": round(feed, 1), "batch_size": cfg.batch_size,
         "epoch_rates": [round(x, 1) for x in rates], "peak_gpu_memory_gib": round(peak, 2),
         "resident": store.resident, "store_gib": round(store.bytes / 2**30, 3),
         "cpu_vs_device_max_diff": _agreement(cfg, data, device),
@@ -159,7 +185,7 @@ def main() -> None:
     if a.profile:
         out |= _profile(cfg, data.num_classes, shapes[:a.profile], Path(a.out))
     print(f"{r.n_train} training sequences on {r.device} {r.gpu} ({r.amp}); trainer {trainer:.0f}/s, "
-          f"bare step {bare:.0f}/s; a full-data epoch ~{out['full_data_epoch_seconds']}s")
+          f"bare step {bare:.0f}/s, input path alone {feed:.0f}/s; a full-data epoch ~{out['full_data_epoch_seconds']}s")
     print(json.dumps(out))
 
 

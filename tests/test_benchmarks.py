@@ -41,7 +41,7 @@ def test_trainer_overhead(home: Path) -> None:
 def test_gpu_throughput_runs_small_on_cpu(home: Path) -> None:
     out = run("gpu_throughput.py", "--small", home=home)
     assert out["device"] == "cpu" and out["trainer"] > 0 and out["bare_step"] > 0 and out["resident"] is True
-    assert out["sequences"] == 120 and out["full_data_epoch_seconds"] > 0
+    assert out["sequences"] == 120 and out["full_data_epoch_seconds"] > 0 and out["feed"] > 0 and out["batch_size"] == 16
 
 
 def test_known_answers_spaces_copy_keeps_the_asked_arms(tmp_path: Path) -> None:
