@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|compile]   # all: eager (profiled), batch 256, compiled   # on the GPU machine, from the repository root
+#     bash benchmarks/gpu_session.sh [all|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
 mkdir -p "$OUT" /tmp/site
