@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
 mkdir -p "$OUT" /tmp/site
@@ -29,6 +29,10 @@ case "${1:-all}" in
     run eager 140 --profile 40 --out "$OUT/prof_eager"
     run batch256 100 --batch 256
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile" ;;
+  batches)  # eager at the recipe's batch size and at 128 and 256
+    run eager 100
+    run batch128 90 --batch 128
+    run batch256 90 --batch 256 ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"

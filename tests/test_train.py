@@ -40,6 +40,33 @@ def test_train_fold_reports_every_epoch(synth_cache: Path) -> None:
     assert r.summary()["epochs"][0]["epoch"] == 0
 
 
+def test_batches_made_together_are_the_batches_made_alone(synth_cache: Path) -> None:
+    """On CUDA the input path makes several training batches at once (Feed.group) and splits
+    them: each comes out as it would alone, cut to its own longest clip (alone, a batch keeps its
+    frames before `speed`: the rest is padding)."""
+    from ablate.feed import Feed
+    from ablate.parts import build_augmentations, build_parts
+
+    data = Cache(synth_cache)
+    cfg = TINY.replace(augmentations=[Component("speed", {"p": 1.0}), Component("shift", {}), Component("hflip", {})])
+    folds = data.folds(5, 0)
+    train_idx, val_idx = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
+    feeds = [Feed(cfg, data, 0, train_idx, val_idx, build_parts(cfg, data.num_classes).features, build_augmentations(cfg),
+                  torch.device("cpu"), 1) for _ in range(2)]
+    assert feeds[0].group == 1  # on the CPU
+    feeds[1].group = 3  # an uneven last group too
+    alone, together = list(feeds[0].train(2)), list(feeds[1].train(2))
+    assert len(alone) == len(together) == len(feeds[0].train_sampler) > 3
+    cut = 0
+    for (xa, ma, ya), (xt, mt, yt) in zip(alone, together):
+        t = mt.shape[1]
+        assert torch.equal(ya, yt) and torch.equal(ma[:, :t], mt) and mt[:, -1].any() and not ma[:, t:].any()
+        torch.testing.assert_close(xt, xa[:, :t], rtol=0, atol=1e-5)
+        assert not xa[:, t:].any()
+        cut += xa.shape[1] > t
+    assert cut  # speed made some batches shorter than their padding
+
+
 def test_same_config_same_numbers(synth_cache: Path) -> None:
     data = Cache(synth_cache)
     cfg = TINY.replace(epochs=2)
