@@ -93,8 +93,8 @@ def gpu_name(device: torch.device) -> str:
 def compiled(fn: Any, dynamic: bool | None = None) -> Any:
     """torch.compile(fn), for `compile: true`. Inductor's coalescing analysis of tilings is
     switched off: on torch 2.11 with CUDA it failed an assertion (tiling_utils.get_pw_red_splits)
-    compiling the baseline transformer on an H100, 2026-11-26; the kernels are made without it
-    (not yet re-run on a GPU with this switch)."""
+    compiling the baseline transformer on an H100, 2026-11-26. With it off the model compiled
+    there, and then a backward kernel failed for a batch with another frame count (see README)."""
     import torch._inductor.config as inductor
 
     if hasattr(inductor.triton, "coalesce_tiling_analysis"):

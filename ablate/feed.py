@@ -21,10 +21,12 @@ from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.resident import store_for
 
-# Recorded with each study: numbers from another input path (other augmentation draws, `speed` by
-# nearest frame; "batched-2": model init and batch order seeded per fold and repeat) are not
-# comparable, so a study is not resumed across a change of it.
-DATA_PATH = "batched-2"
+# Recorded with each study: numbers from another version of the trainer (other augmentation draws,
+# `speed` by nearest frame; "batched-2": model init and batch order seeded per fold and repeat;
+# "batched-3": on CUDA, batches made GROUP_ITEMS at a time and cut to their own longest clip, and
+# the multi-tensor Ranger; CPU numbers as with batched-2) are not comparable, so a study is not
+# resumed across a change of it.
+DATA_PATH = "batched-3"
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
 # On CUDA, training batches are made this many items at a time and then split into the sampler's
@@ -83,7 +85,8 @@ class Feed:
 
 def _split(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> Iterator[Batch]:
     """Batches of `sizes` items from one made together, each cut to its own longest item's frames
-    (the padding it would have had alone). Knowing those frames waits for the device once."""
+    (made alone, a batch keeps its frames from before `speed` or `frame_drop`: more padding).
+    Knowing those frames waits for the device once."""
     if len(sizes) == 1:
         yield x, mask, y
         return

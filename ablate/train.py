@@ -79,8 +79,10 @@ class FoldResult:
 def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dtype | None,
                device: torch.device, extra: list[torch.nn.Parameter] | None = None) -> tuple[Any, Any, Any, bool, torch.dtype | None]:
     """(optimizer, schedule, GradScaler or None, two passes?, the precision to run at); `extra`:
-    more weights to train (a pretraining head)."""
-    params = list(parts.model.parameters()) + list(parts.head.parameters()) + list(extra or [])
+    more weights to train (a pretraining head). With `extra`, the weights come in three parameter
+    groups (model, the recipe's head, `extra`), so that `restart_head_steps` can reach the head."""
+    model, head = list(parts.model.parameters()), list(parts.head.parameters())
+    params: list[Any] = [{"params": model}, {"params": head}, {"params": list(extra)}] if extra else model + head
     optimizer = OPTIMIZERS.build(config.optimizer.name, config.optimizer.params, where="optimizer", weights=params)
     two_pass = "two_pass" in OPTIMIZERS.get(config.optimizer.name).tags
     if two_pass and amp is torch.float16:  # SAM's two passes do not go through a GradScaler
@@ -91,6 +93,17 @@ def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dt
     scheduler = SCHEDULES.build(config.schedule.name, config.schedule.params, where="schedule", optimizer=stepped,
                                 epochs=config.epochs, steps_per_epoch=steps_per_epoch)
     return optimizer, scheduler, scaler, two_pass, amp
+
+
+def restart_head_steps(optimizer: Any) -> None:
+    """When the recipe's head starts after pretraining: an optimizer that counts steps per
+    parameter group (pytorch-optimizer's, e.g. the multi-tensor Ranger on a GPU) would take the
+    untrained head for as old as the model and skip its warm-up (RAdam's rectification, the bias
+    corrections): its group (the second, see `_optimizer`) starts again from step 0, as a count per
+    tensor (pytorch-ranger, torch.optim) does by itself."""
+    group = optimizer.param_groups[1]
+    if "step" in group:
+        group["step"] = 0
 
 
 def train_fold(
@@ -153,6 +166,7 @@ def train_fold(
         if epoch == pre.epochs and pre.epochs:  # the recipe's head starts now: early stopping counts from here
             best, since_best = -1.0, 0
             ema.restart()
+            restart_head_steps(optimizer)
         loss, samples = _epoch(step, feed, epoch, fold, show)  # ends waiting for the device (the loss)
         t1 = time.perf_counter()
         train_time, train_samples = train_time + t1 - t0, train_samples + samples

@@ -91,10 +91,11 @@ def _feed_rate(cfg, data: Cache) -> float:
     feed = Feed(cfg, data, 0, train_idx, val_idx, parts.features, build_augmentations(cfg), device, 1)
     rate = 0.0
     for epoch in range(2):
-        t, n = time.perf_counter(), 0
-        for x, _, _ in feed.train(epoch):
-            n += len(x)
-        float(x.sum())  # wait for the device
+        t, n, last = time.perf_counter(), 0, None
+        for last, _, _ in feed.train(epoch):
+            n += len(last)
+        if last is not None:
+            float(last.sum())  # wait for the device
         rate = n / (time.perf_counter() - t)
     return rate
 
@@ -169,8 +170,8 @@ def main() -> None:
     sampler = BucketBatchSampler(data.lengths[idx], cfg.batch_size, shuffle=True, seed=cfg.seed)
     shapes = [(len(b), int(min(data.lengths[idx][b].max(), 384))) for b in sampler.batches()[:300]]
     bare = bare_steps(cfg, data.num_classes, shapes, repeats=1)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0  # training's
     feed = _feed_rate(cfg, data)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     store = store_for(data, build_parts(cfg, data.num_classes).features.layout(), device)
     out = {
         "device": r.device, "gpu": r.gpu, "amp": r.amp, "sequences": len(data), "train_sequences": r.n_train,

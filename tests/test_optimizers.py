@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from types import SimpleNamespace
@@ -9,7 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ablate.components.optimizers import OPTIMIZERS, SCHEDULES, _ranger_class, multi_tensor_ranger
+from ablate.components.optimizers import (
+    OPTIMIZERS,
+    SCHEDULES,
+    _ranger_class,
+    multi_tensor_ranger,
+)
 from ablate.errors import UserError
 
 
@@ -98,6 +104,36 @@ def test_ranger_computes_what_pytorch_ranger_does() -> None:
     assert max(float((a - b).abs().max()) for a, b in zip(ref, start)) > 3e-3  # it trained
     for a, b in zip(ref, ours):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5)  # float rounding only (lerp vs mul + add)
+
+
+def test_a_late_head_restarts_its_steps_as_with_pytorch_ranger() -> None:
+    """pretrain_ce: the recipe's head gets gradients from step 30 on. pytorch-ranger counts its
+    steps from there by itself; the multi-tensor Ranger counts per group, and the trainer's
+    restart_head_steps restarts the head's group: the same weights after (float rounding apart)."""
+    from pytorch_ranger import Ranger
+
+    from ablate.train import restart_head_steps
+
+    torch.manual_seed(0)
+    body, head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)
+    nets = [copy.deepcopy((body, head)) for _ in range(2)]
+    groups = [[{"params": list(b.parameters())}, {"params": list(h.parameters())}] for b, h in nets]
+    params = {"lr": 3e-3, "weight_decay": 0.01}
+    opts = [Ranger(groups[0], **params), multi_tensor_ranger()(groups[1], **params)]
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)  # pytorch-ranger's
+        for step in range(60):
+            for (b, h), opt in zip(nets, opts):
+                if step == 30:
+                    restart_head_steps(opt)  # nothing to do for pytorch-ranger
+                opt.zero_grad(set_to_none=True)
+                z = b(x)
+                (z.pow(2).mean() if step < 30 else torch.nn.functional.cross_entropy(h(z), y)).backward()
+                opt.step()
+    assert not torch.equal(nets[0][1].weight, head.weight)  # the head trained
+    for a, b in zip([*nets[0][0].parameters(), *nets[0][1].parameters()], [*nets[1][0].parameters(), *nets[1][1].parameters()]):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=0, atol=1e-5)
 
 
 def test_ranger_is_multi_tensor_on_a_gpu_only() -> None:

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules, from maintained packages (no hand-written optimizers).
 
-Every optimizer builder takes the parameters to optimise as context and its own peak learning rate
+Every optimizer builder takes the parameters to optimise (or parameter groups) as context and its own peak learning rate
 `lr` as a param (so a search space can tune it per optimizer). Entries tagged "two_pass" (SAM) need
 two forward/backward passes per step; the trainer calls `first_step`/`second_step` for them.
 """
@@ -11,6 +11,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -26,7 +27,7 @@ SCHEDULES = Registry("schedule", context=("optimizer", "epochs", "steps_per_epoc
 # they still compute the right thing. Silence exactly that warning, nothing else.
 warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)
 
-Params = Iterable[torch.nn.Parameter]
+Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]  # weights, or parameter groups {"params": [...]}
 
 
 def multi_tensor_ranger() -> Callable[..., Optimizer]:
@@ -37,16 +38,20 @@ def multi_tensor_ranger() -> Callable[..., Optimizer]:
     return functools.partial(Ranger, use_gc=False, degenerated_to_sgd=True, n_sma_threshold=5, foreach=True)
 
 
-def _ranger_class(weights: list[torch.nn.Parameter]) -> Callable[..., Optimizer]:
+def _tensors(weights: list[Any]) -> list[torch.Tensor]:
+    """The tensors of a list of weights or of parameter groups ({"params": [...]})."""
+    return [t for w in weights for t in (w["params"] if isinstance(w, dict) else [w])]
+
+
+def _ranger_class(weights: list[Any]) -> Callable[..., Optimizer]:
     """Ranger as the baseline used it (the pytorch-ranger package). On the CPU that package itself
     computes it, one tensor at a time, so every CPU figure stays as measured (the multi-tensor
     form measured no faster there). On a GPU, `multi_tensor_ranger`: the per-tensor updates
     launch about 9 kernels per weight tensor, half of a GPU step's launches (profiled on an H100,
-    2026-11-26). tests/test_optimizers.py holds the two equal to float rounding. One difference:
-    pytorch-ranger counts steps per tensor, the multi-tensor form per group, so on a GPU a head
-    that starts training late (pretrain_ce) takes rectified steps at once instead of restarting
-    RAdam's warm-up."""
-    if any(w.is_cuda for w in weights):
+    2026-11-26). tests/test_optimizers.py holds the two equal to float rounding. pytorch-ranger
+    counts steps per tensor, the multi-tensor form per parameter group: a head that starts training
+    late (pretrain_ce) gets its own group, restarted by train.restart_head_steps."""
+    if any(t.is_cuda for t in _tensors(weights)):
         return multi_tensor_ranger()
     from pytorch_ranger import Ranger
 

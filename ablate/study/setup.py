@@ -132,8 +132,8 @@ def _check_same_question(name: str, old: StudyMeta, new: StudyMeta) -> None:
                             f"{key}={want!r}{hint}")
     if old.data_path != new.data_path:
         began = old.data_path or "the per-sequence input path of earlier versions"
-        raise UserError(f"study {name!r} was trained with {began}; this version prepares inputs with {new.data_path} "
-                        f"(other augmentation draws): their numbers are not comparable{hint}")
+        raise UserError(f"study {name!r} was trained with {began}; this version trains with {new.data_path} "
+                        f"(other augmentation draws or batch shapes): their numbers are not comparable{hint}")
     if old.base_written:  # a key added to base.yaml since: as if it had held the neutral value
         began = {**old.base_written, "recipe": {**ADDED_KEYS, **old.base_written.get("recipe", {})}}
         changed = differences(began, new.base_written, shared_only=True)
