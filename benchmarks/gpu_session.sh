@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|scale|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
 mkdir -p "$OUT" /tmp/site
@@ -33,6 +33,14 @@ case "${1:-all}" in
     run eager 100
     run batch128 90 --batch 128
     run batch256 90 --batch 256 ;;
+  scale)  # the full-size synthetic set written straight into a cache, then 2 baseline-recipe epochs on it
+    python3 -m ablate data synth --out /tmp/full --signs 250 --participants 21 --reps 18 --cache-only \
+      --workers "$(nproc)" >"$OUT/synth.log" 2>&1
+    tail -n 1 "$OUT/synth.log"
+    echo "== scale_full"
+    timeout 200 python3 benchmarks/scale_epoch.py --data /tmp/full --preset full --epochs 2 >"$OUT/scale_full.log" 2>&1
+    echo "exit $?"
+    tail -n 2 "$OUT/scale_full.log" ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
