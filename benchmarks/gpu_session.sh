@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
 mkdir -p "$OUT" /tmp/site
@@ -41,6 +41,12 @@ case "${1:-all}" in
     timeout 200 python3 benchmarks/scale_epoch.py --data /tmp/full --preset full --epochs 2 >"$OUT/scale_full.log" 2>&1
     echo "exit $?"
     tail -n 2 "$OUT/scale_full.log" ;;
+  smoke)  # the CUDA-only training paths once (benchmarks/gpu_smoke.py), then the eager baseline
+    echo "== smoke"
+    timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    echo "exit $?"
+    tail -n 2 "$OUT/smoke.log"
+    run eager 110 ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
