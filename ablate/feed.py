@@ -2,8 +2,9 @@
 
 cache positions -> carried landmarks from the resident store (data/resident.py) -> augmentations
 (components/augmentations.py) -> features (features.batched), whole batches at a time. On CUDA
-the training batches are made GROUP_ITEMS items at a time, one thread ahead (batching.prefetched). Validation features are
-made once per fold when they fit in VAL_BUDGET_BYTES, else on every pass.
+the training batches are made GROUP_ITEMS items at a time, one thread ahead
+(batching.prefetched). Validation features are made once per fold when they fit in
+VAL_BUDGET_BYTES, else on every pass.
 """
 
 from __future__ import annotations
@@ -79,8 +80,6 @@ class Feed:
 
     def val(self) -> Iterable[Batch]:
         return self._val if self._val is not None else self._batches(self.val_idx, self.val_sampler, None)
-
-
 
 
 def _split(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> Iterator[Batch]:

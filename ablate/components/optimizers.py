@@ -1,8 +1,9 @@
 """Optimizers and learning-rate schedules, from maintained packages (no hand-written optimizers).
 
-Every optimizer builder takes the parameters to optimise (or parameter groups) as context and its own peak learning rate
-`lr` as a param (so a search space can tune it per optimizer). Entries tagged "two_pass" (SAM) need
-two forward/backward passes per step; the trainer calls `first_step`/`second_step` for them.
+Every optimizer builder takes the parameters to optimise (or parameter groups) as context and its
+own peak learning rate `lr` as a param (so a search space can tune it per optimizer). Entries
+tagged "two_pass" (SAM) need two forward/backward passes per step; the trainer calls
+`first_step`/`second_step` for them.
 """
 
 from __future__ import annotations
