@@ -26,7 +26,9 @@ from ablate.data.resident import store_for
 # `speed` by nearest frame; "batched-2": model init and batch order seeded per fold and repeat;
 # "batched-3": on CUDA, batches made GROUP_ITEMS at a time and cut to their own longest clip, and
 # the multi-tensor Ranger; CPU numbers as with batched-2) are not comparable, so a study is not
-# resumed across a change of it.
+# resumed across a change of it. A change of rounding only does not change it (attention by
+# PyTorch's fused kernel, batches made in pieces on the CPU, numpy's square root: the default demo
+# gave every arm the same mean accuracy as before them).
 DATA_PATH = "batched-3"
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
@@ -36,6 +38,14 @@ VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when the
 # item's numbers do not depend on its batch (per-item draws and normalisation), so only rounding
 # differs; on the CPU each batch is still made alone, so CPU runs keep their exact numbers.
 GROUP_ITEMS = 256
+# On the CPU, a batch whose padding would cost more than making it in two pieces is made in two
+# (its shorter and its longer items, each padded to its own longest clip) and put together again:
+# the input path's cost there grows with padded frames, and one long clip can pad a whole batch
+# (the default set: one clip of 539 frames padded 31 of about 55 to 384, and that batch took half of
+# an epoch's input time). A piece costs about this many padded frames more than its frames, measured
+# here (2026-11-26, quick preset, 1 thread: about 6 ms a batch of 32 x 20 frames, 4 ms per 1,000
+# frames more).
+PIECE_FRAMES = 1500
 
 
 class Feed:
@@ -67,11 +77,34 @@ class Feed:
         step = self.group if epoch is not None else 1
         for g in range(0, len(batches), step):
             chunk = batches[g : g + step]
-            raw, y = self.store.batch(idx[np.concatenate(chunk)], key)
-            if epoch is not None:
-                raw = self.augs(raw)
-            x, mask = self.features.batched(raw)
-            yield from _split(x, mask, y, [len(b) for b in chunk])
+            if len(chunk) == 1 and self.group == 1:
+                yield self._pieced(idx[chunk[0]], key)
+            else:
+                yield from _split(*self._made(idx[np.concatenate(chunk)], key), [len(b) for b in chunk])
+
+    def _made(self, items: np.ndarray, key: tuple[int, ...] | None) -> Batch:
+        """The batch of cache indices `items`, made together: padded to its longest clip."""
+        raw, y = self.store.batch(items, key)
+        if key is not None:
+            raw = self.augs(raw)
+        x, mask = self.features.batched(raw)
+        return x, mask, y
+
+    def _pieced(self, items: np.ndarray, key: tuple[int, ...] | None) -> Batch:
+        """The batch of `items`, made in the pieces `pieces` picks and put together: the same batch
+        as `_made` gives (every item's numbers are its own: keyed draws, its own normalisation)."""
+        rows = pieces(self.store.lengths[items])
+        if len(rows) == 1:
+            return self._made(items, key)
+        made = [self._made(items[r], key) for r in rows]
+        x0, m0, y0 = made[0]
+        frames = max(m.shape[1] for _, m, _ in made)
+        x = x0.new_zeros(len(items), frames, x0.shape[2])
+        mask, y = m0.new_zeros(len(items), frames), y0.new_empty(len(items))
+        for r, (xp, mp, yp) in zip(rows, made):
+            at = torch.from_numpy(r).to(x.device)
+            x[at, : xp.shape[1]], mask[at, : mp.shape[1]], y[at] = xp, mp, yp
+        return x, mask, y
 
     def train(self, epoch: int) -> Iterator[Batch]:
         self.train_sampler.epoch = epoch
@@ -80,6 +113,23 @@ class Feed:
 
     def val(self) -> Iterable[Batch]:
         return self._val if self._val is not None else self._batches(self.val_idx, self.val_sampler, None)
+
+
+def pieces(lengths: np.ndarray) -> list[np.ndarray]:
+    """Rows of a batch to make together: all of them, or its shorter and its longer items when
+    that pads PIECE_FRAMES fewer frames per extra piece (the cut that pads least)."""
+    order = np.argsort(lengths, kind="stable")
+    ranked = lengths[order]
+    n = len(ranked)
+    if n < 2:
+        return [order]
+    cuts = np.arange(1, n)  # the first `cut` items of `ranked` make one piece, the rest the other
+    padded = cuts * ranked[cuts - 1] + (n - cuts) * ranked[-1]
+    best = int(np.argmin(padded))
+    if padded[best] + PIECE_FRAMES >= n * ranked[-1]:
+        return [np.arange(n)]
+    cut = int(cuts[best])
+    return [np.sort(order[:cut]), np.sort(order[cut:])]
 
 
 def _split(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> Iterator[Batch]:

@@ -5,7 +5,8 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     PREV=dir bash benchmarks/gpu_session.sh versus   # this code against an earlier copy of the package (dir/ablate), same machine
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
 mkdir -p "$OUT" /tmp/site
@@ -47,6 +48,17 @@ case "${1:-all}" in
     echo "exit $?"
     tail -n 2 "$OUT/smoke.log"
     run eager 110 ;;
+  versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256
+    echo "== smoke"
+    timeout 120 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    echo "exit $?"
+    tail -n 2 "$OUT/smoke.log"
+    for round in 1 2; do
+      run "eager_$round" 80
+      PYTHONPATH=$PREV:/tmp/site run "eager_prev_$round" 80
+    done
+    run batch256 80 --batch 256
+    PYTHONPATH=$PREV:/tmp/site run batch256_prev 80 --batch 256 ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"

@@ -95,10 +95,15 @@ def check_heads(width: int, heads: int) -> None:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention written out (projections, matmul, softmax, matmul).
+    """Multi-head self-attention: projections, then softmax(q k^T / sqrt(d) + bias) v.
 
     Padded keys get the additive bias MASK_BIAS, so they receive exactly zero weight. Separate q/k/v
     projections keep every tensor 4-D (friendlier to TFLite than a fused 5-D qkv reshape).
+    Training and validation run PyTorch's fused kernel (F.scaled_dot_product_attention): on this
+    2-core CPU a quick-preset step on a batch of 32 x 384 frames took 342 ms against 622 ms written
+    out (1 thread, 2026-11-26), and on a GPU it is one kernel instead of five. The ONNX export gets the
+    same maths written out (matmul, softmax, matmul), which onnx2tf converts; a test holds the two
+    equal.
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -117,12 +122,14 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         b, t, d = x.shape
-        q = self._split(self.q(x)) * (1.0 / math.sqrt(self.head_dim))
-        k = self._split(self.k(x))
-        v = self._split(self.v(x))
-        bias = (~mask).to(x.dtype).mul(MASK_BIAS)[:, None, None, :]  # [B, 1, 1, T] over keys
-        weights = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1)
-        return self.out((weights @ v).transpose(1, 2).reshape(b, t, d))
+        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
+        bias = (~mask).to(q.dtype).mul(MASK_BIAS)[:, None, None, :]  # [B, 1, 1, T] over keys
+        if torch.onnx.is_in_onnx_export():
+            weights = torch.softmax((q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-1, -2) + bias, dim=-1)
+            mixed = weights @ v
+        else:
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.out(mixed.transpose(1, 2).reshape(b, t, d))
 
 
 class DropPath(nn.Module):
