@@ -41,8 +41,8 @@ GROUP_ITEMS = 256
 # On the CPU, a batch whose padding would cost more than making it in two pieces is made in two
 # (its shorter and its longer items, each padded to its own longest clip) and put together again:
 # the input path's cost there grows with padded frames, and one long clip can pad a whole batch
-# (the default set: one clip of 539 frames padded 31 of about 55 to 384, and that batch took half of
-# an epoch's input time). A piece costs about this many padded frames more than its frames, measured
+# (the default set: 12 clips of 260-539 frames padded 20 of 54-69 to 384, and that batch took half
+# of an epoch's input time). A piece costs about this many padded frames more than its frames, measured
 # here (2026-11-26, quick preset, 1 thread: about 6 ms a batch of 32 x 20 frames, 4 ms per 1,000
 # frames more).
 PIECE_FRAMES = 1500
@@ -59,6 +59,7 @@ class Feed:
         self.augs, self.train_idx, self.val_idx = augs, train_idx, val_idx
         self.key = (config.seed, config.fold_seed, fold)
         self.group = max(1, GROUP_ITEMS // config.batch_size) if device.type == "cuda" else 1  # batches made at once
+        self.pieced = device.type == "cpu"  # on a GPU a piece's cost is per batch (launches): no pieces
         self.train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
                                                 seed=run_seed(config.seed, config.fold_seed, fold),
                                                 max_batches=config.max_train_batches)
@@ -77,7 +78,7 @@ class Feed:
         step = self.group if epoch is not None else 1
         for g in range(0, len(batches), step):
             chunk = batches[g : g + step]
-            if len(chunk) == 1 and self.group == 1:
+            if len(chunk) == 1 and self.pieced:
                 yield self._pieced(idx[chunk[0]], key)
             else:
                 yield from _split(*self._made(idx[np.concatenate(chunk)], key), [len(b) for b in chunk])
@@ -91,8 +92,10 @@ class Feed:
         return x, mask, y
 
     def _pieced(self, items: np.ndarray, key: tuple[int, ...] | None) -> Batch:
-        """The batch of `items`, made in the pieces `pieces` picks and put together: the same batch
-        as `_made` gives (every item's numbers are its own: keyed draws, its own normalisation)."""
+        """The batch of `items`, made in the pieces `pieces` picks and put together: the same items,
+        labels, masks and numbers as `_made` gives (every item's are its own: keyed draws, its own
+        normalisation), padded to the longest piece; with `speed`, which pads a batch made whole to
+        its slowest draw, that can be fewer frames of padding."""
         rows = pieces(self.store.lengths[items])
         if len(rows) == 1:
             return self._made(items, key)

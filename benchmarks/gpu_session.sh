@@ -49,6 +49,7 @@ case "${1:-all}" in
     tail -n 2 "$OUT/smoke.log"
     run eager 110 ;;
   versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256
+    : "${PREV:?set PREV to a folder holding an earlier copy of the package (PREV/ablate)}"
     echo "== smoke"
     timeout 120 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"

@@ -290,6 +290,24 @@ def test_hflip_tta_exports_with_parity(exported: dict[str, Any], tmp_path: Path)
         assert float(np.max(np.abs(model(frames) - reference(frames)))) <= FP32_MAX_ABS, label
 
 
+def test_the_export_writes_attention_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training runs PyTorch's fused attention; the exported graph must get it written out (what
+    onnx2tf converts), also where the exporter does not say that it is exporting."""
+    from ablate.export import convert
+    from ablate.parts import build_parts
+    from ablate.spaces import recipe_config
+
+    def fused(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("the fused attention kernel reached the export")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fused)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: False)
+    ens = Ensemble([build_parts(recipe_config("smoke"), 12)]).eval()
+    with pytest.raises(AssertionError, match="fused attention"):
+        ens(torch.rand(5, 543, 3))  # outside the export: the fused kernel
+    assert convert.to_onnx(ens, tmp_path / "m.onnx", tmp_path / "convert.log").is_file()
+
+
 @pytest.mark.parametrize("variant", [
     {"activation": "relu", "embedding": "linear", "pooling": "mean", "ff_mult": 1},
     {"activation": "gelu", "embedding": "deep", "pooling": "attention", "ff_mult": 4},

@@ -69,25 +69,32 @@ def test_batches_made_together_are_the_batches_made_alone(synth_cache: Path) -> 
 
 def test_a_batch_made_in_pieces_is_the_batch_made_whole(synth_cache: Path) -> None:
     """On the CPU a batch whose long clips would pad its short ones is made in two pieces and put
-    together again: the same frames, mask, labels and numbers (with `speed`, which shortens clips)."""
+    together again: the same mask, labels and numbers (with `speed`, which shortens clips), the
+    long clips cropped to `max_len` or not."""
     from ablate.feed import Feed, pieces
     from ablate.parts import build_augmentations, build_parts
 
     data = Cache(synth_cache)
-    cfg = TINY.replace(augmentations=[Component("speed", {"p": 1.0}), Component("shift", {}), Component("hflip", {})])
     folds = data.folds(5, 0)
     train_idx, val_idx = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
-    feed = Feed(cfg, data, 0, train_idx, val_idx, build_parts(cfg, data.num_classes).features, build_augmentations(cfg),
-                torch.device("cpu"), 1)
     ranked = train_idx[np.argsort(data.lengths[train_idx], kind="stable")]
     items = np.random.default_rng(0).permutation(np.concatenate([ranked[:12], ranked[-2:]]))
     rows = pieces(data.lengths[items])
     assert len(rows) == 2 and sorted(np.concatenate(rows).tolist()) == list(range(len(items)))
     assert data.lengths[items][rows[0]].max() < data.lengths[items][rows[1]].min()
-    for key in ((cfg.seed, cfg.fold_seed, 0, 3), None):  # a training batch, a validation batch
-        (xw, mw, yw), (xp, mp, yp) = feed._made(items, key), feed._pieced(items, key)
-        assert xw.shape == xp.shape and torch.equal(mw, mp) and torch.equal(yw, yp)
-        torch.testing.assert_close(xp, xw, rtol=0, atol=1e-6)
+    for max_len in (384, 64):  # the long clips under the crop, then cropped
+        assert (data.lengths[ranked[-2:]] > max_len).all() == (max_len == 64)
+        cfg = TINY.replace(augmentations=[Component("speed", {"p": 1.0}), Component("shift", {}),
+                                          Component("hflip", {})],
+                           features=Component("seed828", {"max_len": max_len}))
+        feed = Feed(cfg, data, 0, train_idx, val_idx, build_parts(cfg, data.num_classes).features,
+                    build_augmentations(cfg), torch.device("cpu"), 1)
+        for key in ((cfg.seed, cfg.fold_seed, 0, 3), None):  # a training batch, a validation batch
+            (xw, mw, yw), (xp, mp, yp) = feed._made(items, key), feed._pieced(items, key)
+            t = xp.shape[1]  # `speed` pads a batch made whole to its slowest draw: maybe more frames
+            assert t <= xw.shape[1] and torch.equal(yw, yp) and torch.equal(mw[:, :t], mp)
+            assert mp[:, -1].any() and not mw[:, t:].any() and not xw[:, t:].any()
+            torch.testing.assert_close(xp, xw[:, :t], rtol=0, atol=1e-6)
 
 
 def test_pieces_cut_only_where_padding_pays() -> None:

@@ -11,7 +11,9 @@ frames of each sequence come first), which is what padding a batch to its longes
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,10 @@ ACTIVATIONS = ("gelu", "hardswish", "relu", "swish")
 # then gives a finite (meaningless) softmax instead of NaN, and -1e4 is still representable in fp16.
 # exp(-1e4) is exactly 0 in float32, so padded keys get exactly zero weight.
 MASK_BIAS = -1e4
+
+# True while `export_form()` is open: attention is written out (matmul, softmax, matmul) for the
+# ONNX export, whatever the torch version's exporter says of itself.
+_EXPORT_FORM = False
 
 # Added to the squared norm before the reciprocal square root: keeps zero vectors finite.
 L2_EPS = 1e-12
@@ -94,6 +100,18 @@ def check_heads(width: int, heads: int) -> None:
         raise UserError(f"width {width} must be a positive multiple of heads {heads}")
 
 
+@contextlib.contextmanager
+def export_form() -> Iterator[None]:
+    """Inside: the forms made for the exported graph (attention written out); export.convert opens
+    it around torch.onnx.export."""
+    global _EXPORT_FORM
+    before, _EXPORT_FORM = _EXPORT_FORM, True
+    try:
+        yield
+    finally:
+        _EXPORT_FORM = before
+
+
 class Attention(nn.Module):
     """Multi-head self-attention: projections, then softmax(q k^T / sqrt(d) + bias) v.
 
@@ -101,9 +119,9 @@ class Attention(nn.Module):
     projections keep every tensor 4-D (friendlier to TFLite than a fused 5-D qkv reshape).
     Training and validation run PyTorch's fused kernel (F.scaled_dot_product_attention): on this
     2-core CPU a quick-preset step on a batch of 32 x 384 frames took 342 ms against 622 ms written
-    out (1 thread, 2026-11-26), and on a GPU it is one kernel instead of five. The ONNX export gets the
-    same maths written out (matmul, softmax, matmul), which onnx2tf converts; a test holds the two
-    equal.
+    out (1 thread, 2026-11-26), and on a GPU it is one kernel instead of five. The ONNX export
+    (`export_form()`, or any torch.onnx.export) gets the same maths written out (matmul, softmax,
+    matmul), which onnx2tf converts; tests hold the two equal and check that the export takes it.
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -124,7 +142,7 @@ class Attention(nn.Module):
         b, t, d = x.shape
         q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
         bias = (~mask).to(q.dtype).mul(MASK_BIAS)[:, None, None, :]  # [B, 1, 1, T] over keys
-        if torch.onnx.is_in_onnx_export():
+        if _EXPORT_FORM or torch.onnx.is_in_onnx_export():
             weights = torch.softmax((q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-1, -2) + bias, dim=-1)
             mixed = weights @ v
         else:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ablate.components._layers import export_form
 from ablate.errors import UserError, first_line
 from ablate.export.check import INPUT, OUTPUT, SIGNATURE
 from ablate.files import atomic_write
@@ -35,7 +36,7 @@ def to_onnx(module: nn.Module, path: Path, log_path: Path) -> Path:
     example[5:9, 468:489] = float("nan")  # a stretch with a missing hand, as in real recordings
     n_frames = torch.export.Dim("n_frames", min=1)
     try:
-        with warnings.catch_warnings(), _captured(log_path):
+        with warnings.catch_warnings(), _captured(log_path), export_form():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
             torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=[INPUT],
                               output_names=[OUTPUT], dynamic_shapes={INPUT: {0: n_frames}}, verbose=False)
