@@ -28,7 +28,7 @@ from ablate.data.resident import store_for
 # the multi-tensor Ranger; CPU numbers as with batched-2) are not comparable, so a study is not
 # resumed across a change of it. A change of rounding only does not change it (attention by
 # PyTorch's fused kernel, batches made in pieces on the CPU, numpy's square root: the default demo
-# gave every arm the same mean accuracy as before them).
+# gave every arm the same accuracy on every fold and epoch as before them).
 DATA_PATH = "batched-3"
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B, T], labels [B], on the device
 VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
@@ -36,7 +36,7 @@ VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when the
 # batches: the input path's cost is mostly per batch (kernel launches, host work), measured on an
 # H100 (2026-11-26) at 10,000 sequences/s in batches of 64 and 48,000/s in batches of 256. An
 # item's numbers do not depend on its batch (per-item draws and normalisation), so only rounding
-# differs; on the CPU each batch is still made alone, so CPU runs keep their exact numbers.
+# differs; on the CPU each batch is made alone (or in pieces, below).
 GROUP_ITEMS = 256
 # On the CPU, a batch whose padding would cost more than making it in two pieces is made in two
 # (its shorter and its longer items, each padded to its own longest clip) and put together again:
