@@ -90,3 +90,19 @@ def test_compiled_gives_the_eager_numbers_without_inductors_tiling_analysis() ->
     torch.testing.assert_close(got, fn(x))
     if hasattr(inductor.triton, "coalesce_tiling_analysis"):
         assert inductor.triton.coalesce_tiling_analysis is False
+
+
+def test_a_cuda_fold_turns_cudnn_attention_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuDNN's fused attention builds a graph per new shape (219 ms a call on an H100), and the
+    trainer's batches keep bringing new frame counts: a fold on CUDA turns it off. No GPU here, so
+    the device switch itself is replaced; the CPU leaves the setting alone."""
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        dev.use_device(torch.device("cpu"))
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        dev.use_device(torch.device("cuda:1"))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
