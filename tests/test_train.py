@@ -106,6 +106,7 @@ def test_pieces_cut_only_where_padding_pays() -> None:
     assert len(pieces(np.array([7]))) == 1
     # a cut that saves less than a piece costs is not made
     assert len(pieces(np.array([10, 10 + PIECE_FRAMES - 1]))) == 1
+    assert len(pieces(np.array([10, 10 + PIECE_FRAMES + 1]))) == 2  # one that saves more is
 
 
 def test_same_config_same_numbers(synth_cache: Path) -> None:
