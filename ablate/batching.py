@@ -57,6 +57,11 @@ class BucketBatchSampler:
         return n
 
 
+# Held by the batch thread while it makes a batch (CUDA work: allocations, copies, waits), and by
+# a CUDA graph's capture (graphs.py), during which such calls from another thread are not allowed.
+DEVICE_WORK = threading.Lock()
+
+
 def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device, depth: int = 3) -> Iterator[tuple[torch.Tensor, ...]]:
     """On CUDA: make the batches in a background thread on a side stream, `depth` ahead, so that
     preparing batch i + 1 (mostly launching small kernels) overlaps the model's step on batch i.
@@ -68,11 +73,13 @@ def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device
     def work() -> None:
         try:
             with torch.cuda.device(device), torch.cuda.stream(side):
-                for batch in batches:
-                    if stop.is_set():
-                        return
-                    done = torch.cuda.Event()
-                    done.record(side)
+                while True:
+                    with DEVICE_WORK:  # not while waiting for room in the queue: a capture may wait for it
+                        batch = next(batches, None)
+                        if batch is None or stop.is_set():
+                            break
+                        done = torch.cuda.Event()
+                        done.record(side)
                     ready.put((batch, done))
             ready.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it

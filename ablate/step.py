@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablate.graphs import GraphedModel
 from ablate.parts import Parts
 
 _NORM_FLOOR = 1e-12  # added to a gradient's norm before dividing by it: a zero gradient moves nothing
@@ -115,17 +116,20 @@ class Step:
     """One optimisation step (two passes for SAM, a GradScaler for fp16, AWP's second pass when on),
     under autocast, with clipping, then the EMA update. Returns the loss as a device tensor."""
 
-    def __init__(self, parts: Parts, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+    def __init__(self, parts: Parts, model: nn.Module | GraphedModel, optimizer: Any, scheduler: Any, scaler: Any,
                  amp: torch.dtype | None, device: torch.device, clip: float, two_pass: bool, batch_augs: list[Any],
                  gen: torch.Generator, awp: Awp | None = None, ema: Ema | None = None) -> None:
         self.parts, self.model, self.opt, self.sched, self.scaler = parts, model, optimizer, scheduler, scaler
         self.amp, self.device, self.clip, self.two_pass = amp, device, clip, two_pass
         self.batch_augs, self.gen, self.awp, self.ema = batch_augs, gen, awp, ema
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        # a graph is captured under autocast, which must then keep no cache of cast weights
+        self.autocast_cache = not isinstance(model, GraphedModel)
 
     def _loss(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None,
               lam: torch.Tensor | None) -> torch.Tensor:
-        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+        ctx = torch.autocast(self.device.type, dtype=self.amp, cache_enabled=self.autocast_cache) \
+            if self.amp else contextlib.nullcontext()
         with ctx:
             emb = self.model(x, mask)
         emb = emb.float()  # margins and softmax in fp32

@@ -29,6 +29,7 @@ from ablate.data.drop import training_items
 from ablate.device import compiled, gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
 from ablate.errors import UserError
 from ablate.feed import Batch, Feed
+from ablate.graphs import GraphedModel
 from ablate.parts import LateDropout, Parts, Pretraining, build_augmentations, build_parts
 from ablate.step import Awp, Ema, Step
 
@@ -95,6 +96,15 @@ def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dt
     return optimizer, scheduler, scaler, two_pass, amp
 
 
+def _trained(config: Config, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | GraphedModel:
+    """What the training step calls: the model, or on CUDA with `cuda_graphs` its graphs."""
+    if not (config.cuda_graphs and device.type == "cuda"):
+        return model
+    if config.compile:
+        raise UserError("compile and cuda_graphs: set one of them (torch.compile makes its own graphs)")
+    return GraphedModel(model)
+
+
 def restart_head_steps(optimizer: Any) -> None:
     """When the recipe's head starts after pretraining: an optimizer that counts steps per
     parameter group (pytorch-optimizer's, e.g. the multi-tensor Ranger on a GPU) would take the
@@ -150,8 +160,8 @@ def train_fold(
     model = compiled(parts.model) if config.compile else parts.model
     awp = Awp(config.awp, config.awp_from, config.epochs, [p for g in optimizer.param_groups for p in g["params"]])
     ema = Ema(parts, config.ema)
-    step = Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, augs.batch,
-                torch.Generator().manual_seed(seed), awp, ema)
+    step = Step(parts, _trained(config, model, device), optimizer, scheduler, scaler, amp, device, config.grad_clip,
+                two_pass, augs.batch, torch.Generator().manual_seed(seed), awp, ema)
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
                         gpu=gpu_name(device), amp=str(amp).replace("torch.", "") if amp else "off")
     train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None
@@ -247,7 +257,7 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
     parts.model.to(device)
     parts.head.to(device)
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(shapes) * (repeats + 1), amp, device)
-    model = compiled(parts.model) if config.compile else parts.model  # as train_fold runs it
+    model = _trained(config, compiled(parts.model) if config.compile else parts.model, device)  # as train_fold runs it
     step = Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
                 torch.Generator().manual_seed(config.seed))
     width = int(getattr(parts.features, "out_dim"))

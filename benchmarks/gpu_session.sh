@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus|graphs]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
 #     PREV=dir bash benchmarks/gpu_session.sh versus   # this code against an earlier copy of the package (dir/ablate), same machine
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
@@ -60,6 +60,16 @@ case "${1:-all}" in
     done
     run batch256 80 --batch 256
     PYTHONPATH=$PREV:/tmp/site run batch256_prev 80 --batch 256 ;;
+  graphs)  # cuda_graphs: true against eager, alternating, at the recipe's batch; the smoke run between
+    run eager_1 130  # also writes the synthetic set (30 s on an H100 machine)
+    run graphs_1 100 --graphs
+    echo "== smoke"
+    timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    echo "exit $?"
+    grep -h '"model"' "$OUT/smoke.log"
+    tail -n 2 "$OUT/smoke.log"
+    run graphs_2 80 --graphs
+    run eager_2 80 ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"

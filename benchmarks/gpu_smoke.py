@@ -1,11 +1,15 @@
 """The training paths that only run on CUDA, run once on a GPU (CI has none): the multi-tensor
-Ranger (also as SAM's base), the pretraining head's restart, and training batches made
-GROUP_ITEMS at a time with a length-changing augmentation, on a small synthetic cache.
+Ranger (also as SAM's base), the pretraining head's restart, training batches made GROUP_ITEMS
+at a time with a length-changing augmentation, and `cuda_graphs: true` (every registered model's
+graphed pass against its own, then training with SAM, AWP and late dropout through graphs), on a
+small synthetic cache.
 
     python benchmarks/gpu_smoke.py [--cache DIR]
 
-Prints, per optimizer, the device, precision, optimizer class, losses and accuracies of each
-epoch; exits non-zero if a loss is not finite. On a CPU it runs the CPU paths (minutes).
+Prints, per model, the largest difference of the graphed pass's embeddings and gradients from the
+model's own (dropout off, fp32); per run, the device, precision, optimizer class, losses and
+accuracies of each epoch; exits non-zero if a loss is not finite or a graphed pass differs by more
+than 1e-3 (relative to the largest embedding, or the largest gradient). On a CPU it runs the CPU paths (minutes).
 """
 
 from __future__ import annotations
@@ -17,14 +21,62 @@ from pathlib import Path
 
 import torch
 
+from ablate.components._layers import DropPath
+from ablate.components.models import MODELS
 from ablate.components.optimizers import OPTIMIZERS
 from ablate.config import Component
 from ablate.data.cache import Cache
 from ablate.data.synth import SynthConfig
 from ablate.data.synth_cache import synth_cache
 from ablate.device import resolve_device
+from ablate.graphs import GraphedModel
+from ablate.parts import build_parts
 from ablate.spaces import recipe_config
 from ablate.train import train_fold
+
+
+def _graphs_agree(data: Cache, device: torch.device) -> bool:
+    """Each registered model (defaults, dropout off, fp32): the graphed training pass of two
+    batches of one shape (the capture, then a replay with new numbers) against the model's own."""
+    ok = True
+    for name in MODELS.names():
+        try:
+            worst, graphs = _graphed_difference(name, data, device)
+        except Exception as e:  # noqa: BLE001 - one model's failure is reported, the others still run
+            print(json.dumps({"model": name, "error": f"{type(e).__name__}: {e}"[:2000]}))
+            ok = False
+            continue
+        ok &= worst <= 1e-3
+        print(json.dumps({"model": name, "graphs": graphs, "largest_relative_difference": worst}))
+    return ok
+
+
+def _graphed_difference(name: str, data: Cache, device: torch.device) -> tuple[float, int]:
+    """(largest difference, graphs captured) of one model: embeddings relative to the largest
+    embedding, gradients relative to the largest gradient (some are ~0 by design: keys' biases)."""
+    cfg = recipe_config("quick").replace(model=Component(name, {}), amp="off")
+    torch.manual_seed(0)
+    parts = build_parts(cfg, data.num_classes)
+    model = parts.model.to(device).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout | DropPath):
+            m.p = 0.0
+        elif isinstance(m, torch.nn.LSTM):
+            m.dropout = 0.0
+    graphed, worst = GraphedModel(model), 0.0
+    for seed in (1, 2):
+        gen = torch.Generator(device).manual_seed(seed)
+        x = torch.randn(8, 45, parts.features.out_dim, device=device, generator=gen)
+        mask = torch.arange(45, device=device)[None] < torch.randint(1, 46, (8, 1), device=device, generator=gen)
+        outs = []
+        for call in (model, graphed):
+            emb = call(x, mask)
+            outs.append((emb.detach(), torch.autograd.grad(emb.square().sum(), list(model.parameters()))))
+        (emb, grads), (emb_g, grads_g) = outs
+        scale = max(float(g.abs().max()) for g in grads)
+        worst = max(worst, float((emb_g - emb).abs().max() / emb.abs().max()),
+                    max(float((a - b).abs().max()) for a, b in zip(grads_g, grads)) / scale)
+    return worst, len(graphed.graphs)
 
 
 def main() -> None:
@@ -40,12 +92,15 @@ def main() -> None:
     base = recipe_config("quick").replace(epochs=4, pretrain_ce=0.5, augmentations=augs, early_stopping=0)
     device = resolve_device(base.device)
     kind = type(OPTIMIZERS.build("ranger", {}, weights=[torch.nn.Parameter(torch.ones(3, device=device))]))
-    ok = True
-    for opt in (Component("ranger", {"lr": 3e-3}), Component("sam", {"base": "ranger", "lr": 3e-3})):
-        r = train_fold(base.replace(optimizer=opt), data, 0, progress=False)
+    ok = _graphs_agree(data, device) if device.type == "cuda" else True
+    graphed = base.replace(cuda_graphs=True, late_dropout=0.5, awp=0.01, awp_from=0.5)
+    runs = [(Component("ranger", {"lr": 3e-3}), base), (Component("sam", {"base": "ranger", "lr": 3e-3}), base),
+            (Component("ranger", {"lr": 3e-3}), graphed), (Component("sam", {"base": "ranger", "lr": 3e-3}), graphed)]
+    for opt, cfg in runs:
+        r = train_fold(cfg.replace(optimizer=opt), data, 0, progress=False)
         losses = [e.train_loss for e in r.epochs]
         ok &= all(math.isfinite(x) for x in losses)
-        print(json.dumps({"optimizer": opt.name, "device": r.device, "gpu": r.gpu, "amp": r.amp,
+        print(json.dumps({"optimizer": opt.name, "cuda_graphs": cfg.cuda_graphs, "device": r.device, "gpu": r.gpu, "amp": r.amp,
                           "ranger_class": f"{kind.__module__}.{kind.__name__}",
                           "train_loss": [round(x, 4) for x in losses], "val_acc": [round(e.val_acc, 4) for e in r.epochs]}))
     raise SystemExit(0 if ok else 1)

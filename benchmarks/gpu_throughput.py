@@ -4,9 +4,10 @@
     python benchmarks/gpu_throughput.py --small      # minutes on a CPU: keeps the script alive in CI
     python benchmarks/gpu_throughput.py --compile --optimizer lookahead --profile 40 --out DIR
     python benchmarks/gpu_throughput.py --batch 256   # another batch size (same learning rate)
+    python benchmarks/gpu_throughput.py --graphs      # cuda_graphs: true (the model's pass as CUDA graphs)
 
 Variants: --compile (the recipe's `compile: true`: the model through
-torch.compile); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
+torch.compile); --graphs (`cuda_graphs: true`: the model's training pass replayed as CUDA graphs); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
 multi-tensor on CUDA, with Ranger's k and alpha, instead of pytorch-ranger's per-tensor Ranger).
 --profile N profiles 2 x N bare steps (a warm-up pass and a timed one) and writes their kernel
 time, kernel launches and the top operators to --out.
@@ -105,6 +106,8 @@ def _variant(cfg, a: argparse.Namespace):
         cfg = cfg.replace(batch_size=a.batch)
     if a.compile:
         cfg = cfg.replace(compile=True)
+    if a.graphs:
+        cfg = cfg.replace(cuda_graphs=True)
     if a.optimizer:
         old = cfg.optimizer.params
         params = {"lr": old.get("lr", 1e-4), "weight_decay": old.get("weight_decay", 0.0)}
@@ -148,6 +151,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--small", action="store_true", help="tiny data and model, for a CPU")
     ap.add_argument("--compile", action="store_true", help="the recipe's compile: true")
+    ap.add_argument("--graphs", action="store_true", help="the recipe's cuda_graphs: true")
     ap.add_argument("--batch", type=int, default=0, help="batch size (default: the recipe's, 64)")
     ap.add_argument("--optimizer", default=None, help="another registered optimizer (lookahead: see above)")
     ap.add_argument("--profile", type=int, default=0, help="profile the bare steps of this many batches (twice: warm-up and timed)")
@@ -181,7 +185,7 @@ def main() -> None:
         "resident": store.resident, "store_gib": round(store.bytes / 2**30, 3),
         "cpu_vs_device_max_diff": _agreement(cfg, data, device),
         "full_data_epoch_seconds": round(FULL_SEQUENCES * 0.8 / trainer, 1),
-        "compile": cfg.compile, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
+        "compile": cfg.compile, "cuda_graphs": cfg.cuda_graphs, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
     }
     if a.profile:
         out |= _profile(cfg, data.num_classes, shapes[:a.profile], Path(a.out))

@@ -1,0 +1,85 @@
+"""CUDA graphs of the model's training forward and backward (`cuda_graphs: true`, on CUDA only).
+
+Why: at the recipe's batch of 64 a step of the baseline model launches a few hundred small
+kernels, and on an H100 the GPU was busy about 14% of a step (README, GPU throughput): the step is
+bound by launching from Python, not by arithmetic. A CUDA graph replays a captured forward (and
+its backward) as one launch each.
+
+A graph holds fixed shapes, and batches come in every frame count, so a batch's frames are padded
+up to a multiple of FRAME_BUCKET (the models ignore padded frames: tests/test_models.py) and each
+(batch size, bucket, dropout setting) gets its own graph, captured when it is first met, with
+`torch.cuda.make_graphed_callables` (PyTorch's partial-network capture), all in one memory pool.
+The head, the loss and the optimizer stay as they are (eager); only the model is graphed.
+
+Sharing one pool is safe here because graphs never interleave: a step replays one graph's forward,
+then the same graph's backward, and consumes the outputs before the next replay. Every backward
+starts from gradients set to None (`Step`, SAM and AWP zero them that way): the graph's gradient
+buffers are then handed to the weights, not added to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.batching import DEVICE_WORK
+
+FRAME_BUCKET = 32  # frames; up to 12 buckets at the recipe's 384, each padded batch at most 31 frames longer
+
+
+class _Shell(nn.Module):
+    """The model under another module, so that make_graphed_callables replaces the shell's
+    forward (one per captured shape) rather than the model's own, and still finds its weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.inner(x, mask)
+
+
+def bucketed(x: torch.Tensor, mask: torch.Tensor, bucket: int = FRAME_BUCKET) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, T, F] and mask [B, T] padded with zeros (masked out) to the next multiple of `bucket` frames."""
+    extra = -x.shape[1] % bucket
+    if extra == 0:
+        return x, mask
+    return F.pad(x, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False)
+
+
+class GraphedModel:
+    """Calls the model like `model(x, mask)`: in training with gradients, through a CUDA graph of
+    its padded shape; otherwise (validation, no_grad) the model itself."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        self.graphs: dict[tuple[Any, ...], nn.Module] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not (self.model.training and torch.is_grad_enabled()):
+            return self.model(x, mask)
+        x, mask = bucketed(x, mask)
+        # dropout's rate is captured with the graph: late dropout's switch needs graphs of its own
+        key = (*x.shape, x.dtype, tuple(m.p for m in self.dropouts))
+        graphed = self.graphs.get(key)
+        if graphed is None:
+            graphed = self.graphs[key] = self._capture(x, mask)
+        return graphed(x, mask)
+
+    def _capture(self, x: torch.Tensor, mask: torch.Tensor) -> nn.Module:
+        """A shell whose forward replays the graph of this shape. Capturing runs the model a few
+        times on a side stream (warm-up): its buffers (batch norm's running statistics) are put
+        back afterwards, so that capturing leaves the model as it was."""
+        saved = [b.detach().clone() for b in self.model.buffers()]
+        sample = (x.detach().clone(), mask.clone())  # the graph's own input buffers
+        with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture
+            shell = torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
+        with torch.no_grad():
+            for b, old in zip(self.model.buffers(), saved):
+                b.copy_(old)
+        return shell

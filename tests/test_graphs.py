@@ -1,0 +1,110 @@
+"""`cuda_graphs: true` (ablate/graphs.py) without a GPU: the frame buckets, which shapes get a graph
+of their own, that capturing leaves the model as it was, and that the step captures under autocast
+without its cache (PyTorch refuses otherwise). The capture itself is replaced by a stand-in that
+does what torch.cuda.make_graphed_callables does to the model (warm-up passes, then the module);
+the graphs themselves run in benchmarks/gpu_smoke.py, on a GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from test_models import build, padded_batch
+from torch import nn
+
+from ablate.data.cache import Cache
+from ablate.graphs import FRAME_BUCKET, GraphedModel, bucketed
+from ablate.parts import build_parts
+from ablate.spaces import recipe_config
+from ablate.step import Step
+from ablate.train import _optimizer, train_fold
+
+
+@pytest.fixture
+def captures(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, ...]]]:
+    """The shapes captured; the stand-in makes torch's three warm-up passes (forward and backward,
+    gradients of the inputs only) and refuses an autocast cache, as torch does."""
+    seen: list[tuple[int, ...]] = []
+
+    def capture(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
+        if torch.is_autocast_enabled("cpu") and torch.is_autocast_cache_enabled():
+            raise RuntimeError("make_graphed_callables does not support the autocast caching")
+        seen.append(tuple(sample[0].shape))
+        for _ in range(3):
+            out = shell(*sample)
+            torch.autograd.grad(out.sum(), list(shell.parameters()), allow_unused=True)
+        return shell
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    yield seen
+
+
+def test_bucketed_pads_to_a_multiple_with_masked_zeros() -> None:
+    x, mask = padded_batch([5, 33], 33)
+    bx, bmask = bucketed(x, mask)
+    assert bx.shape[1] == bmask.shape[1] == 2 * FRAME_BUCKET
+    assert torch.equal(bx[:, :33].nan_to_num(7.0), x.nan_to_num(7.0)) and torch.equal(bmask[:, :33], mask)
+    assert not bmask[:, 33:].any() and not bx[:, 33:].any()
+    same = bucketed(x[:, :32], mask[:, :32])
+    assert same[0] is not None and same[0].shape[1] == 32
+
+
+def test_one_graph_per_batch_size_bucket_and_dropout_rate(captures: list[tuple[int, ...]]) -> None:
+    model = build("transformer").train()
+    graphed = GraphedModel(model)
+    for lengths, total in (([4, 5], 5), ([20, 9], 20), ([33, 2], 33), ([3, 1], 3), ([3, 1, 2], 3)):
+        graphed(*padded_batch(lengths, total)).sum().backward()
+    assert captures == [(2, 32, 12), (2, 64, 12), (3, 32, 12)]
+    for m in model.modules():  # late dropout switches the rates: the captured graphs have the old ones
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    graphed(*padded_batch([4, 5], 5))
+    assert captures[-1] == (2, 32, 12) and len(captures) == 4
+    model.eval()  # validation: the model itself, no graph
+    graphed(*padded_batch([4, 5], 5))
+    model.train()
+    with torch.no_grad():
+        graphed(*padded_batch([6, 5], 6))
+    assert len(captures) == 4
+
+
+@pytest.mark.parametrize("name", ["transformer", "graph"])
+def test_the_graphed_pass_is_the_models_and_capturing_leaves_it_as_it_was(name: str, captures: list) -> None:
+    """Dropout off: the embeddings and gradients of the padded batch are the model's own; the
+    warm-up passes of the capture leave batch norm's running statistics where they were."""
+    model = build(name, dropout=0.0).train()
+    x, mask = padded_batch([7, 3], 7)
+    expected = model(x, mask)
+    grads = torch.autograd.grad(expected.square().sum(), list(model.parameters()))
+    buffers = [b.clone() for b in model.buffers()]
+    graphed = GraphedModel(model)
+    graphed._capture(*bucketed(x, mask))
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), buffers))
+    got = graphed(x, mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    for g, e in zip(torch.autograd.grad(got.square().sum(), list(model.parameters())), grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
+
+
+def test_the_step_captures_under_autocast_without_its_cache(captures: list) -> None:
+    cfg = recipe_config("smoke").replace(amp="bf16", device="cpu")
+    torch.manual_seed(0)
+    parts = build_parts(cfg, 5)
+    optimizer, scheduler, scaler, two_pass, amp = _optimizer(cfg, parts, 4, torch.bfloat16, torch.device("cpu"))
+    graphed = GraphedModel(parts.model)
+    step = Step(parts, graphed, optimizer, scheduler, scaler, amp, torch.device("cpu"), cfg.grad_clip, two_pass, [],
+                torch.Generator().manual_seed(0))
+    width = int(parts.features.out_dim)
+    loss = step(torch.randn(4, 9, width), torch.ones(4, 9, dtype=torch.bool), torch.tensor([0, 1, 2, 3]))
+    assert torch.isfinite(loss) and captures == [(4, 32, width)]
+
+
+def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: list) -> None:
+    data = Cache(synth_cache)
+    cfg = recipe_config("smoke").replace(epochs=1, early_stopping=0, device="cpu")
+    a = train_fold(cfg, data, 0, progress=False)
+    b = train_fold(cfg.replace(cuda_graphs=True), data, 0, progress=False)
+    assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs] and not captures
