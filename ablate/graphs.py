@@ -19,6 +19,7 @@ buffers are then handed to the weights, not added to them.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -59,27 +60,35 @@ class GraphedModel:
         self.dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         self.graphs: dict[tuple[Any, ...], nn.Module] = {}
         self.pool = torch.cuda.graph_pool_handle()
+        self.failed = ""  # why capturing failed, if it did (the fold then trains without graphs)
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not (self.model.training and torch.is_grad_enabled()):
+        if not (self.model.training and torch.is_grad_enabled()) or self.failed:
             return self.model(x, mask)
         x, mask = bucketed(x, mask)
         # dropout's rate is captured with the graph: late dropout's switch needs graphs of its own
         key = (*x.shape, x.dtype, tuple(m.p for m in self.dropouts))
         graphed = self.graphs.get(key)
         if graphed is None:
-            graphed = self.graphs[key] = self._capture(x, mask)
+            try:
+                graphed = self.graphs[key] = self._capture(x, mask)
+            except RuntimeError as e:  # a model with an operation that cannot be captured: train it as it is
+                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                warnings.warn(f"cuda_graphs: capturing {type(self.model).__name__} failed ({self.failed}); "
+                              "this fold trains without CUDA graphs", RuntimeWarning, stacklevel=2)
+                return self.model(x, mask)
         return graphed(x, mask)
 
     def _capture(self, x: torch.Tensor, mask: torch.Tensor) -> nn.Module:
         """A shell whose forward replays the graph of this shape. Capturing runs the model a few
         times on a side stream (warm-up): its buffers (batch norm's running statistics) are put
-        back afterwards, so that capturing leaves the model as it was."""
+        back afterwards, also when it fails, so that capturing leaves the model as it was."""
         saved = [b.detach().clone() for b in self.model.buffers()]
         sample = (x.detach().clone(), mask.clone())  # the graph's own input buffers
-        with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture
-            shell = torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
-        with torch.no_grad():
-            for b, old in zip(self.model.buffers(), saved):
-                b.copy_(old)
-        return shell
+        try:
+            with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture
+                return torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
+        finally:
+            with torch.no_grad():
+                for b, old in zip(self.model.buffers(), saved):
+                    b.copy_(old)

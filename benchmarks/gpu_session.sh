@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus|graphs]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
 #     PREV=dir bash benchmarks/gpu_session.sh versus   # this code against an earlier copy of the package (dir/ablate), same machine
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
@@ -70,6 +70,15 @@ case "${1:-all}" in
     tail -n 2 "$OUT/smoke.log"
     run graphs_2 80 --graphs
     run eager_2 80 ;;
+  groups)  # the smoke run, then cuda_graphs with the input path making 1,024, 256 and 512 items at a time
+    echo "== smoke"
+    timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    echo "exit $?"
+    grep -h '"model"' "$OUT/smoke.log"
+    tail -n 4 "$OUT/smoke.log"
+    run graphs_g1024 130 --graphs --group 1024  # also writes the synthetic set
+    run graphs_g256 80 --graphs --group 256
+    run graphs_g512 80 --graphs --group 512 ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"

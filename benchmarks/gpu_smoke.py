@@ -28,7 +28,7 @@ from ablate.config import Component
 from ablate.data.cache import Cache
 from ablate.data.synth import SynthConfig
 from ablate.data.synth_cache import synth_cache
-from ablate.device import resolve_device
+from ablate.device import resolve_device, use_device
 from ablate.graphs import GraphedModel
 from ablate.parts import build_parts
 from ablate.spaces import recipe_config
@@ -39,6 +39,7 @@ def _graphs_agree(data: Cache, device: torch.device) -> bool:
     """Each registered model (defaults, dropout off, fp32): the graphed training pass of two
     batches of one shape (the capture, then a replay with new numbers) against the model's own."""
     ok = True
+    use_device(device)  # as the trainer: cuDNN's attention off
     for name in MODELS.names():
         try:
             worst, graphs = _graphed_difference(name, data, device)
@@ -69,13 +70,16 @@ def _graphed_difference(name: str, data: Cache, device: torch.device) -> tuple[f
         x = torch.randn(8, 45, parts.features.out_dim, device=device, generator=gen)
         mask = torch.arange(45, device=device)[None] < torch.randint(1, 46, (8, 1), device=device, generator=gen)
         outs = []
-        for call in (model, graphed):
-            emb = call(x, mask)
+        for call in (graphed, model):  # graphed first: an eager pass's autograd graph kept alive meanwhile
+            emb = call(x, mask)        # would tie the capture to the default stream (torch warns)
             outs.append((emb.detach(), torch.autograd.grad(emb.square().sum(), list(model.parameters()))))
-        (emb, grads), (emb_g, grads_g) = outs
+            del emb
+        (emb_g, grads_g), (emb, grads) = outs
         scale = max(float(g.abs().max()) for g in grads)
         worst = max(worst, float((emb_g - emb).abs().max() / emb.abs().max()),
                     max(float((a - b).abs().max()) for a, b in zip(grads_g, grads)) / scale)
+    if graphed.failed:
+        raise RuntimeError(graphed.failed)
     return worst, len(graphed.graphs)
 
 

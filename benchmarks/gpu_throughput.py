@@ -5,6 +5,7 @@
     python benchmarks/gpu_throughput.py --compile --optimizer lookahead --profile 40 --out DIR
     python benchmarks/gpu_throughput.py --batch 256   # another batch size (same learning rate)
     python benchmarks/gpu_throughput.py --graphs      # cuda_graphs: true (the model's pass as CUDA graphs)
+    python benchmarks/gpu_throughput.py --group 1024  # the input path makes 1,024 items at a time on CUDA
 
 Variants: --compile (the recipe's `compile: true`: the model through
 torch.compile); --graphs (`cuda_graphs: true`: the model's training pass replayed as CUDA graphs); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
@@ -44,6 +45,7 @@ from ablate.data.resident import LandmarkStore, store_for
 from ablate.data.synth import SynthConfig
 from ablate.data.synth_cache import synth_cache
 from ablate.device import resolve_device
+from ablate import feed as feed_module
 from ablate.feed import Feed
 from ablate.parts import build_augmentations, build_parts
 from ablate.spaces import recipe_config
@@ -152,6 +154,8 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="tiny data and model, for a CPU")
     ap.add_argument("--compile", action="store_true", help="the recipe's compile: true")
     ap.add_argument("--graphs", action="store_true", help="the recipe's cuda_graphs: true")
+    ap.add_argument("--group", type=int, default=0, help="items the input path makes at once on CUDA "
+                    "(default: feed.GROUP_ITEMS)")
     ap.add_argument("--batch", type=int, default=0, help="batch size (default: the recipe's, 64)")
     ap.add_argument("--optimizer", default=None, help="another registered optimizer (lookahead: see above)")
     ap.add_argument("--profile", type=int, default=0, help="profile the bare steps of this many batches (twice: warm-up and timed)")
@@ -159,6 +163,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.small:
         a.signs, a.participants, a.reps, a.epochs = 12, 5, 2, 1
+    if a.group:
+        feed_module.GROUP_ITEMS = a.group
     data = _data(a)
     cfg = recipe_config("full").replace(epochs=a.epochs + 1, early_stopping=0)
     if a.small:
@@ -185,7 +191,7 @@ def main() -> None:
         "resident": store.resident, "store_gib": round(store.bytes / 2**30, 3),
         "cpu_vs_device_max_diff": _agreement(cfg, data, device),
         "full_data_epoch_seconds": round(FULL_SEQUENCES * 0.8 / trainer, 1),
-        "compile": cfg.compile, "cuda_graphs": cfg.cuda_graphs, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
+        "compile": cfg.compile, "cuda_graphs": cfg.cuda_graphs, "group_items": feed_module.GROUP_ITEMS, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
     }
     if a.profile:
         out |= _profile(cfg, data.num_classes, shapes[:a.profile], Path(a.out))

@@ -108,3 +108,27 @@ def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: 
     a = train_fold(cfg, data, 0, progress=False)
     b = train_fold(cfg.replace(cuda_graphs=True), data, 0, progress=False)
     assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs] and not captures
+
+
+def test_a_model_that_cannot_be_captured_trains_without_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed capture (an operation CUDA graphs do not allow) warns once, and the fold goes on
+    with the model itself; the warm-up's changes to the running statistics are undone."""
+    tries: list[int] = []
+
+    def capture(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
+        tries.append(1)
+        shell(*sample)  # the warm-up moves batch norm's running statistics
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    model, alone = build("graph", dropout=0.0).train(), build("graph", dropout=0.0).train()
+    graphed = GraphedModel(model)
+    x, mask = padded_batch([7, 3], 7)
+    with pytest.warns(RuntimeWarning, match="capturing .* failed .*operation not permitted"):
+        got = graphed(x, mask)
+    torch.testing.assert_close(got, alone(x, mask), atol=1e-5, rtol=0)
+    for a, b in zip(model.buffers(), alone.buffers()):  # one pass each: the warm-up's was undone
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    graphed(*padded_batch([4, 40], 40))
+    assert tries == [1] and graphed.failed.startswith("RuntimeError: operation not permitted") and not graphed.graphs
