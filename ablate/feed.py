@@ -34,10 +34,12 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x [B, T, F], mask [B,
 VAL_BUDGET_BYTES = 2 << 30  # validation features are kept for the fold when they fit in this
 # On CUDA, training batches are made this many items at a time and then split into the sampler's
 # batches: the input path's cost is mostly per batch (kernel launches, host work), measured on an
-# H100 (2026-11-26) at 10,000 sequences/s in batches of 64 and 48,000/s in batches of 256. An
-# item's numbers do not depend on its batch (per-item draws and normalisation), so only rounding
-# differs; on the CPU each batch is made alone (or in pieces, below).
-GROUP_ITEMS = 256
+# H100 (2026-11-26) at 10,000 sequences/s in batches of 64 and 48,000/s in batches of 256; with
+# the model in CUDA graphs, groups of 256 / 512 / 1,024 gave 39,000 / 43,000 / 69,000/s alone and
+# a trainer of 10,968 / 11,981 / 13,300/s (the same H100, one call; peak memory 5.9 -> 8.8 GiB).
+# An item's numbers do not depend on its group (per-item draws and normalisation), so only
+# rounding differs; on the CPU each batch is made alone (or in pieces, below).
+GROUP_ITEMS = 1024
 # On the CPU, a batch whose padding would cost more than making it in two pieces is made in two
 # (its shorter and its longer items, each padded to its own longest clip) and put together again:
 # the input path's cost there grows with padded frames, and one long clip can pad a whole batch

@@ -97,12 +97,11 @@ def _optimizer(config: Config, parts: Parts, steps_per_epoch: int, amp: torch.dt
 
 
 def _trained(config: Config, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | GraphedModel:
-    """What the training step calls: the model, or on CUDA with `cuda_graphs` its graphs."""
-    if not (config.cuda_graphs and device.type == "cuda"):
-        return model
-    if config.compile:
-        raise UserError("compile and cuda_graphs: set one of them (torch.compile makes its own graphs)")
-    return GraphedModel(model)
+    """What the training step calls: the model, or on CUDA with `cuda_graphs` its graphs (not
+    with `compile`, which is then the model's own way of running)."""
+    if config.cuda_graphs and device.type == "cuda" and not config.compile:
+        return GraphedModel(model)
+    return model
 
 
 def restart_head_steps(optimizer: Any) -> None:

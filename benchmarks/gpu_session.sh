@@ -60,25 +60,20 @@ case "${1:-all}" in
     done
     run batch256 80 --batch 256
     PYTHONPATH=$PREV:/tmp/site run batch256_prev 80 --batch 256 ;;
-  graphs)  # cuda_graphs: true against eager, alternating, at the recipe's batch; the smoke run between
-    run eager_1 130  # also writes the synthetic set (30 s on an H100 machine)
-    run graphs_1 100 --graphs
-    echo "== smoke"
-    timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
-    echo "exit $?"
-    grep -h '"model"' "$OUT/smoke.log"
-    tail -n 2 "$OUT/smoke.log"
-    run graphs_2 80 --graphs
-    run eager_2 80 ;;
-  groups)  # the smoke run, then cuda_graphs with the input path making 1,024, 256 and 512 items at a time
+  graphs)  # the defaults (cuda_graphs on, 1,024 items at a time) against eager with 256 at a time (the defaults before)
+    run default_1 130  # also writes the synthetic set (30 s on an H100 machine)
+    run eager_1 80 --eager --group 256
+    run default_2 80
+    run eager_2 80 --eager --group 256 ;;
+  groups)  # the smoke run, then the input path making 1,024, 256 and 512 items at a time (cuda_graphs on)
     echo "== smoke"
     timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
     grep -h '"model"' "$OUT/smoke.log"
     tail -n 4 "$OUT/smoke.log"
-    run graphs_g1024 130 --graphs --group 1024  # also writes the synthetic set
-    run graphs_g256 80 --graphs --group 256
-    run graphs_g512 80 --graphs --group 512 ;;
+    run graphs_g1024 130 --group 1024  # also writes the synthetic set
+    run graphs_g256 80 --group 256
+    run graphs_g512 80 --group 512 ;;
   compile)  # the eager reference again, then the compiled variants
     run eager 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"

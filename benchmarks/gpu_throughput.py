@@ -4,11 +4,12 @@
     python benchmarks/gpu_throughput.py --small      # minutes on a CPU: keeps the script alive in CI
     python benchmarks/gpu_throughput.py --compile --optimizer lookahead --profile 40 --out DIR
     python benchmarks/gpu_throughput.py --batch 256   # another batch size (same learning rate)
-    python benchmarks/gpu_throughput.py --graphs      # cuda_graphs: true (the model's pass as CUDA graphs)
+    python benchmarks/gpu_throughput.py --eager       # cuda_graphs: false (the model's pass op by op)
     python benchmarks/gpu_throughput.py --group 1024  # the input path makes 1,024 items at a time on CUDA
 
 Variants: --compile (the recipe's `compile: true`: the model through
-torch.compile); --graphs (`cuda_graphs: true`: the model's training pass replayed as CUDA graphs); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
+torch.compile); --eager (`cuda_graphs: false`: the model's training pass launched op by op, not
+replayed as CUDA graphs); --optimizer lookahead (RAdam + Lookahead from torch.optim and pytorch-optimizer,
 multi-tensor on CUDA, with Ranger's k and alpha, instead of pytorch-ranger's per-tensor Ranger).
 --profile N profiles 2 x N bare steps (a warm-up pass and a timed one) and writes their kernel
 time, kernel launches and the top operators to --out.
@@ -108,8 +109,8 @@ def _variant(cfg, a: argparse.Namespace):
         cfg = cfg.replace(batch_size=a.batch)
     if a.compile:
         cfg = cfg.replace(compile=True)
-    if a.graphs:
-        cfg = cfg.replace(cuda_graphs=True)
+    if a.eager:
+        cfg = cfg.replace(cuda_graphs=False)
     if a.optimizer:
         old = cfg.optimizer.params
         params = {"lr": old.get("lr", 1e-4), "weight_decay": old.get("weight_decay", 0.0)}
@@ -153,7 +154,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--small", action="store_true", help="tiny data and model, for a CPU")
     ap.add_argument("--compile", action="store_true", help="the recipe's compile: true")
-    ap.add_argument("--graphs", action="store_true", help="the recipe's cuda_graphs: true")
+    ap.add_argument("--eager", action="store_true", help="cuda_graphs: false (the model's pass launched op by op)")
     ap.add_argument("--group", type=int, default=0, help="items the input path makes at once on CUDA "
                     "(default: feed.GROUP_ITEMS)")
     ap.add_argument("--batch", type=int, default=0, help="batch size (default: the recipe's, 64)")

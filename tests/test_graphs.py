@@ -19,7 +19,7 @@ from ablate.graphs import FRAME_BUCKET, GraphedModel, bucketed
 from ablate.parts import build_parts
 from ablate.spaces import recipe_config
 from ablate.step import Step
-from ablate.train import _optimizer, train_fold
+from ablate.train import _optimizer, _trained, train_fold
 
 
 @pytest.fixture
@@ -105,9 +105,17 @@ def test_the_step_captures_under_autocast_without_its_cache(captures: list) -> N
 def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: list) -> None:
     data = Cache(synth_cache)
     cfg = recipe_config("smoke").replace(epochs=1, early_stopping=0, device="cpu")
-    a = train_fold(cfg, data, 0, progress=False)
+    a = train_fold(cfg.replace(cuda_graphs=False), data, 0, progress=False)
     b = train_fold(cfg.replace(cuda_graphs=True), data, 0, progress=False)
     assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs] and not captures
+
+
+def test_graphs_on_cuda_by_default_and_not_with_compile(captures: list) -> None:
+    cfg, model = recipe_config("full"), build("transformer")
+    assert cfg.cuda_graphs and isinstance(_trained(cfg, model, torch.device("cuda")), GraphedModel)
+    assert _trained(cfg, model, torch.device("cpu")) is model
+    assert _trained(cfg.replace(compile=True), model, torch.device("cuda")) is model
+    assert _trained(cfg.replace(cuda_graphs=False), model, torch.device("cuda")) is model
 
 
 def test_a_model_that_cannot_be_captured_trains_without_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
