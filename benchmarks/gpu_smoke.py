@@ -93,7 +93,8 @@ def main() -> None:
         synth_cache(Path(a.cache), SynthConfig(n_signs=20, n_participants=5, reps=6))
         data = Cache(Path(a.cache))
     augs = (Component("speed", {"p": 0.5}), Component("shift", {}), Component("scale", {}), Component("hflip", {}))
-    base = recipe_config("quick").replace(epochs=4, pretrain_ce=0.5, augmentations=augs, early_stopping=0)
+    base = recipe_config("quick").replace(epochs=4, pretrain_ce=0.5, augmentations=augs, early_stopping=0,
+                                          cuda_graphs=False)
     device = resolve_device(base.device)
     kind = type(OPTIMIZERS.build("ranger", {}, weights=[torch.nn.Parameter(torch.ones(3, device=device))]))
     ok = _graphs_agree(data, device) if device.type == "cuda" else True
