@@ -1,6 +1,6 @@
 """Trainer overhead: `train_fold` end to end against the bare model step on ready-made tensors.
 
-    python benchmarks/trainer_overhead.py [--epochs 3] [--preset quick] [--data CACHE_OR_DIR]
+    python benchmarks/trainer_overhead.py [--epochs 3] [--preset quick] [--data CACHE_OR_DIR] [--threads N]
 
 trainer:   training sequences/s of train_fold (the preset's recipe, baseline augmentations on:
            shift, scale, rotate, hflip), training-phase time only (validation excluded), epochs
@@ -9,7 +9,9 @@ bare_step: the same model, loss, optimizer, schedule and precision (the trainer'
            on feature tensors already on the device, of the very shapes the trainer's batches
            had (batch size and padded length of every batch of an epoch), no augmentation.
 share = trainer / bare_step: the fraction of the model's speed that the whole trainer keeps.
-One process, one after the other, on the default synthetic set. The last line is JSON:
+One process, one after the other, on the default synthetic set, with --threads intra-op threads
+(default: torch's, one per core; `ablate run --workers 2` on 2 cores gives each worker 1, and the
+issue's own figures were taken at 1). The last line is JSON:
 {"trainer": seq/s, "bare_step": seq/s, "share": ...}.
 """
 
@@ -43,7 +45,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--data", default=None, help="a cache (default: the embedded synthetic set)")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (default: torch's)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     data = Cache(a.data or default_cache())
     cfg = recipe_config(a.preset).replace(epochs=a.epochs + 1, early_stopping=0)
     rates: list[float] = []
