@@ -14,6 +14,12 @@ import pytest
 
 from ablate.data import kaggle
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one process per core; more threads would contend
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # and the processes tests start
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("ABLATE_SAMPLE", REPO.parent / "shared" / "data" / "asl-signs-sample"))
 SAMPLE_FILE = SAMPLE / "train_landmark_files" / "16069" / "100015657.parquet"

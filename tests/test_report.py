@@ -281,12 +281,13 @@ def test_git_commit_names_this_checkout() -> None:
         assert git_commit().startswith(head)
 
 
-def test_renders_in_a_headless_browser_without_console_errors(rich: tuple[Path, dict[str, Any]]) -> None:
+def test_renders_in_a_headless_browser_without_console_errors(rich: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not browser:
         pytest.skip("no headless Chromium installed (apt-get install chromium)")
     path, _ = rich
     run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                          f"--user-data-dir={tmp_path / 'profile'}",  # its own: another test's browser may run at once
                           "--virtual-time-budget=5000", "--dump-dom", path.as_uri()],
                          capture_output=True, text=True, timeout=120)
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
