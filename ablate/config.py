@@ -39,9 +39,11 @@ class Component:
 
 
 # Recipe keys added after studies and final folders were first written, with the value that
-# behaves as before they existed: a record without one is read as having that value.
+# behaves as before they existed: a record without one is read as having that value. cuda_graphs:
+# its default, which changes nothing on the CPU and on CUDA only rounding and dropout's draws (as
+# feed.DATA_PATH counts changes), so earlier studies and final folders go on with it.
 ADDED_KEYS: dict[str, Any] = {"drop_participants": [], "drop_messiest": 0, "late_dropout": 0.0, "pretrain_ce": 0.0,
-                              "ema": 0.0, "awp": 0.0, "awp_from": 0.0}
+                              "ema": 0.0, "awp": 0.0, "awp_from": 0.0, "cuda_graphs": True}
 
 
 def _min(low: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ the same machine always makes the same choice (and so gives the same numbers).
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,7 @@ def release_memory() -> None:
     """Between trials: give back the GPU memory the last one reserved at its peak, so the next trial
     (or another worker on the same GPU) can have it."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()  # tensors held only by reference cycles (a fold that stopped with an error) first
         torch.cuda.empty_cache()
 
 

@@ -72,12 +72,24 @@ class GraphedModel:
         if graphed is None:
             try:
                 graphed = self.graphs[key] = self._capture(x, mask)
+            except torch.OutOfMemoryError:
+                raise  # not the model's fault: the study's handling of a full device applies
             except RuntimeError as e:  # a model with an operation that cannot be captured: train it as it is
-                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                self.failed = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
                 warnings.warn(f"cuda_graphs: capturing {type(self.model).__name__} failed ({self.failed}); "
                               "this fold trains without CUDA graphs", RuntimeWarning, stacklevel=2)
                 return self.model(x, mask)
         return graphed(x, mask)
+
+    def close(self) -> None:
+        """At the end of a fold: let go of the graphs and their memory. make_graphed_callables sets
+        each shell's forward to a closure over the shell, a cycle that only a full garbage
+        collection would free, and the weights' gradients may be the graphs' own buffers."""
+        for shell in self.graphs.values():
+            vars(shell).pop("forward", None)
+        self.graphs.clear()
+        for p in self.model.parameters():
+            p.grad = None
 
     def _capture(self, x: torch.Tensor, mask: torch.Tensor) -> nn.Module:
         """A shell whose forward replays the graph of this shape. Capturing runs the model a few

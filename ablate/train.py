@@ -199,6 +199,8 @@ def train_fold(
             result.stopped = "early_stopping"
             break
     bar.close()
+    if isinstance(step.model, GraphedModel):
+        step.model.close()
     late.set(config.epochs)  # as built again, also when early stopping ended the fold in the off phase
     ema.copy_into(parts)  # what is kept, exported and predicted with below
     result.last_acc = result.epochs[-1].val_acc
@@ -270,7 +272,10 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
     for _ in range(repeats):
         losses = [step(*batch) for batch in batches]
     float(torch.stack(losses).sum())  # wait for the device
-    return sum(b for b, _ in shapes) * repeats / (time.perf_counter() - t0)
+    rate = sum(b for b, _ in shapes) * repeats / (time.perf_counter() - t0)
+    if isinstance(model, GraphedModel):
+        model.close()
+    return rate
 
 
 @torch.no_grad()

@@ -14,11 +14,12 @@ import pytest
 
 from ablate.data import kaggle
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one process per core; more threads would contend
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: test processes share the cores; more threads would contend
     import torch
 
-    os.environ["OMP_NUM_THREADS"] = "1"  # and the processes tests start
-    torch.set_num_threads(1)
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)  # and the processes tests start
+    torch.set_num_threads(_threads)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("ABLATE_SAMPLE", REPO.parent / "shared" / "data" / "asl-signs-sample"))

@@ -15,6 +15,7 @@ from test_models import build, padded_batch
 from torch import nn
 
 from ablate.data.cache import Cache
+from ablate.batching import DEVICE_WORK
 from ablate.graphs import FRAME_BUCKET, GraphedModel, bucketed
 from ablate.parts import build_parts
 from ablate.spaces import recipe_config
@@ -31,10 +32,11 @@ def captures(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, ...]]]
     def capture(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
         if torch.is_autocast_enabled("cpu") and torch.is_autocast_cache_enabled():
             raise RuntimeError("make_graphed_callables does not support the autocast caching")
+        assert DEVICE_WORK.locked(), "the batch thread could run CUDA calls during the capture"
         seen.append(tuple(sample[0].shape))
-        for _ in range(3):
+        for _ in range(3):  # as torch's warm-up: every trained weight must get a gradient
             out = shell(*sample)
-            torch.autograd.grad(out.sum(), list(shell.parameters()), allow_unused=True)
+            torch.autograd.grad(out.sum(), [w for w in shell.parameters() if w.requires_grad], allow_unused=False)
         return shell
 
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
@@ -72,7 +74,8 @@ def test_one_graph_per_batch_size_bucket_and_dropout_rate(captures: list[tuple[i
 
 
 @pytest.mark.parametrize("name", ["transformer", "graph"])
-def test_the_graphed_pass_is_the_models_and_capturing_leaves_it_as_it_was(name: str, captures: list) -> None:
+def test_the_graphed_pass_is_the_models_and_capturing_leaves_it_as_it_was(name: str,
+                                                                             captures: list[tuple[int, ...]]) -> None:
     """Dropout off: the embeddings and gradients of the padded batch are the model's own; the
     warm-up passes of the capture leave batch norm's running statistics where they were."""
     model = build(name, dropout=0.0).train()
@@ -89,7 +92,7 @@ def test_the_graphed_pass_is_the_models_and_capturing_leaves_it_as_it_was(name: 
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
 
 
-def test_the_step_captures_under_autocast_without_its_cache(captures: list) -> None:
+def test_the_step_captures_under_autocast_without_its_cache(captures: list[tuple[int, ...]]) -> None:
     cfg = recipe_config("smoke").replace(amp="bf16", device="cpu")
     torch.manual_seed(0)
     parts = build_parts(cfg, 5)
@@ -102,7 +105,7 @@ def test_the_step_captures_under_autocast_without_its_cache(captures: list) -> N
     assert torch.isfinite(loss) and captures == [(4, 32, width)]
 
 
-def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: list) -> None:
+def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: list[tuple[int, ...]]) -> None:
     data = Cache(synth_cache)
     cfg = recipe_config("smoke").replace(epochs=1, early_stopping=0, device="cpu")
     a = train_fold(cfg.replace(cuda_graphs=False), data, 0, progress=False)
@@ -110,7 +113,7 @@ def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: 
     assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs] and not captures
 
 
-def test_graphs_on_cuda_by_default_and_not_with_compile(captures: list) -> None:
+def test_graphs_on_cuda_by_default_and_not_with_compile(captures: list[tuple[int, ...]]) -> None:
     cfg, model = recipe_config("full"), build("transformer")
     assert cfg.cuda_graphs and isinstance(_trained(cfg, model, torch.device("cuda")), GraphedModel)
     assert _trained(cfg, model, torch.device("cpu")) is model
@@ -140,3 +143,28 @@ def test_a_model_that_cannot_be_captured_trains_without_graphs(monkeypatch: pyte
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     graphed(*padded_batch([4, 40], 40))
     assert tries == [1] and graphed.failed.startswith("RuntimeError: operation not permitted") and not graphed.graphs
+
+
+def test_running_out_of_memory_in_a_capture_is_not_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full device stops the fold as any out-of-memory error does (the study's handling applies);
+    only an operation that cannot be captured sends the fold on without graphs."""
+    def capture(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    graphed = GraphedModel(build("transformer").train())
+    with pytest.raises(torch.OutOfMemoryError):
+        graphed(*padded_batch([4, 5], 5))
+    assert not graphed.failed
+
+
+def test_close_lets_go_of_the_graphs_and_the_gradients(captures: list[tuple[int, ...]]) -> None:
+    model = build("transformer").train()
+    graphed = GraphedModel(model)
+    graphed(*padded_batch([4, 5], 5)).sum().backward()
+    shells = list(graphed.graphs.values())
+    vars(shells[0])["forward"] = lambda *a: None  # what make_graphed_callables leaves on a shell
+    graphed.close()
+    assert not graphed.graphs and "forward" not in vars(shells[0])
+    assert all(p.grad is None for p in model.parameters())
