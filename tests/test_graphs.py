@@ -14,8 +14,8 @@ import torch
 from test_models import build, padded_batch
 from torch import nn
 
-from ablate.data.cache import Cache
 from ablate.batching import DEVICE_WORK
+from ablate.data.cache import Cache
 from ablate.graphs import FRAME_BUCKET, GraphedModel, bucketed
 from ablate.parts import build_parts
 from ablate.spaces import recipe_config
