@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/ablate run losses --workers $(DEMO_WORKERS)
 
 # two test processes, one per core, each test file in one of them (module fixtures run once;
-# tests/conftest.py gives each one intra-op thread): 14 min -> 9.5 min here (README)
+# tests/conftest.py divides the cores' threads among them): 14 min -> under 10 min here (README)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
