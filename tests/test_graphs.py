@@ -168,3 +168,65 @@ def test_close_lets_go_of_the_graphs_and_the_gradients(captures: list[tuple[int,
     graphed.close()
     assert not graphed.graphs and "forward" not in vars(shells[0])
     assert all(p.grad is None for p in model.parameters())
+
+
+def _faithful(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
+    """A stand-in that hands back gradients the way torch's graphed backward does: as detached
+    views of buffers it keeps and overwrites on every backward (the weights may then hold them)."""
+    weights = [w for w in shell.parameters() if w.requires_grad]
+    buffers = [torch.zeros_like(w) for w in weights]
+
+    class Graphed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: object, x: torch.Tensor, mask: torch.Tensor, *ws: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                ctx.out = shell.inner(x, mask)  # type: ignore[attr-defined]
+            return ctx.out.detach()  # type: ignore[attr-defined]
+
+        @staticmethod
+        def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+            for b, g in zip(buffers, torch.autograd.grad(ctx.out, weights, grad)):  # type: ignore[attr-defined]
+                b.copy_(g)  # the replay writes the same buffers every time
+            return (None, None, *(b.detach() for b in buffers))
+
+    vars(shell)["forward"] = lambda x, mask: Graphed.apply(x, mask, *weights)
+    return shell
+
+
+@pytest.mark.parametrize("changes", [{}, {"optimizer": "sam"}, {"awp": 0.05}, {"mixup": True}],
+                         ids=["plain", "sam", "awp", "mixup"])
+def test_steps_through_graph_buffers_are_the_eager_steps(changes: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Torch's graphed backward gives the weights its own buffers as gradients, overwritten by the
+    next replay: a second backward onto gradients that were not set to None would count twice.
+    Three steps of each path (SAM's two passes, AWP's second pass, mixup) through a stand-in that
+    does that give the weights the eager steps give (dropout off)."""
+    from ablate.components import AUGMENTATIONS
+    from ablate.config import Component
+    from ablate.step import Awp
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", _faithful)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    cfg = recipe_config("smoke").replace(device="cpu", amp="off", grad_clip=0.0)  # clipping would hide a 2x gradient
+    if "optimizer" in changes:
+        cfg = cfg.replace(optimizer=Component("sam", {"base": "ranger", "lr": 1e-3}))  # Adam-like steps barely see a 2x gradient; Ranger's first steps do
+    finals = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        parts = build_parts(cfg, 5)
+        for m in parts.model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        optimizer, scheduler, scaler, two_pass, amp = _optimizer(cfg, parts, 3, None, torch.device("cpu"))
+        weights = [p for g in optimizer.param_groups for p in g["params"]]
+        awp = Awp(changes.get("awp", 0.0), 0.0, 3, weights)
+        awp.set(0)
+        batch = [AUGMENTATIONS.build("mixup", {"p": 1.0})] if "mixup" in changes else []
+        step = Step(parts, GraphedModel(parts.model) if graphed else parts.model, optimizer, scheduler, scaler, amp,
+                    torch.device("cpu"), cfg.grad_clip, two_pass, batch, torch.Generator().manual_seed(0), awp)
+        data = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.randn(4, 9, int(parts.features.out_dim), generator=data)
+            step(x, torch.ones(4, 9, dtype=torch.bool), torch.randint(0, 5, (4,), generator=data))
+        finals.append([w.detach().clone() for w in weights])
+    for eager, through in zip(*finals):
+        torch.testing.assert_close(through, eager, atol=1e-5, rtol=1e-4)
