@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: eager (profiled), batch 256, compiled
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: the defaults (profiled), batch 256, compiled; runs named "default" use the recipe as it is (cuda_graphs on since 2026-11-26), "eager" adds --eager
 #     PREV=dir bash benchmarks/gpu_session.sh versus   # this code against an earlier copy of the package (dir/ablate), same machine
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
@@ -27,11 +27,11 @@ run() {  # label, seconds, benchmark arguments...
 }
 case "${1:-all}" in
   all)
-    run eager 140 --profile 40 --out "$OUT/prof_eager"
+    run default 140 --profile 40 --out "$OUT/prof_default"
     run batch256 100 --batch 256
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile" ;;
   batches)  # eager at the recipe's batch size and at 128 and 256
-    run eager 100
+    run default 100
     run batch128 90 --batch 128
     run batch256 90 --batch 256 ;;
   scale)  # the full-size synthetic set written straight into a cache, then 2 baseline-recipe epochs on it
@@ -47,7 +47,7 @@ case "${1:-all}" in
     timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
     tail -n 2 "$OUT/smoke.log"
-    run eager 110 ;;
+    run default 110 ;;
   versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256
     : "${PREV:?set PREV to a folder holding an earlier copy of the package (PREV/ablate)}"
     echo "== smoke"
@@ -55,8 +55,8 @@ case "${1:-all}" in
     echo "exit $?"
     tail -n 2 "$OUT/smoke.log"
     for round in 1 2; do
-      run "eager_$round" $((round == 1 ? 130 : 80))  # the first also writes the synthetic set (30 s on an H100 machine)
-      PYTHONPATH=$PREV:/tmp/site run "eager_prev_$round" 80
+      run "default_$round" $((round == 1 ? 130 : 80))  # the first also writes the synthetic set (30 s on an H100 machine)
+      PYTHONPATH=$PREV:/tmp/site run "prev_$round" 80
     done
     run batch256 80 --batch 256
     PYTHONPATH=$PREV:/tmp/site run batch256_prev 80 --batch 256 ;;
@@ -75,7 +75,7 @@ case "${1:-all}" in
     run graphs_g256 80 --group 256
     run graphs_g512 80 --group 512 ;;
   compile)  # the eager reference again, then the compiled variants
-    run eager 90
+    run default 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
     run compile_lookahead 130 --compile --optimizer lookahead ;;
 esac
