@@ -30,7 +30,7 @@ case "${1:-all}" in
     run default 140 --profile 40 --out "$OUT/prof_default"
     run batch256 100 --batch 256
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile" ;;
-  batches)  # eager at the recipe's batch size and at 128 and 256
+  batches)  # the defaults at the recipe's batch size and at 128 and 256
     run default 100
     run batch128 90 --batch 128
     run batch256 90 --batch 256 ;;
@@ -42,7 +42,7 @@ case "${1:-all}" in
     timeout 200 python3 benchmarks/scale_epoch.py --data /tmp/full --preset full --epochs 2 >"$OUT/scale_full.log" 2>&1
     echo "exit $?"
     tail -n 2 "$OUT/scale_full.log" ;;
-  smoke)  # the CUDA-only training paths once (benchmarks/gpu_smoke.py), then the eager baseline
+  smoke)  # the CUDA-only training paths once (benchmarks/gpu_smoke.py), then the defaults
     echo "== smoke"
     timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
