@@ -7,9 +7,10 @@ training device from them (data/resident.py, components/augmentations.py, featur
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -62,24 +63,33 @@ class BucketBatchSampler:
 DEVICE_WORK = threading.Lock()
 
 
-def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device, depth: int = 3) -> Iterator[tuple[torch.Tensor, ...]]:
-    """On CUDA: make the batches in a background thread on a side stream, `depth` ahead, so that
-    preparing batch i + 1 (mostly launching small kernels) overlaps the model's step on batch i.
-    The same batches in the same order; an error in the thread is raised here."""
-    side = torch.cuda.Stream(device)
+def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device,
+               depth: int = 3) -> Generator[tuple[torch.Tensor, ...], None, None]:
+    """Make the batches in a background thread, `depth` ahead, so that preparing batch i + 1
+    overlaps the model's step on batch i: on CUDA (on a side stream) that is mostly launching small
+    kernels; on the CPU it is the input path's arithmetic, on a core the step leaves free (see
+    `spare_core`). The same batches in the same order (nothing in them draws from a generator the
+    step uses: augmentations hash their numbers, _random.py); an error in the thread is raised here."""
+    cuda = device.type == "cuda"
+    side = torch.cuda.Stream(device) if cuda else None
     ready: queue.Queue[Any] = queue.Queue(depth)
     stop = threading.Event()
 
     def work() -> None:
         try:
-            with torch.cuda.device(device), torch.cuda.stream(side):
+            with contextlib.ExitStack() as on:
+                if side is not None:
+                    on.enter_context(torch.cuda.device(device))
+                    on.enter_context(torch.cuda.stream(side))
                 while True:
                     with DEVICE_WORK:  # not while waiting for room in the queue: a capture may wait for it
                         batch = next(batches, None)
                         if batch is None or stop.is_set():
                             break
-                        done = torch.cuda.Event()
-                        done.record(side)
+                        done = None
+                        if side is not None:
+                            done = torch.cuda.Event()
+                            done.record(side)
                     ready.put((batch, done))
             ready.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
@@ -87,18 +97,27 @@ def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device
 
     thread = threading.Thread(target=work, name="ablate-batches", daemon=True)
     thread.start()
-    main = torch.cuda.current_stream(device)
+    main = torch.cuda.current_stream(device) if cuda else None
     try:
         while (item := ready.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             batch, done = item
-            main.wait_event(done)
-            for t in batch:
-                t.record_stream(main)  # made on the side stream, used on this one
+            if main is not None:
+                main.wait_event(done)
+                for t in batch:
+                    t.record_stream(main)  # made on the side stream, used on this one
             yield batch
     finally:
         stop.set()
         while thread.is_alive():  # let a thread blocked on a full queue see the stop
             with contextlib.suppress(queue.Empty):
                 ready.get(timeout=0.05)
+
+
+def spare_core(sharing: int) -> bool:
+    """Whether the CPU has a core that neither the step's intra-op threads nor the other study
+    workers (`sharing` in all, each with as many threads) use: then the batches are made on it, one
+    thread ahead. Measured on the quick preset, 2 cores, 1 thread: see feed.py."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return torch.get_num_threads() * max(1, sharing) < cores

@@ -10,13 +10,13 @@ VAL_BUDGET_BYTES, else on every pass.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from ablate.batching import BucketBatchSampler, prefetched
+from ablate.batching import BucketBatchSampler, prefetched, spare_core
 from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
@@ -63,6 +63,7 @@ class Feed:
         self.key = (config.seed, config.fold_seed, fold)
         self.group = max(1, GROUP_ITEMS // config.batch_size) if device.type == "cuda" else 1  # batches made at once
         self.pieced = device.type == "cpu"  # on a GPU a piece's cost is per batch (launches): no pieces
+        self.ahead = device.type == "cuda" or spare_core(sharing)  # batches made in a thread, ahead of the step
         self.train_sampler = BucketBatchSampler(data.lengths[train_idx], config.batch_size, shuffle=True,
                                                 seed=run_seed(config.seed, config.fold_seed, fold),
                                                 max_batches=config.max_train_batches)
@@ -74,7 +75,7 @@ class Feed:
         self._val = list(self._batches(self.val_idx, self.val_sampler, None)) if keep else None
 
     @torch.no_grad()
-    def _batches(self, idx: np.ndarray, sampler: BucketBatchSampler, epoch: int | None) -> Iterator[Batch]:
+    def _batches(self, idx: np.ndarray, sampler: BucketBatchSampler, epoch: int | None) -> Generator[Batch, None, None]:
         """The sampler's batches in order; training batches made `group` at a time."""
         key = None if epoch is None else (*self.key, epoch)
         batches = list(sampler)
@@ -112,10 +113,10 @@ class Feed:
             x[at, : xp.shape[1]], mask[at, : mp.shape[1]], y[at] = xp, mp, yp
         return x, mask, y
 
-    def train(self, epoch: int) -> Iterator[Batch]:
+    def train(self, epoch: int) -> Generator[Batch, None, None]:
         self.train_sampler.epoch = epoch
         batches = self._batches(self.train_idx, self.train_sampler, epoch)
-        return prefetched(batches, self.store.device) if self.store.device.type == "cuda" else batches
+        return prefetched(batches, self.store.device) if self.ahead else batches
 
     def val(self) -> Iterable[Batch]:
         return self._val if self._val is not None else self._batches(self.val_idx, self.val_sampler, None)

@@ -224,12 +224,14 @@ def _epoch(step: Step, feed: Feed, epoch: int, fold: int, hide: bool | None) -> 
     step.parts.head.train()
     losses: list[torch.Tensor] = []
     samples = 0
-    batches = tqdm(feed.train(epoch), total=len(feed.train_sampler), desc="batches", leave=False, disable=hide)
-    for b, (x, mask, y) in enumerate(batches):
-        losses.append(step(x, mask, y))
-        samples += len(y)
-        if (b + 1) % CHECK_EVERY == 0:
-            _check_finite(losses, b + 1 - CHECK_EVERY, epoch, fold, step)
+    made = feed.train(epoch)
+    with contextlib.closing(made):  # a fold stopped mid-epoch stops the batch thread (feed.py) here
+        for b, (x, mask, y) in enumerate(tqdm(made, total=len(feed.train_sampler), desc="batches",
+                                              leave=False, disable=hide)):
+            losses.append(step(x, mask, y))
+            samples += len(y)
+            if (b + 1) % CHECK_EVERY == 0:
+                _check_finite(losses, b + 1 - CHECK_EVERY, epoch, fold, step)
     _check_finite(losses, len(losses) - len(losses) % CHECK_EVERY, epoch, fold, step)
     mean = float(torch.stack(losses).double().mean()) if losses else float("nan")
     return mean, samples

@@ -216,3 +216,60 @@ def test_luck_is_drawn_per_fold_and_repeat_and_shared_by_arms(synth_cache: Path,
     assert torch.equal(w0, w_arm) and order0 == order_arm  # another arm: the same luck on the same fold
     assert len({run_seed(0, 0, f) for f in range(5)} | {run_seed(0, 1, f) for f in range(5)}) == 10
     assert run_seed(1, 0, 0) != run_seed(0, 0, 0)
+
+
+def test_batches_made_ahead_on_a_spare_core_change_no_number(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with a core the step leaves free, the batches are made in a thread, one step ahead:
+    the same numbers as made in turn (augmentations hash their draws; the step's generators are
+    its own)."""
+    from ablate import feed as feed_mod
+
+    data = Cache(synth_cache)
+    cfg = TINY.replace(epochs=2, augmentations=(Component("hflip"), Component("rotate"), Component("mixup")))
+    threads: list[str] = []
+    real = feed_mod.prefetched
+
+    def counted(*a):  # noqa: ANN002, ANN202
+        threads.append("ahead")
+        return real(*a)
+
+    monkeypatch.setattr(feed_mod, "prefetched", counted)
+    runs = {}
+    for ahead in (True, False):
+        monkeypatch.setattr(feed_mod, "spare_core", lambda sharing, on=ahead: on)
+        r = train_fold(cfg, data, 0, keep_predictions=True)
+        runs[ahead] = ([(e.train_loss, e.val_loss, e.val_acc) for e in r.epochs], r.val_probs)
+    assert threads == ["ahead", "ahead"]  # two epochs made ahead, none in the run without a spare core
+    assert runs[True][0] == runs[False][0]
+    np.testing.assert_array_equal(runs[True][1], runs[False][1])
+
+
+def test_prefetched_on_the_cpu_keeps_order_and_raises_the_threads_error() -> None:
+    from ablate.batching import prefetched
+
+    cpu = torch.device("cpu")
+    made = [(torch.full((2,), float(i)),) for i in range(7)]
+    assert [b[0][0].item() for b in prefetched(iter(made), cpu, depth=2)] == list(range(7))
+
+    def failing():  # noqa: ANN202
+        yield made[0]
+        raise ValueError("bad landmark file x.parquet")
+
+    got = prefetched(failing(), cpu)
+    assert next(got)[0][0].item() == 0
+    with pytest.raises(ValueError, match="x.parquet"):
+        next(got)
+    stopped = prefetched(iter(made), cpu, depth=1)
+    next(stopped)
+    stopped.close()  # the consumer leaves early: the thread stops (a blocked put is drained)
+    assert not any(t.name == "ablate-batches" and t.is_alive() for t in __import__("threading").enumerate())
+
+
+def test_a_spare_core_is_one_no_step_thread_or_other_worker_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ablate import batching
+
+    monkeypatch.setattr(batching.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(batching.torch, "get_num_threads", lambda: 1)
+    assert batching.spare_core(1) and batching.spare_core(3) and not batching.spare_core(4)
+    monkeypatch.setattr(batching.torch, "get_num_threads", lambda: 4)
+    assert not batching.spare_core(1)  # the step's threads take every core: batches are made in turn
