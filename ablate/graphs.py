@@ -81,6 +81,13 @@ class GraphedModel:
                 return self.model(x, mask)
         return graphed(x, mask)
 
+    def state(self) -> str:
+        """What a fold's record says: "on" (its training passes ran through graphs), "failed: <the
+        error's first line>" (it trained without them from then on), "" (nothing was captured)."""
+        if self.failed:
+            return f"failed: {self.failed}"
+        return "on" if self.graphs else ""
+
     def close(self) -> None:
         """At the end of a fold: let go of the graphs and their memory. make_graphed_callables sets
         each shell's forward to a closure over the shell, a cycle that only a full garbage

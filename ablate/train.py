@@ -66,6 +66,7 @@ class FoldResult:
     device: str = "cpu"
     gpu: str = ""  # the GPU's name, on CUDA
     amp: str = "off"  # the precision the fold actually ran at
+    graphs: str = ""  # on CUDA: whether the model ran in CUDA graphs (GraphedModel.state)
     parts: Parts | None = None  # the trained parts (weights of the last epoch), when asked for
     val_indices: np.ndarray | None = None  # cache indices of the validation sequences
     val_probs: np.ndarray | None = None  # last-epoch softmax on them, [n_val, C], when asked for
@@ -200,6 +201,7 @@ def train_fold(
             break
     bar.close()
     if isinstance(step.model, GraphedModel):
+        result.graphs = step.model.state()
         step.model.close()
     late.set(config.epochs)  # as built again, also when early stopping ended the fold in the off phase
     ema.copy_into(parts)  # what is kept, exported and predicted with below

@@ -113,6 +113,19 @@ def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: 
     assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs] and not captures
 
 
+def test_a_fold_records_whether_its_model_ran_in_graphs(synth_cache: Path, captures: list[tuple[int, ...]],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the fold's record (and the report's "trained on") says; the CPU, where graphs are
+    ignored, records nothing."""
+    from ablate import train as train_mod
+
+    data, cfg = Cache(synth_cache), recipe_config("smoke").replace(epochs=1)
+    assert train_fold(cfg, data, 0, progress=False).graphs == ""
+    monkeypatch.setattr(train_mod, "_trained", lambda config, model, device: GraphedModel(model))
+    r = train_fold(cfg, data, 0, progress=False)
+    assert captures and r.graphs == "on"
+
+
 def test_graphs_on_cuda_by_default_and_not_with_compile(captures: list[tuple[int, ...]]) -> None:
     cfg, model = recipe_config("full"), build("transformer")
     assert cfg.cuda_graphs and isinstance(_trained(cfg, model, torch.device("cuda")), GraphedModel)
@@ -143,6 +156,7 @@ def test_a_model_that_cannot_be_captured_trains_without_graphs(monkeypatch: pyte
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     graphed(*padded_batch([4, 40], 40))
     assert tries == [1] and graphed.failed.startswith("RuntimeError: operation not permitted") and not graphed.graphs
+    assert graphed.state() == "failed: RuntimeError: operation not permitted when stream is capturing"
 
 
 def test_running_out_of_memory_in_a_capture_is_not_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +176,9 @@ def test_running_out_of_memory_in_a_capture_is_not_a_fallback(monkeypatch: pytes
 def test_close_lets_go_of_the_graphs_and_the_gradients(captures: list[tuple[int, ...]]) -> None:
     model = build("transformer").train()
     graphed = GraphedModel(model)
+    assert graphed.state() == ""  # nothing captured yet
     graphed(*padded_batch([4, 5], 5)).sum().backward()
+    assert graphed.state() == "on"
     shells = list(graphed.graphs.values())
     vars(shells[0])["forward"] = lambda *a: None  # what make_graphed_callables leaves on a shell
     graphed.close()

@@ -73,10 +73,12 @@ def _arm_info(rec: TrialRecord | None, recs: list[TrialRecord], baseline_sources
 
 
 def _where(f: FoldScore) -> str:
-    """'cuda:1 (NVIDIA H100) at bf16', 'cpu at off'; '' for folds recorded before devices were."""
+    """'cuda:1 (NVIDIA H100) with CUDA graphs at bf16', 'cpu at off'; '' for folds recorded before
+    devices were. The precision comes last (`_precision_warning` reads it there)."""
     if not f.device:
         return ""
-    return f.device + (f" ({f.gpu})" if f.gpu else "") + f" at {f.amp or 'off'}"
+    graphs = {"": "", "on": " with CUDA graphs"}.get(f.graphs, " (CUDA graphs failed)")
+    return f.device + (f" ({f.gpu})" if f.gpu else "") + graphs + f" at {f.amp or 'off'}"
 
 
 def analyze(study: optuna.Study, alpha: float = 0.05, rope: tuple[float, float] | None = None,

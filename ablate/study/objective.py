@@ -100,7 +100,7 @@ def _fold_score(step: int, seed: int, fold: int, repeat: int, r: FoldResult) -> 
                      r.n_train, r.n_val, {"val_acc": [round(e.val_acc, 5) for e in r.epochs],
                                           "val_loss": [round(e.val_loss, 5) for e in r.epochs],
                                           "train_loss": [round(e.train_loss, 5) for e in r.epochs]},
-                     r.device, r.gpu, r.amp, repeat)
+                     r.device, r.gpu, r.amp, repeat, r.graphs)
 
 
 def _attach_curves(trial: optuna.Trial, folds: list[FoldScore]) -> None:
