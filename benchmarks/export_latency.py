@@ -85,10 +85,7 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
         log = d / "convert.log"
         t0 = time.perf_counter()
-        convert.to_onnx(ens, d / "model.onnx", log)
-        convert.to_saved_model(d / "model.onnx", d / "saved_model", log)
-        for variant in convert.PRECISIONS:
-            convert.to_tflite(d / "saved_model", d / f"model_{variant}.tflite", variant, log)
+        convert.to_tflite_files(ens, d, convert.PRECISIONS, log)
         conv_s = time.perf_counter() - t0
         n_params = sum(p.numel() for m in (ens.models, ens.heads) for p in m.parameters())
         ref = torch_reference(ens)

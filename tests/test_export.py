@@ -42,10 +42,7 @@ def _to_tflite_fp32(module: torch.nn.Module, out: Path) -> Path:
     """PyTorch -> ONNX -> onnx2tf -> TFLite fp32 into the folder `out`, as the export does it."""
     from ablate.export import convert
 
-    log = out / "convert.log"
-    convert.to_onnx(module, out / "m.onnx", log)
-    convert.to_saved_model(out / "m.onnx", out / "sm", log)
-    return convert.to_tflite(out / "sm", out / "m.tflite", "fp32", log)
+    return convert.to_tflite_files(module, out, ["fp32"], out / "convert.log")["fp32"]
 
 
 def _worker_setup() -> None:

@@ -104,11 +104,8 @@ def export_and_check(config: Config, data: Cache, out: Path, tta: str = "none", 
         times[name] = round(time.perf_counter() - t, 1)
         return r
 
-    step("PyTorch -> ONNX", convert.to_onnx, ensemble, exp / "model.onnx", conv_log)
-    step("ONNX -> SavedModel (onnx2tf)", convert.to_saved_model, exp / "model.onnx", exp / "saved_model", conv_log)
     variants = ("fp32", "fp16", "int8") if quantize == "int8" else ("fp32", "fp16")
-    for v in variants:
-        step(f"SavedModel -> TFLite {v}", convert.to_tflite, exp / "saved_model", exp / f"model_{v}.tflite", v, conv_log)
+    convert.to_tflite_files(ensemble, exp, variants, conv_log, step)
 
     print("export: checking parity, size and latency ...", file=log, flush=True)
     median = cs.median_sequence(data)

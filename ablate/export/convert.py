@@ -12,7 +12,9 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -161,3 +163,15 @@ def to_tflite(saved_model: Path, path: Path, precision: str, log_path: Path) -> 
     except Exception as e:
         raise ExportError(f"TFLite conversion failed: {str(e).strip().splitlines()[-1][:300]} (log {log_path})") from e
     return atomic_write(path, blob)
+
+
+def to_tflite_files(module: nn.Module, folder: Path, precisions: Sequence[str], log_path: Path,
+                    step: Callable[..., Any] | None = None) -> dict[str, Path]:
+    """The whole chain into `folder`: model.onnx, saved_model/, then model_<precision>.tflite for
+    each of `precisions` (by path). `step(name, fn, *args)` runs each stage (the export times
+    them); by default they just run."""
+    run = step or (lambda name, fn, *a: fn(*a))
+    run("PyTorch -> ONNX", to_onnx, module, folder / "model.onnx", log_path)
+    run("ONNX -> SavedModel (onnx2tf)", to_saved_model, folder / "model.onnx", folder / "saved_model", log_path)
+    return {p: run(f"SavedModel -> TFLite {p}", to_tflite, folder / "saved_model", folder / f"model_{p}.tflite", p,
+                   log_path) for p in precisions}

@@ -33,11 +33,9 @@ def oof_int8(config: Config, data: Cache, folds: list[list[Any]], rule: str, tta
         d = work / f"fold{k}"
         d.mkdir(parents=True, exist_ok=True)
         conv_log = d / "convert.log"
-        convert.to_onnx(Ensemble(parts, tta=tta, rule=rule).eval(), d / "model.onnx", conv_log)
-        convert.to_saved_model(d / "model.onnx", d / "saved_model", conv_log)
+        files = convert.to_tflite_files(Ensemble(parts, tta=tta, rule=rule).eval(), d, list(hits), conv_log)
         try:
-            models = {p: check.TFLiteModel(convert.to_tflite(d / "saved_model", d / f"model_{p}.tflite", p, conv_log))
-                      for p in hits}
+            models = {p: check.TFLiteModel(path) for p, path in files.items()}
         except ValueError as e:  # no serving signature
             raise convert.ExportError(f"fold {k}: {e}") from e
         for i in held:
