@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,9 +112,15 @@ def compiled(fn: Any, dynamic: bool | None = None) -> Any:
 
 def set_deterministic(on: bool) -> None:
     """Deterministic algorithms (GPU runs are not bit-reproducible without them, and are slower with
-    them). cuBLAS reads its workspace setting when it creates a handle: set before the first use."""
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    them). cuBLAS reads its workspace setting when it creates a handle: set before the first use.
+    A process that used CUDA before (a study worker's earlier trial without `deterministic`) may
+    have started cuBLAS without it: that is warned, as its matrix products may then not repeat."""
+    if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_initialized():
+            warnings.warn("deterministic: CUDA was in use before it was asked for, so cuBLAS may have started without "
+                          "CUBLAS_WORKSPACE_CONFIG and its products may not repeat; set CUBLAS_WORKSPACE_CONFIG=:4096:8 "
+                          "before starting ablate", RuntimeWarning, stacklevel=2)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(on)
 
 

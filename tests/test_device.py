@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -51,13 +53,23 @@ def test_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None
     assert dev.resolve_amp("off", gpu) is None
 
 
-def test_deterministic_is_an_opt_in() -> None:
+def test_deterministic_is_an_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     dev.set_deterministic(True)
     try:
         assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before cuBLAS starts
     finally:
         dev.set_deterministic(False)
     assert not torch.are_deterministic_algorithms_enabled()
+    # CUDA in use before (another trial of a study worker): cuBLAS may have started without it
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    try:
+        with pytest.warns(RuntimeWarning, match="CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting"):
+            dev.set_deterministic(True)
+    finally:
+        dev.set_deterministic(False)
 
 
 def test_folds_record_their_device_and_a_mixed_precision_study_is_flagged(tmp_path) -> None:
