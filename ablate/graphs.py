@@ -61,17 +61,23 @@ class GraphedModel:
         self.graphs: dict[tuple[Any, ...], nn.Module] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.failed = ""  # why capturing failed, if it did (the fold then trains without graphs)
+        self.largest = 0  # bytes: the most one capture added to the device memory held (graphs keep theirs)
+        self.short = False  # device memory ran short: shapes met from then on run without graphs
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not (self.model.training and torch.is_grad_enabled()) or self.failed:
             return self.model(x, mask)
-        x, mask = bucketed(x, mask)
+        xb, mb = bucketed(x, mask)
         # dropout's rate is captured with the graph: late dropout's switch needs graphs of its own
-        key = (*x.shape, x.dtype, tuple(m.p for m in self.dropouts))
+        key = (*xb.shape, xb.dtype, tuple(m.p for m in self.dropouts))
         graphed = self.graphs.get(key)
         if graphed is None:
+            if self.short or not self._room(x.device):
+                return self.model(x, mask)
             try:
-                graphed = self.graphs[key] = self._capture(x, mask)
+                held = torch.cuda.memory_reserved(x.device)
+                graphed = self.graphs[key] = self._capture(xb, mb)
+                self.largest = max(self.largest, torch.cuda.memory_reserved(x.device) - held)
             except torch.OutOfMemoryError:
                 raise  # not the model's fault: the study's handling of a full device applies
             except RuntimeError as e:  # a model with an operation that cannot be captured: train it as it is
@@ -79,14 +85,35 @@ class GraphedModel:
                 warnings.warn(f"cuda_graphs: capturing {type(self.model).__name__} failed ({self.failed}); "
                               "this fold trains without CUDA graphs", RuntimeWarning, stacklevel=2)
                 return self.model(x, mask)
-        return graphed(x, mask)
+        return graphed(xb, mb)
+
+    def _room(self, device: torch.device) -> bool:
+        """Whether the device has room for another graph: twice the largest capture so far (the
+        graph, and as much again for the eager rest of the step), counting memory that no one
+        holds and memory this process's allocator holds unused. Graphs keep their memory
+        until the fold ends, and every (batch size, frame bucket) has its own: with larger batches
+        or several workers on one GPU they could take memory that training without them had
+        fitted in. When there is no room, this and later new shapes run without graphs (warned
+        once; the fold's record says so)."""
+        free, _ = torch.cuda.mem_get_info(device)
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        if free + unused >= 2 * self.largest:
+            return True
+        self.short = True
+        warnings.warn(f"cuda_graphs: {(free + unused) / 2**30:.1f} GiB of device memory left, a graph took up to "
+                      f"{self.largest / 2**30:.1f} GiB; batch shapes met from now on train without CUDA graphs "
+                      f"({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
+        return False
 
     def state(self) -> str:
-        """What a fold's record says: "on" (its training passes ran through graphs), "failed: <the
-        error's first line>" (it trained without them from then on), "" (nothing was captured)."""
+        """What a fold's record says: "on" (its training passes ran through graphs), "on, some shapes
+        without (device memory)" (`_room`), "failed: <the error's first line>" (it trained without
+        them from then on), "" (nothing was captured)."""
         if self.failed:
             return f"failed: {self.failed}"
-        return "on" if self.graphs else ""
+        if not self.graphs:
+            return ""
+        return "on, some shapes without (device memory)" if self.short else "on"
 
     def close(self) -> None:
         """At the end of a fold: let go of the graphs and their memory. make_graphed_callables sets

@@ -6,6 +6,7 @@ the graphs themselves run in benchmarks/gpu_smoke.py, on a GPU."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,20 @@ from ablate.parts import build_parts
 from ablate.spaces import recipe_config
 from ablate.step import Step
 from ablate.train import _optimizer, _trained, train_fold
+
+
+GiB = 1 << 30
+
+
+@pytest.fixture(autouse=True)
+def device_memory(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The device memory GraphedModel asks about (no GPU here): 80 GiB free, none held; a test
+    may change the numbers."""
+    mem = {"free": 80 * GiB, "reserved": 0, "allocated": 0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (mem["free"], 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: mem["reserved"])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: mem["allocated"])
+    return mem
 
 
 @pytest.fixture
@@ -157,6 +172,45 @@ def test_a_model_that_cannot_be_captured_trains_without_graphs(monkeypatch: pyte
     graphed(*padded_batch([4, 40], 40))
     assert tries == [1] and graphed.failed.startswith("RuntimeError: operation not permitted") and not graphed.graphs
     assert graphed.state() == "failed: RuntimeError: operation not permitted when stream is capturing"
+
+
+def test_graphs_stop_where_device_memory_runs_short(captures: list[tuple[int, ...]], device_memory: dict[str, int],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graphs keep their memory: a new shape is captured only while twice the largest capture so
+    far is left (free, or held unused by this process); after that, new shapes train without
+    graphs (warned once), and the graphs already captured still replay."""
+    stand_in, replays = torch.cuda.make_graphed_callables, []
+
+    class Replayed(nn.Module):
+        def __init__(self, shell: nn.Module) -> None:
+            super().__init__()
+            self.shell = shell
+
+        def forward(self, *a: torch.Tensor) -> torch.Tensor:
+            replays.append(a[0].shape)
+            return self.shell(*a)
+
+    def capture(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
+        device_memory["reserved"] += 3 * GiB  # this capture's graph holds 3 GiB
+        device_memory["allocated"] += 3 * GiB
+        device_memory["free"] -= 3 * GiB
+        return Replayed(stand_in(shell, sample, pool))
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    device_memory.update(free=5 * GiB, reserved=2 * GiB, allocated=1 * GiB)  # 1 GiB held unused
+    graphed = GraphedModel(build("transformer").train())
+    graphed(*padded_batch([4, 5], 5)).sum().backward()  # the first capture: nothing measured yet
+    assert graphed.largest == 3 * GiB and device_memory["free"] == 2 * GiB
+    with pytest.warns(RuntimeWarning, match=r"3.0 GiB of device memory left, a graph took up to 3.0 GiB.* \(1 kept\)"):
+        graphed(*padded_batch([40, 5], 40)).sum().backward()  # 2 + 1 < 2 x 3: no room for a second
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        graphed(*padded_batch([3, 1, 2], 3)).sum().backward()
+        graphed(*padded_batch([6, 2], 6)).sum().backward()  # the captured shape (2, 32) still replays
+    assert captures == [(2, 32, 12)] and graphed.state() == "on, some shapes without (device memory)"
+    assert [tuple(s) for s in replays] == [(2, 32, 12)] * 2  # the first batch, and the last
+    device_memory.update(free=80 * GiB)
+    assert GraphedModel(build("transformer").train()).state() == ""
 
 
 def test_running_out_of_memory_in_a_capture_is_not_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

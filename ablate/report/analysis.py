@@ -77,7 +77,8 @@ def _where(f: FoldScore) -> str:
     devices were. The precision comes last (`_precision_warning` reads it there)."""
     if not f.device:
         return ""
-    graphs = {"": "", "on": " with CUDA graphs"}.get(f.graphs, " (CUDA graphs failed)")
+    graphs = "" if not f.graphs else " (CUDA graphs failed)" if f.graphs.startswith("failed") else \
+        " with CUDA graphs" + (" (some shapes without)" if f.graphs != "on" else "")
     return f.device + (f" ({f.gpu})" if f.gpu else "") + graphs + f" at {f.amp or 'off'}"
 
 
