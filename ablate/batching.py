@@ -7,7 +7,6 @@ training device from them (data/resident.py, components/augmentations.py, featur
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 from collections.abc import Generator, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ablate.device import cpu_cores
 
 class BucketBatchSampler:
     """Shuffled batches of similar-length items: sort within random chunks, shuffle the batches.
@@ -65,8 +65,8 @@ DEVICE_WORK = threading.Lock()
 
 def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device,
                depth: int = 3) -> Generator[tuple[torch.Tensor, ...], None, None]:
-    """Make the batches in a background thread, `depth` ahead, so that preparing batch i + 1
-    overlaps the model's step on batch i: on CUDA (on a side stream) that is mostly launching small
+    """Make the batches in a background thread, up to `depth` ready (and one in the making) ahead
+    of the consumer, so that preparing the next batches overlaps the model's step on this one: on CUDA (on a side stream) that is mostly launching small
     kernels; on the CPU it is the input path's arithmetic, on a core the step leaves free (see
     `spare_core`). The same batches in the same order (nothing in them draws from a generator the
     step uses: augmentations hash their numbers, _random.py); an error in the thread is raised here."""
@@ -81,10 +81,10 @@ def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device
                 if side is not None:
                     on.enter_context(torch.cuda.device(device))
                     on.enter_context(torch.cuda.stream(side))
-                while True:
+                while not stop.is_set():  # the consumer left: make no more
                     with DEVICE_WORK:  # not while waiting for room in the queue: a capture may wait for it
                         batch = next(batches, None)
-                        if batch is None or stop.is_set():
+                        if batch is None:
                             break
                         done = None
                         if side is not None:
@@ -116,8 +116,9 @@ def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device
 
 
 def spare_core(sharing: int) -> bool:
-    """Whether the CPU has a core that neither the step's intra-op threads nor the other study
-    workers (`sharing` in all, each with as many threads) use: then the batches are made on it, one
-    thread ahead. Measured on the quick preset, 2 cores, 1 thread: see feed.py."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return torch.get_num_threads() * max(1, sharing) < cores
+    """Whether the CPU has room for a batch thread in each of the `sharing` study workers on it:
+    a thread's operations use as many intra-op threads as the step's, so each worker then needs
+    twice its threads. True for one process at 1 thread on 2 cores (measured: feed.py), or at
+    torch's default of one thread per physical core where each core runs two hardware threads;
+    false for `ablate run --workers 2` on 2 cores, whose workers make their batches in turn."""
+    return 2 * torch.get_num_threads() * max(1, sharing) <= cpu_cores()

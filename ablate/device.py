@@ -110,18 +110,32 @@ def compiled(fn: Any, dynamic: bool | None = None) -> Any:
     return torch.compile(fn, dynamic=dynamic)
 
 
-def set_deterministic(on: bool) -> None:
-    """Deterministic algorithms (GPU runs are not bit-reproducible without them, and are slower with
-    them). cuBLAS reads its workspace setting when it creates a handle: set before the first use.
-    A process that used CUDA before (a study worker's earlier trial without `deterministic`) may
-    have started cuBLAS without it: that is warned, as its matrix products may then not repeat."""
-    if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
-        if torch.cuda.is_initialized():
-            warnings.warn("deterministic: CUDA was in use before it was asked for, so cuBLAS may have started without "
-                          "CUBLAS_WORKSPACE_CONFIG and its products may not repeat; set CUBLAS_WORKSPACE_CONFIG=:4096:8 "
-                          "before starting ablate", RuntimeWarning, stacklevel=2)
+_CUBLAS_STARTED: set[str] = set()  # CUDA devices that trained without CUBLAS_WORKSPACE_CONFIG in this process
+
+
+def set_deterministic(on: bool, device: torch.device) -> None:
+    """Deterministic algorithms for a fold on `device` (GPU runs are not bit-reproducible without
+    them, and are slower with them). cuBLAS reads its workspace setting when it creates a handle:
+    set before the first use. A process whose earlier fold trained on that GPU without it (a study
+    worker's earlier trial without `deterministic`) may have started cuBLAS there: that is warned,
+    as the matrix products may then not repeat."""
+    configured = "CUBLAS_WORKSPACE_CONFIG" in os.environ
+    if device.type == "cuda" and not configured:
+        if not on:
+            _CUBLAS_STARTED.add(str(device))
+        elif str(device) in _CUBLAS_STARTED:
+            warnings.warn(f"deterministic: an earlier fold in this process trained on {device} without "
+                          "CUBLAS_WORKSPACE_CONFIG, so cuBLAS may have started without it and its products may not "
+                          "repeat; set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting ablate", RuntimeWarning,
+                          stacklevel=2)
+    if on and not configured:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(on)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, else all of the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,13 @@ def bucketed(x: torch.Tensor, mask: torch.Tensor, bucket: int = FRAME_BUCKET) ->
     return F.pad(x, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False)
 
 
+def _reserved_so_far(device: torch.device) -> int:
+    """Bytes this process's allocator has reserved from the device so far: a running total, which
+    memory given back (an out-of-memory retry frees cached blocks) does not lower, as it would
+    memory_reserved's."""
+    return int(torch.cuda.memory_stats(device).get("reserved_bytes.all.allocated", 0))
+
+
 class GraphedModel:
     """Calls the model like `model(x, mask)`: in training with gradients, through a CUDA graph of
     its padded shape; otherwise (validation, no_grad) the model itself."""
@@ -61,8 +68,8 @@ class GraphedModel:
         self.graphs: dict[tuple[Any, ...], nn.Module] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.failed = ""  # why capturing failed, if it did (the fold then trains without graphs)
-        self.largest = 0  # bytes: the most one capture added to the device memory held (graphs keep theirs)
-        self.short = False  # device memory ran short: shapes met from then on run without graphs
+        self.per_frame = 0.0  # bytes a capture reserved per item-frame of its shape, the most seen (graphs keep theirs)
+        self.refused = 0  # new shapes that trained without graphs for want of device memory
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not (self.model.training and torch.is_grad_enabled()) or self.failed:
@@ -72,12 +79,10 @@ class GraphedModel:
         key = (*xb.shape, xb.dtype, tuple(m.p for m in self.dropouts))
         graphed = self.graphs.get(key)
         if graphed is None:
-            if self.short or not self._room(x.device):
+            if not self._room(x.device, xb.shape[0] * xb.shape[1]):
                 return self.model(x, mask)
             try:
-                held = torch.cuda.memory_reserved(x.device)
                 graphed = self.graphs[key] = self._capture(xb, mb)
-                self.largest = max(self.largest, torch.cuda.memory_reserved(x.device) - held)
             except torch.OutOfMemoryError:
                 raise  # not the model's fault: the study's handling of a full device applies
             except RuntimeError as e:  # a model with an operation that cannot be captured: train it as it is
@@ -87,22 +92,25 @@ class GraphedModel:
                 return self.model(x, mask)
         return graphed(xb, mb)
 
-    def _room(self, device: torch.device) -> bool:
-        """Whether the device has room for another graph: twice the largest capture so far (the
-        graph, and as much again for the eager rest of the step), counting memory that no one
-        holds and memory this process's allocator holds unused. Graphs keep their memory
-        until the fold ends, and every (batch size, frame bucket) has its own: with larger batches
-        or several workers on one GPU they could take memory that training without them had
-        fitted in. When there is no room, this and later new shapes run without graphs (warned
-        once; the fold's record says so)."""
+    def _room(self, device: torch.device, frames: int) -> bool:
+        """Whether the device has room for the graph of a shape of `frames` item-frames (batch size
+        x padded frames): twice what the captures so far reserved per item-frame, at most, times
+        `frames` (the graph, and as much again for the eager rest of the step; the models' memory
+        grows with the frames, attention by a fused kernel included), counting memory that no one
+        holds and memory this process's allocator holds unused. Graphs keep their memory until the
+        fold ends, and every (batch size, frame bucket) has its own: with larger batches, a smaller
+        GPU or several workers on one they could take memory that training without them had fitted
+        in. A shape without room trains without a graph (warned once; the fold's record says so)."""
+        need = 2 * self.per_frame * frames
         free, _ = torch.cuda.mem_get_info(device)
-        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        if free + unused >= 2 * self.largest:
+        left = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        if left >= need:
             return True
-        self.short = True
-        warnings.warn(f"cuda_graphs: {(free + unused) / 2**30:.1f} GiB of device memory left, a graph took up to "
-                      f"{self.largest / 2**30:.1f} GiB; batch shapes met from now on train without CUDA graphs "
-                      f"({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
+        if not self.refused:
+            warnings.warn(f"cuda_graphs: {left / 2**30:.1f} GiB of device memory left, a graph of this shape would take "
+                          f"about {need / 2 / 2**30:.1f} GiB; shapes without room train without CUDA graphs "
+                          f"({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
+        self.refused += 1
         return False
 
     def state(self) -> str:
@@ -113,7 +121,7 @@ class GraphedModel:
             return f"failed: {self.failed}"
         if not self.graphs:
             return ""
-        return "on, some shapes without (device memory)" if self.short else "on"
+        return "on, some shapes without (device memory)" if self.refused else "on"
 
     def close(self) -> None:
         """At the end of a fold: let go of the graphs and their memory. make_graphed_callables sets
@@ -132,8 +140,12 @@ class GraphedModel:
         saved = [b.detach().clone() for b in self.model.buffers()]
         sample = (x.detach().clone(), mask.clone())  # the graph's own input buffers
         try:
-            with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture
-                return torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
+            with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture (and the count below)
+                before = _reserved_so_far(x.device)
+                graphed = torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
+                frames = x.shape[0] * x.shape[1]
+                self.per_frame = max(self.per_frame, (_reserved_so_far(x.device) - before) / frames)
+                return graphed
         finally:
             with torch.no_grad():
                 for b, old in zip(self.model.buffers(), saved):

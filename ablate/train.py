@@ -143,7 +143,7 @@ def train_fold(
     train_idx = training_items(train_idx, config, data, fold)  # validation keeps everyone
     device = resolve_device(config.device)
     use_device(device)
-    set_deterministic(config.deterministic)
+    set_deterministic(config.deterministic, device)
     amp = resolve_amp(config.amp, device, rnn="rnn" in MODELS.get(config.model.name).tags)
 
     seed = run_seed(config.seed, config.fold_seed, fold)  # each fold and repeat its own luck

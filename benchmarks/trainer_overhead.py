@@ -14,8 +14,9 @@ share:     trainer / bare_step, the fraction of the model's speed that the whole
            median of those ratios. trainer and bare_step are the medians of their own rates.
 One process, on the default synthetic set, with --threads intra-op threads (default: torch's,
 one per core; `ablate run --workers 2` on 2 cores gives each worker 1, and the issue's own figures
-were taken at 1). With a core that the step's threads leave free, the trainer makes its batches
-on it, one step ahead (batching.spare_core). The last line is JSON:
+were taken at 1). Where the cores allow (batching.spare_core: at 1 thread on 2 cores), the trainer
+makes its batches in a thread ahead of the step; a study's workers on this box do not. The last
+line is JSON:
 {"trainer": seq/s, "bare_step": seq/s, "share": ...}.
 """
 

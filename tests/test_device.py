@@ -54,22 +54,31 @@ def test_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_deterministic_is_an_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It sets cuBLAS's workspace before cuBLAS starts, and warns where an earlier fold of this
+    process trained on the same GPU without it (cuBLAS may have started there); no GPU is touched."""
+    import warnings
+
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    dev.set_deterministic(True)
+    monkeypatch.setattr(dev, "_CUBLAS_STARTED", set())
+    gpu0, gpu1 = torch.device("cuda:0"), torch.device("cuda:1")
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a first fold, deterministic from the start: no warning
+            dev.set_deterministic(True, gpu0)
         assert torch.are_deterministic_algorithms_enabled()
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before cuBLAS starts
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        dev.set_deterministic(False, gpu0)
+        assert not torch.are_deterministic_algorithms_enabled()
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+        dev.set_deterministic(False, gpu0)  # a fold on cuda:0 without the setting
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dev.set_deterministic(True, gpu1)  # another GPU: its cuBLAS has not started
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+        with pytest.warns(RuntimeWarning, match="earlier fold in this process trained on cuda:0 without"):
+            dev.set_deterministic(True, gpu0)
     finally:
-        dev.set_deterministic(False)
-    assert not torch.are_deterministic_algorithms_enabled()
-    # CUDA in use before (another trial of a study worker): cuBLAS may have started without it
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    try:
-        with pytest.warns(RuntimeWarning, match="CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting"):
-            dev.set_deterministic(True)
-    finally:
-        dev.set_deterministic(False)
+        dev.set_deterministic(False, torch.device("cpu"))
 
 
 def test_folds_record_their_device_and_a_mixed_precision_study_is_flagged(tmp_path) -> None:

@@ -31,8 +31,10 @@ GiB = 1 << 30
 def device_memory(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """The device memory GraphedModel asks about (no GPU here): 80 GiB free, none held; a test
     may change the numbers."""
-    mem = {"free": 80 * GiB, "reserved": 0, "allocated": 0}
+    mem = {"free": 80 * GiB, "reserved": 0, "allocated": 0, "reserved_so_far": 0}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (mem["free"], 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_stats",
+                        lambda device=None: {"reserved_bytes.all.allocated": mem["reserved_so_far"]})
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: mem["reserved"])
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: mem["allocated"])
     return mem
@@ -130,12 +132,10 @@ def test_train_fold_on_the_cpu_ignores_cuda_graphs(synth_cache: Path, captures: 
 
 def test_a_fold_records_whether_its_model_ran_in_graphs(synth_cache: Path, captures: list[tuple[int, ...]],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the fold's record (and the report's "trained on") says; the CPU, where graphs are
-    ignored, records nothing."""
+    """What the fold's record (and the report's "trained on") says."""
     from ablate import train as train_mod
 
     data, cfg = Cache(synth_cache), recipe_config("smoke").replace(epochs=1)
-    assert train_fold(cfg, data, 0, progress=False).graphs == ""
     monkeypatch.setattr(train_mod, "_trained", lambda config, model, device: GraphedModel(model))
     r = train_fold(cfg, data, 0, progress=False)
     assert captures and r.graphs == "on"
@@ -174,11 +174,14 @@ def test_a_model_that_cannot_be_captured_trains_without_graphs(monkeypatch: pyte
     assert graphed.state() == "failed: RuntimeError: operation not permitted when stream is capturing"
 
 
-def test_graphs_stop_where_device_memory_runs_short(captures: list[tuple[int, ...]], device_memory: dict[str, int],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Graphs keep their memory: a new shape is captured only while twice the largest capture so
-    far is left (free, or held unused by this process); after that, new shapes train without
-    graphs (warned once), and the graphs already captured still replay."""
+def test_a_shape_gets_a_graph_only_where_the_device_has_room(captures: list[tuple[int, ...]],
+                                                             device_memory: dict[str, int],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graphs keep their memory: a new shape is captured only while twice what the captures so far
+    reserved per item-frame, times its own item-frames, is left (free, or held unused by this
+    process); a shape without room trains without a graph (warned once), and the graphs already
+    captured still replay. What a capture reserved is a running total: memory given back during
+    it does not hide it."""
     stand_in, replays = torch.cuda.make_graphed_callables, []
 
     class Replayed(nn.Module):
@@ -187,29 +190,31 @@ def test_graphs_stop_where_device_memory_runs_short(captures: list[tuple[int, ..
             self.shell = shell
 
         def forward(self, *a: torch.Tensor) -> torch.Tensor:
-            replays.append(a[0].shape)
+            replays.append(tuple(a[0].shape))
             return self.shell(*a)
 
     def capture(shell: nn.Module, sample: tuple[torch.Tensor, ...], pool: object = None) -> nn.Module:
-        device_memory["reserved"] += 3 * GiB  # this capture's graph holds 3 GiB
-        device_memory["allocated"] += 3 * GiB
-        device_memory["free"] -= 3 * GiB
+        frames = sample[0].shape[0] * sample[0].shape[1]
+        device_memory["reserved_so_far"] += frames * 48 * 2**20  # 48 MiB per item-frame
+        device_memory["free"] -= frames * 48 * 2**20 - GiB  # and 1 GiB of cached blocks given back meanwhile
         return Replayed(stand_in(shell, sample, pool))
 
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
-    device_memory.update(free=5 * GiB, reserved=2 * GiB, allocated=1 * GiB)  # 1 GiB held unused
+    device_memory.update(free=8 * GiB, reserved=2 * GiB, allocated=1 * GiB)  # 1 GiB held unused
     graphed = GraphedModel(build("transformer").train())
-    graphed(*padded_batch([4, 5], 5)).sum().backward()  # the first capture: nothing measured yet
-    assert graphed.largest == 3 * GiB and device_memory["free"] == 2 * GiB
-    with pytest.warns(RuntimeWarning, match=r"3.0 GiB of device memory left, a graph took up to 3.0 GiB.* \(1 kept\)"):
-        graphed(*padded_batch([40, 5], 40)).sum().backward()  # 2 + 1 < 2 x 3: no room for a second
+    graphed(*padded_batch([4, 5], 5)).sum().backward()  # (2, 32): the first capture, nothing measured yet
+    assert graphed.per_frame == 48 * 2**20 and device_memory["free"] == 6 * GiB
+    with pytest.warns(RuntimeWarning, match=r"7.0 GiB of device memory left, a graph of this shape would take about "
+                                            r"6.0 GiB.*\(1 kept\)"):
+        graphed(*padded_batch([40, 5], 40)).sum().backward()  # (2, 64): 6 GiB, twice that is not left
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once only
-        graphed(*padded_batch([3, 1, 2], 3)).sum().backward()
-        graphed(*padded_batch([6, 2], 6)).sum().backward()  # the captured shape (2, 32) still replays
-    assert captures == [(2, 32, 12)] and graphed.state() == "on, some shapes without (device memory)"
-    assert [tuple(s) for s in replays] == [(2, 32, 12)] * 2  # the first batch, and the last
-    device_memory.update(free=80 * GiB)
+        graphed(*padded_batch([3, 70, 2], 70)).sum().backward()  # (3, 96): no room either
+        graphed(*padded_batch([6, 2], 6)).sum().backward()  # (2, 32): its graph replays
+        graphed(*padded_batch([3], 3)).sum().backward()  # (1, 32): 1.5 GiB, room for 3: captured
+    assert captures == [(2, 32, 12), (1, 32, 12)] and graphed.refused == 2
+    assert replays == [(2, 32, 12), (2, 32, 12), (1, 32, 12)]
+    assert graphed.state() == "on, some shapes without (device memory)"
     assert GraphedModel(build("transformer").train()).state() == ""
 
 

@@ -219,7 +219,7 @@ def test_luck_is_drawn_per_fold_and_repeat_and_shared_by_arms(synth_cache: Path,
 
 
 def test_batches_made_ahead_on_a_spare_core_change_no_number(synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a CPU with a core the step leaves free, the batches are made in a thread, one step ahead:
+    """On a CPU with room for a batch thread, the batches are made in it, ahead of the step:
     the same numbers as made in turn (augmentations hash their draws; the step's generators are
     its own)."""
     from ablate import feed as feed_mod
@@ -265,11 +265,13 @@ def test_prefetched_on_the_cpu_keeps_order_and_raises_the_threads_error() -> Non
     assert not any(t.name == "ablate-batches" and t.is_alive() for t in __import__("threading").enumerate())
 
 
-def test_a_spare_core_is_one_no_step_thread_or_other_worker_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_thread_needs_as_many_cores_as_the_step_in_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     from ablate import batching
 
-    monkeypatch.setattr(batching.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(batching, "cpu_cores", lambda: 4)
     monkeypatch.setattr(batching.torch, "get_num_threads", lambda: 1)
-    assert batching.spare_core(1) and batching.spare_core(3) and not batching.spare_core(4)
+    assert batching.spare_core(1) and batching.spare_core(2) and not batching.spare_core(3)
+    monkeypatch.setattr(batching.torch, "get_num_threads", lambda: 2)
+    assert batching.spare_core(1) and not batching.spare_core(2)
     monkeypatch.setattr(batching.torch, "get_num_threads", lambda: 4)
     assert not batching.spare_core(1)  # the step's threads take every core: batches are made in turn

@@ -33,8 +33,8 @@ def oof_int8(config: Config, data: Cache, folds: list[list[Any]], rule: str, tta
         d = work / f"fold{k}"
         d.mkdir(parents=True, exist_ok=True)
         conv_log = d / "convert.log"
-        files = convert.to_tflite_files(Ensemble(parts, tta=tta, rule=rule).eval(), d, list(hits), conv_log)
         try:
+            files = convert.to_tflite_files(Ensemble(parts, tta=tta, rule=rule).eval(), d, list(hits), conv_log)
             models = {p: check.TFLiteModel(path) for p, path in files.items()}
         except ValueError as e:  # no serving signature
             raise convert.ExportError(f"fold {k}: {e}") from e

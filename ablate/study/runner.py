@@ -26,7 +26,7 @@ from ablate.data.drop import check_drops
 from ablate.data.folds import GROUPED, UNGROUPED_LEAKY
 from ablate.data.ingest import ingest
 from ablate.data.participants import participant_facts, sequence_table
-from ablate.device import place, release_memory
+from ablate.device import cpu_cores, place, release_memory
 from ablate.errors import EXIT_DEVICE, EXIT_USER_ERROR, UserError
 from ablate.spaces import Space, load_space
 from ablate.study import predictions, queue, records, speed
@@ -126,7 +126,7 @@ class _Worker:
         # workers on the CPU divide its cores (each would otherwise start one thread per core)
         self.sharing = max(1, sum(placement.of(i) == self.device for i in range(args.workers)))
         if self.device == "cpu" and self.sharing > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.sharing))
+            torch.set_num_threads(max(1, cpu_cores() // self.sharing))
         self.data = Cache(Path(cache_dir))
         self.study = optuna.load_study(study_name=name, storage=open_storage(args.storage), sampler=sampler(index),
                                        pruner=pruner())
