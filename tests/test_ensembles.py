@@ -1,6 +1,6 @@
 """`ablate finalize --ensemble mean|vote|max --seeds-per-fold N --full-data`: the rules, several
 seeds per fold (resumable), the rules compared on out-of-fold predictions, models on all the data.
-The rules in the exported graph: tests/test_export.py."""
+The rules in the exported graph: tests/test_export_models.py."""
 
 from __future__ import annotations
 
