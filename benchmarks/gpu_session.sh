@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: the defaults (profiled), batch 256, compiled; runs named "default" use the recipe as it is (cuda_graphs on since 2026-11-26), "eager" adds --eager
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|wholestep|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: the defaults (profiled), batch 256, compiled; runs named "default" use the recipe as it is (cuda_graphs on since 2026-11-26), "eager" adds --eager
 #     PREV=dir bash benchmarks/gpu_session.sh versus   # this code against an earlier copy of the package (dir/ablate), same machine
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
@@ -25,6 +25,14 @@ run() {  # label, seconds, benchmark arguments...
   echo "exit $?"
   tail -n 2 "$OUT/$label.log"
 }
+whole() {  # the whole-step prototype at the recipe's batch and at 256, frames 64
+  for b in 64 256; do
+    echo "== whole_step_$b"
+    timeout 90 python3 benchmarks/gpu_whole_step.py --batch "$b" >"$OUT/whole_step_$b.log" 2>&1
+    echo "exit $?"
+    tail -n 1 "$OUT/whole_step_$b.log"
+  done
+}
 case "${1:-all}" in
   all)
     run default 140 --profile 40 --out "$OUT/prof_default"
@@ -42,12 +50,16 @@ case "${1:-all}" in
     timeout 200 python3 benchmarks/scale_epoch.py --data /tmp/full --preset full --epochs 2 >"$OUT/scale_full.log" 2>&1
     echo "exit $?"
     tail -n 2 "$OUT/scale_full.log" ;;
-  smoke)  # the CUDA-only training paths once (benchmarks/gpu_smoke.py), then the defaults
+  smoke)  # the CUDA-only training paths once (benchmarks/gpu_smoke.py), the whole-step prototype, then the defaults
     echo "== smoke"
     timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
+    grep -h '"model"\|"error"' "$OUT/smoke.log"
     tail -n 2 "$OUT/smoke.log"
+    whole
     run default 110 ;;
+  wholestep)  # benchmarks/gpu_whole_step.py: a training step captured whole, at 64 and 256
+    whole ;;
   versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256
     : "${PREV:?set PREV to a folder holding an earlier copy of the package (PREV/ablate)}"
     echo "== smoke"

@@ -44,6 +44,12 @@ def test_gpu_throughput_runs_small_on_cpu(home: Path) -> None:
     assert out["sequences"] == 120 and out["full_data_epoch_seconds"] > 0 and out["feed"] > 0 and out["batch_size"] == 16
 
 
+def test_gpu_whole_step_runs_small_on_cpu(home: Path) -> None:
+    out = run("gpu_whole_step.py", "--small", home=home)
+    assert out["device"] == "cpu" and not out["captured"] and out["trainer_step"] > 0 and out["whole_step"] > 0
+    assert out["ratio"] == pytest.approx(out["whole_step"] / out["trainer_step"], rel=1e-2)
+
+
 def test_known_answers_spaces_copy_keeps_the_asked_arms(tmp_path: Path) -> None:
     """known_answers --arms: the studied space keeps its baseline and those arms; the others whole."""
     import importlib.util
