@@ -51,11 +51,13 @@ def bucketed(x: torch.Tensor, mask: torch.Tensor, bucket: int = FRAME_BUCKET) ->
     return F.pad(x, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False)
 
 
-def _reserved_so_far(device: torch.device) -> int:
+def _reserved_so_far(device: torch.device) -> int | None:
     """Bytes this process's allocator has reserved from the device so far: a running total, which
-    memory given back (an out-of-memory retry frees cached blocks) does not lower, as it would
-    memory_reserved's."""
-    return int(torch.cuda.memory_stats(device).get("reserved_bytes.all.allocated", 0))
+    memory given back (an out-of-memory retry, the empty_cache a capture starts with) does not
+    lower, as it would memory_reserved's. None where the allocator does not count it (PyTorch's
+    cudaMallocAsync backend keeps fewer statistics)."""
+    value = torch.cuda.memory_stats(device).get("reserved_bytes.all.allocated")
+    return None if value is None else int(value)
 
 
 class GraphedModel:
@@ -69,6 +71,7 @@ class GraphedModel:
         self.pool = torch.cuda.graph_pool_handle()
         self.failed = ""  # why capturing failed, if it did (the fold then trains without graphs)
         self.per_frame = 0.0  # bytes a capture reserved per item-frame of its shape, the most seen (graphs keep theirs)
+        self.unmeasured = False  # the allocator keeps no running total: the memory guard is off
         self.refused = 0  # new shapes that trained without graphs for want of device memory
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,21 +97,23 @@ class GraphedModel:
 
     def _room(self, device: torch.device, frames: int) -> bool:
         """Whether the device has room for the graph of a shape of `frames` item-frames (batch size
-        x padded frames): twice what the captures so far reserved per item-frame, at most, times
-        `frames` (the graph, and as much again for the eager rest of the step; the models' memory
-        grows with the frames, attention by a fused kernel included), counting memory that no one
-        holds and memory this process's allocator holds unused. Graphs keep their memory until the
-        fold ends, and every (batch size, frame bucket) has its own: with larger batches, a smaller
-        GPU or several workers on one they could take memory that training without them had fitted
-        in. A shape without room trains without a graph (warned once; the fold's record says so)."""
-        need = 2 * self.per_frame * frames
+        x padded frames): what the captures so far reserved per item-frame, at most, times `frames`
+        (the models' memory grows with the frames, attention by a fused kernel included). That
+        count is the graph's memory and the warm-up's eager passes before it (given back when the
+        capture starts): about the graph and as much again, which the eager rest of the step needs
+        too. Counted as left: memory that no one holds and memory this process's allocator holds
+        unused. Graphs keep their memory until the fold ends, and every (batch size, frame bucket)
+        has its own: with larger batches, a smaller GPU or several workers on one they could take
+        memory that training without them had fitted in. A shape without room trains without a
+        graph (warned once; the fold's record says so)."""
+        need = self.per_frame * frames
         free, _ = torch.cuda.mem_get_info(device)
         left = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         if left >= need:
             return True
         if not self.refused:
-            warnings.warn(f"cuda_graphs: {left / 2**30:.1f} GiB of device memory left, a graph of this shape would take "
-                          f"about {need / 2 / 2**30:.1f} GiB; shapes without room train without CUDA graphs "
+            warnings.warn(f"cuda_graphs: {left / 2**30:.1f} GiB of device memory left, a graph of this shape (with "
+                          f"its warm-up) would take about {need / 2**30:.1f} GiB; shapes without room train without CUDA graphs "
                           f"({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
         self.refused += 1
         return False
@@ -143,8 +148,14 @@ class GraphedModel:
             with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture (and the count below)
                 before = _reserved_so_far(x.device)
                 graphed = torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
-                frames = x.shape[0] * x.shape[1]
-                self.per_frame = max(self.per_frame, (_reserved_so_far(x.device) - before) / frames)
+                after = _reserved_so_far(x.device)
+                if before is None or after is None:
+                    if not self.unmeasured:
+                        warnings.warn("cuda_graphs: this allocator keeps no running total of reserved memory; "
+                                      "graphs are captured without checking the room left", RuntimeWarning, stacklevel=4)
+                    self.unmeasured = True
+                else:
+                    self.per_frame = max(self.per_frame, (after - before) / (x.shape[0] * x.shape[1]))
                 return graphed
         finally:
             with torch.no_grad():

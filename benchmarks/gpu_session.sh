@@ -90,4 +90,7 @@ case "${1:-all}" in
     run default 90
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
     run compile_lookahead 130 --compile --optimizer lookahead ;;
+  *)
+    echo "unknown mode '$1': expected all, batches, scale, smoke, wholestep, compile, versus, graphs or groups" >&2
+    exit 2 ;;
 esac

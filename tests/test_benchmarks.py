@@ -47,6 +47,7 @@ def test_gpu_throughput_runs_small_on_cpu(home: Path) -> None:
 def test_gpu_whole_step_runs_small_on_cpu(home: Path) -> None:
     out = run("gpu_whole_step.py", "--small", home=home)
     assert out["device"] == "cpu" and not out["captured"] and out["trainer_step"] > 0 and out["whole_step"] > 0
+    assert out["whole_step_trained"] is True and "radam_step" not in out  # no separate eager figure on a CPU
     assert out["ratio"] == pytest.approx(out["whole_step"] / out["trainer_step"], rel=1e-2)
 
 
