@@ -52,7 +52,7 @@ case "${1:-all}" in
     tail -n 2 "$OUT/scale_full.log" ;;
   smoke)  # the CUDA-only training paths once (benchmarks/gpu_smoke.py), the whole-step prototype, then the defaults
     echo "== smoke"
-    timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    timeout 200 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
     grep -h '"model"\|"error"' "$OUT/smoke.log"
     tail -n 2 "$OUT/smoke.log"
@@ -63,7 +63,7 @@ case "${1:-all}" in
   versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256
     : "${PREV:?set PREV to a folder holding an earlier copy of the package (PREV/ablate)}"
     echo "== smoke"
-    timeout 120 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    timeout 200 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
     tail -n 2 "$OUT/smoke.log"
     for round in 1 2; do
@@ -79,7 +79,7 @@ case "${1:-all}" in
     run eager_2 80 --eager --group 256 ;;
   groups)  # the smoke run, then the input path making 1,024, 256 and 512 items at a time (cuda_graphs on)
     echo "== smoke"
-    timeout 150 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    timeout 200 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
     grep -h '"model"' "$OUT/smoke.log"
     tail -n 4 "$OUT/smoke.log"
