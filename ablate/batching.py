@@ -17,6 +17,7 @@ import torch
 
 from ablate.device import cpu_cores
 
+
 class BucketBatchSampler:
     """Shuffled batches of similar-length items: sort within random chunks, shuffle the batches.
     Yields arrays of positions into `lengths`; set `epoch` before iterating."""
@@ -66,10 +67,11 @@ DEVICE_WORK = threading.Lock()
 def prefetched(batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device,
                depth: int = 3) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Make the batches in a background thread, up to `depth` ready (and one in the making) ahead
-    of the consumer, so that preparing the next batches overlaps the model's step on this one: on CUDA (on a side stream) that is mostly launching small
-    kernels; on the CPU it is the input path's arithmetic, on a core the step leaves free (see
-    `spare_core`). The same batches in the same order (nothing in them draws from a generator the
-    step uses: augmentations hash their numbers, _random.py); an error in the thread is raised here."""
+    of the consumer, so that preparing the next batches overlaps the model's step on this one: on
+    CUDA (on a side stream) that is mostly launching small kernels; on the CPU it is the input
+    path's arithmetic, on cores the step leaves free (see `spare_core`). The same batches in the
+    same order (nothing in them draws from a generator the step uses: augmentations hash their
+    numbers, _random.py); an error in the thread is raised here."""
     cuda = device.type == "cuda"
     side = torch.cuda.Stream(device) if cuda else None
     ready: queue.Queue[Any] = queue.Queue(depth)

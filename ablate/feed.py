@@ -5,8 +5,8 @@ cache positions -> carried landmarks from the resident store (data/resident.py) 
 the training batches are made GROUP_ITEMS items at a time, in a thread ahead of the step
 (batching.prefetched); on the CPU one at a time, in such a thread where the cores allow
 (batching.spare_core; 2-core box, one process, quick preset, 1 thread: share of the bare step
-0.89-0.98 against 0.80-0.82 made in turn, 2026-11-27), else in turn. Validation features are made once
-per fold when they fit in VAL_BUDGET_BYTES, else on every pass.
+0.89-0.98 against 0.80-0.82 made in turn, 2026-11-27), else in turn. Validation features are
+made once per fold when they fit in VAL_BUDGET_BYTES, else on every pass.
 """
 
 from __future__ import annotations

@@ -113,8 +113,8 @@ class GraphedModel:
             return True
         if not self.refused:
             warnings.warn(f"cuda_graphs: {left / 2**30:.1f} GiB of device memory left, a graph of this shape (with "
-                          f"its warm-up) would take about {need / 2**30:.1f} GiB; shapes without room train without CUDA graphs "
-                          f"({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
+                          f"its warm-up) would take about {need / 2**30:.1f} GiB; shapes without room train "
+                          f"without CUDA graphs ({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
         self.refused += 1
         return False
 
@@ -151,8 +151,8 @@ class GraphedModel:
                 after = _reserved_so_far(x.device)
                 if before is None or after is None:
                     if not self.unmeasured:
-                        warnings.warn("cuda_graphs: this allocator keeps no running total of reserved memory; "
-                                      "graphs are captured without checking the room left", RuntimeWarning, stacklevel=4)
+                        warnings.warn("cuda_graphs: this allocator keeps no running total of reserved memory; graphs "
+                                      "are captured without checking the room left", RuntimeWarning, stacklevel=4)
                     self.unmeasured = True
                 else:
                     self.per_frame = max(self.per_frame, (after - before) / (x.shape[0] * x.shape[1]))
