@@ -5,6 +5,7 @@ the same machine always makes the same choice (and so gives the same numbers).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import os
@@ -131,6 +132,32 @@ def set_deterministic(on: bool, device: torch.device) -> None:
     if on and not configured:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(on)
+
+
+# glibc's malloc gives blocks over its mmap threshold (128 KiB at first, raised as they are freed,
+# to 32 MiB at most) back to the OS when they are freed, and trims the heap's free top: a training
+# batch's tensors of a few MB then come back as fresh pages, each faulted in and zeroed by the
+# kernel (a 6.4 MB batch of features: median 2.9 ms to allocate and fill, 0.2 ms with these
+# settings; 40 MB: 20 ms and 2 ms; this box, 1 thread, 2026-11-27). Blocks up to MMAP_THRESHOLD
+# come from the heap instead, and up to TRIM_THRESHOLD of its free top is kept for the next batch.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+MMAP_THRESHOLD = 256 << 20  # bytes
+TRIM_THRESHOLD = 512 << 20  # bytes: at most this much freed memory kept by the process at its heap's top
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Once per process, for folds on the CPU: set glibc's thresholds above (whether they were set).
+    Nothing where the user set them (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) or where the
+    C library is not glibc. It changes no number, only where memory comes from."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def cpu_cores() -> int:

@@ -26,7 +26,8 @@ from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
 from ablate.data.drop import training_items
-from ablate.device import compiled, gpu_name, resolve_amp, resolve_device, set_deterministic, use_device
+from ablate.device import (compiled, gpu_name, keep_freed_memory, resolve_amp, resolve_device, set_deterministic,
+                           use_device)
 from ablate.errors import UserError
 from ablate.feed import Batch, Feed
 from ablate.graphs import GraphedModel
@@ -143,6 +144,8 @@ def train_fold(
     train_idx = training_items(train_idx, config, data, fold)  # validation keeps everyone
     device = resolve_device(config.device)
     use_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     set_deterministic(config.deterministic, device)
     amp = resolve_amp(config.amp, device, rnn="rnn" in MODELS.get(config.model.name).tags)
 
@@ -256,6 +259,8 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
     `shapes`: the model's speed with input preparation taken away (benchmarks)."""
     device = resolve_device(config.device)
     use_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as train_fold does
     amp = resolve_amp(config.amp, device, rnn="rnn" in MODELS.get(config.model.name).tags)
     torch.manual_seed(config.seed)
     parts = build_parts(config, num_classes)

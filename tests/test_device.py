@@ -134,3 +134,35 @@ def test_a_cuda_fold_turns_cudnn_attention_off(monkeypatch: pytest.MonkeyPatch) 
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_cpu_folds_keep_freed_memory_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's thresholds are set once per process (mallopt), not where the user set them in the
+    environment, and nothing happens without glibc."""
+    calls: list[tuple[int, int]] = []
+
+    class Libc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(dev.ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    dev.keep_freed_memory.cache_clear()
+    try:
+        assert dev.keep_freed_memory() and dev.keep_freed_memory()  # once per process
+        assert calls == [(dev.M_MMAP_THRESHOLD, dev.MMAP_THRESHOLD), (dev.M_TRIM_THRESHOLD, dev.TRIM_THRESHOLD)]
+        dev.keep_freed_memory.cache_clear()
+        monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+        assert not dev.keep_freed_memory() and len(calls) == 2  # the user's own setting stays
+        dev.keep_freed_memory.cache_clear()
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+
+        def no_glibc(name: str) -> None:
+            raise OSError("libc.so.6: cannot open shared object file")
+
+        monkeypatch.setattr(dev.ctypes, "CDLL", no_glibc)
+        assert not dev.keep_freed_memory()
+    finally:
+        dev.keep_freed_memory.cache_clear()
