@@ -138,10 +138,12 @@ def set_deterministic(on: bool, device: torch.device) -> None:
 # to 32 MiB at most) back to the OS when they are freed, and trims the heap's free top: a training
 # batch's tensors of a few MB then come back as fresh pages, each faulted in and zeroed by the
 # kernel (a 6.4 MB batch of features: median 2.9 ms to allocate and fill, 0.2 ms with these
-# settings; 40 MB: 20 ms and 2 ms; this box, 1 thread, 2026-11-27). Blocks up to MMAP_THRESHOLD
-# come from the heap instead, and up to TRIM_THRESHOLD of its free top is kept for the next batch.
+# settings; 40 MB: 20 ms and 2 ms; this box, glibc 2.36, 1 thread, 2026-11-27). Blocks up to
+# MMAP_THRESHOLD (or MMAP_THRESHOLD_MAX) come from the heap instead, and up to TRIM_THRESHOLD of its
+# free top is kept for the next batch.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 256 << 20  # bytes
+MMAP_THRESHOLD_MAX = 32 << 20  # bytes: the most that glibc's manual allows (some versions refuse more)
 TRIM_THRESHOLD = 512 << 20  # bytes: at most this much freed memory kept by the process at its heap's top
 
 
@@ -157,7 +159,8 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mmap = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) or bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and mmap
 
 
 def cpu_cores() -> int:

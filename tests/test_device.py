@@ -140,11 +140,12 @@ def test_cpu_folds_keep_freed_memory_unless_the_user_set_it(monkeypatch: pytest.
     """glibc's thresholds are set once per process (mallopt), not where the user set them in the
     environment, and nothing happens without glibc."""
     calls: list[tuple[int, int]] = []
+    limit = {"mmap": dev.MMAP_THRESHOLD}
 
     class Libc:
         def mallopt(self, param: int, value: int) -> int:
             calls.append((param, value))
-            return 1
+            return int(param != dev.M_MMAP_THRESHOLD or value <= limit["mmap"])
 
     monkeypatch.setattr(dev.ctypes, "CDLL", lambda name: Libc())
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
@@ -164,5 +165,12 @@ def test_cpu_folds_keep_freed_memory_unless_the_user_set_it(monkeypatch: pytest.
 
         monkeypatch.setattr(dev.ctypes, "CDLL", no_glibc)
         assert not dev.keep_freed_memory()
+        # a glibc that refuses an mmap threshold over its documented 32 MiB gets that instead
+        monkeypatch.setattr(dev.ctypes, "CDLL", lambda name: Libc())
+        limit["mmap"], calls[:] = dev.MMAP_THRESHOLD_MAX, []
+        dev.keep_freed_memory.cache_clear()
+        assert dev.keep_freed_memory()
+        assert calls == [(dev.M_MMAP_THRESHOLD, dev.MMAP_THRESHOLD), (dev.M_MMAP_THRESHOLD, dev.MMAP_THRESHOLD_MAX),
+                         (dev.M_TRIM_THRESHOLD, dev.TRIM_THRESHOLD)]
     finally:
         dev.keep_freed_memory.cache_clear()
