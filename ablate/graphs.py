@@ -19,7 +19,9 @@ buffers are then handed to the weights, not added to them.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -60,6 +62,53 @@ def _reserved_so_far(device: torch.device) -> int | None:
     return None if value is None else int(value)
 
 
+class MemoryGuard:
+    """Whether the device has room for one more graph (GraphedModel here, StepGraphs in
+    stepgraphs.py). Graphs keep their memory until the fold ends, and every shape has its own: with
+    larger batches, a smaller GPU or several workers on one they could take memory that training
+    without them had fitted in. Each capture is measured (`measuring`): what it reserved per
+    item-frame (batch size x padded frames), the most seen, times a new shape's item-frames is what
+    that shape needs (the models' memory grows with the frames, attention by a fused kernel
+    included). That count is the graph's memory and the warm-up's eager passes before it (given
+    back when the capture starts): about the graph and as much again, which the eager rest of
+    training needs too. Counted as left: memory that no one holds and memory this process's
+    allocator holds unused. A shape without room trains without a graph (warned once; the fold's
+    record says so)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # "cuda_graphs" or "cuda_graphs (whole steps)", for the warnings
+        self.per_frame = 0.0  # bytes a capture reserved per item-frame of its shape, the most seen
+        self.unmeasured = False  # the allocator keeps no running total: the guard is off
+        self.refused = 0  # new shapes that trained without graphs for want of device memory
+
+    def room(self, device: torch.device, frames: int, kept: int) -> bool:
+        need = self.per_frame * frames
+        free, _ = torch.cuda.mem_get_info(device)
+        left = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        if left >= need:
+            return True
+        if not self.refused:
+            warnings.warn(f"{self.what}: {left / 2**30:.1f} GiB of device memory left, a graph of this shape (with "
+                          f"its warm-up) would take about {need / 2**30:.1f} GiB; shapes without room train "
+                          f"without CUDA graphs ({kept} kept)", RuntimeWarning, stacklevel=4)
+        self.refused += 1
+        return False
+
+    @contextlib.contextmanager
+    def measuring(self, device: torch.device, frames: int) -> Iterator[None]:
+        """Around a capture (its warm-up included): what it reserved, per item-frame."""
+        before = _reserved_so_far(device)
+        yield
+        after = _reserved_so_far(device)
+        if before is None or after is None:
+            if not self.unmeasured:
+                warnings.warn(f"{self.what}: this allocator keeps no running total of reserved memory; graphs "
+                              "are captured without checking the room left", RuntimeWarning, stacklevel=5)
+            self.unmeasured = True
+        else:
+            self.per_frame = max(self.per_frame, (after - before) / frames)
+
+
 class GraphedModel:
     """Calls the model like `model(x, mask)`: in training with gradients, through a CUDA graph of
     its padded shape; otherwise (validation, no_grad) the model itself."""
@@ -70,9 +119,7 @@ class GraphedModel:
         self.graphs: dict[tuple[Any, ...], nn.Module] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.failed = ""  # why capturing failed, if it did (the fold then trains without graphs)
-        self.per_frame = 0.0  # bytes a capture reserved per item-frame of its shape, the most seen (graphs keep theirs)
-        self.unmeasured = False  # the allocator keeps no running total: the memory guard is off
-        self.refused = 0  # new shapes that trained without graphs for want of device memory
+        self.guard = MemoryGuard("cuda_graphs")
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not (self.model.training and torch.is_grad_enabled()) or self.failed:
@@ -82,7 +129,7 @@ class GraphedModel:
         key = (*xb.shape, xb.dtype, tuple(m.p for m in self.dropouts))
         graphed = self.graphs.get(key)
         if graphed is None:
-            if not self._room(x.device, xb.shape[0] * xb.shape[1]):
+            if not self.guard.room(x.device, xb.shape[0] * xb.shape[1], len(self.graphs)):
                 return self.model(x, mask)
             try:
                 graphed = self.graphs[key] = self._capture(xb, mb)
@@ -95,38 +142,15 @@ class GraphedModel:
                 return self.model(x, mask)
         return graphed(xb, mb)
 
-    def _room(self, device: torch.device, frames: int) -> bool:
-        """Whether the device has room for the graph of a shape of `frames` item-frames (batch size
-        x padded frames): what the captures so far reserved per item-frame, at most, times `frames`
-        (the models' memory grows with the frames, attention by a fused kernel included). That
-        count is the graph's memory and the warm-up's eager passes before it (given back when the
-        capture starts): about the graph and as much again, which the eager rest of the step needs
-        too. Counted as left: memory that no one holds and memory this process's allocator holds
-        unused. Graphs keep their memory until the fold ends, and every (batch size, frame bucket)
-        has its own: with larger batches, a smaller GPU or several workers on one they could take
-        memory that training without them had fitted in. A shape without room trains without a
-        graph (warned once; the fold's record says so)."""
-        need = self.per_frame * frames
-        free, _ = torch.cuda.mem_get_info(device)
-        left = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        if left >= need:
-            return True
-        if not self.refused:
-            warnings.warn(f"cuda_graphs: {left / 2**30:.1f} GiB of device memory left, a graph of this shape (with "
-                          f"its warm-up) would take about {need / 2**30:.1f} GiB; shapes without room train "
-                          f"without CUDA graphs ({len(self.graphs)} kept)", RuntimeWarning, stacklevel=3)
-        self.refused += 1
-        return False
-
     def state(self) -> str:
         """What a fold's record says: "on" (its training passes ran through graphs), "on, some shapes
-        without (device memory)" (`_room`), "failed: <the error's first line>" (it trained without
+        without (device memory)" (`MemoryGuard`), "failed: <the error's first line>" (it trained without
         them from then on), "" (nothing was captured)."""
         if self.failed:
             return f"failed: {self.failed}"
         if not self.graphs:
             return ""
-        return "on, some shapes without (device memory)" if self.refused else "on"
+        return "on, some shapes without (device memory)" if self.guard.refused else "on"
 
     def close(self) -> None:
         """At the end of a fold: let go of the graphs and their memory. make_graphed_callables sets
@@ -146,16 +170,8 @@ class GraphedModel:
         sample = (x.detach().clone(), mask.clone())  # the graph's own input buffers
         try:
             with DEVICE_WORK:  # the batch thread's CUDA calls would break the capture (and the count below)
-                before = _reserved_so_far(x.device)
-                graphed = torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
-                after = _reserved_so_far(x.device)
-                if before is None or after is None:
-                    if not self.unmeasured:
-                        warnings.warn("cuda_graphs: this allocator keeps no running total of reserved memory; graphs "
-                                      "are captured without checking the room left", RuntimeWarning, stacklevel=4)
-                    self.unmeasured = True
-                else:
-                    self.per_frame = max(self.per_frame, (after - before) / (x.shape[0] * x.shape[1]))
+                with self.guard.measuring(x.device, x.shape[0] * x.shape[1]):
+                    graphed = torch.cuda.make_graphed_callables(_Shell(self.model), sample, pool=self.pool)
                 return graphed
         finally:
             with torch.no_grad():

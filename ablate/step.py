@@ -2,7 +2,9 @@
 weight perturbation (`Awp`) and an exponential moving average of the weights (`Ema`).
 
 The step runs under autocast, with a GradScaler for fp16, two passes for SAM, clipping, and AWP's
-second pass when it is on; it returns the loss as a device tensor (no wait for the device).
+second pass when it is on; it returns the loss as a device tensor (no wait for the device). On CUDA
+it can run as one graph (stepgraphs.py), with only the schedule, Lookahead's syncs and the moving
+average launched between replays.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 
 from ablate.graphs import GraphedModel
 from ablate.parts import Parts
+from ablate.stepgraphs import StepGraphs, after_step
 
 _NORM_FLOOR = 1e-12  # added to a gradient's norm before dividing by it: a zero gradient moves nothing
 
@@ -114,28 +118,44 @@ class Ema:
 
 class Step:
     """One optimisation step (two passes for SAM, a GradScaler for fp16, AWP's second pass when on),
-    under autocast, with clipping, then the EMA update. Returns the loss as a device tensor."""
+    under autocast, with clipping, then the EMA update. Returns the loss as a device tensor.
+    `whole`: the step captured whole where it can be (stepgraphs.py; train.whole_steps says when)."""
 
     def __init__(self, parts: Parts, model: nn.Module | GraphedModel, optimizer: Any, scheduler: Any, scaler: Any,
                  amp: torch.dtype | None, device: torch.device, clip: float, two_pass: bool, batch_augs: list[Any],
-                 gen: torch.Generator, awp: Awp | None = None, ema: Ema | None = None) -> None:
+                 gen: torch.Generator, awp: Awp | None = None, ema: Ema | None = None, whole: bool = False) -> None:
         self.parts, self.model, self.opt, self.sched, self.scaler = parts, model, optimizer, scheduler, scaler
         self.amp, self.device, self.clip, self.two_pass = amp, device, clip, two_pass
         self.batch_augs, self.gen, self.awp, self.ema = batch_augs, gen, awp, ema
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.whole = StepGraphs(self._whole_body, optimizer, parts.model, device) if whole else None
         # a graph is captured under autocast, which must then keep no cache of cast weights
-        self.autocast_cache = not isinstance(model, GraphedModel)
+        self.autocast_cache = not isinstance(model, GraphedModel) and self.whole is None
 
     def _loss(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None,
-              lam: torch.Tensor | None) -> torch.Tensor:
+              lam: torch.Tensor | None, model: Any = None) -> torch.Tensor:
         ctx = torch.autocast(self.device.type, dtype=self.amp, cache_enabled=self.autocast_cache) \
             if self.amp else contextlib.nullcontext()
         with ctx:
-            emb = self.model(x, mask)
+            emb = (model if model is not None else self.model)(x, mask)
         emb = emb.float()  # margins and softmax in fp32
         if y2 is None or lam is None:
             return self.parts.head(emb, y)
         return self.parts.head.mixed(emb, y, y2, lam.float())  # mixup
+
+    def _whole_body(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, y2: torch.Tensor | None,
+                    lam: torch.Tensor | None) -> torch.Tensor:
+        """What a step's graph runs: this step's loss (the model itself, not its graphs), backward,
+        clipping and the update of the optimizer inside (Lookahead's syncs come after a replay).
+        Gradients set to None first, as every step starts: in a graph only its capture does that
+        (no device work), and the replays rewrite the gradients its backward made."""
+        assert self.whole is not None
+        self.opt.zero_grad(set_to_none=True)
+        loss = self._loss(x, mask, y, y2, lam, self.parts.model)
+        loss.backward()
+        self._clip()
+        self.whole.inner.step()
+        return loss.detach()
 
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -145,6 +165,17 @@ class Step:
         y2 = lam = None
         for aug in self.batch_augs:  # on the device, after the one copy
             x, mask, y2, lam = aug(x, mask, y, self.gen)
+        if self.whole is not None and not (self.awp is not None and self.awp.on):
+            replayed = self.whole(x, mask, y, y2, lam, self.parts.head)
+            if replayed is not None:
+                after_step(self.opt)
+                if self.sched.last_epoch > 0:
+                    self._after()
+                    return replayed
+                with warnings.catch_warnings():  # its first step: the update ran in the graph, unseen by the schedule
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                    self._after()
+                return replayed
         self.opt.zero_grad(set_to_none=True)
         loss = self._loss(x, mask, y, y2, lam)
         self._backward(loss)
@@ -167,11 +198,28 @@ class Step:
         else:
             self._clip()
             self.opt.step()
+        self._after()
+        return loss.detach()
+
+    def _after(self) -> None:
         self.sched.step()
         if self.ema is not None:
             self.ema.update()
-        return loss.detach()
 
     def _clip(self) -> None:
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+
+    def graphs(self) -> str:
+        """The fold's record of its CUDA graphs: the whole steps' (StepGraphs.state) and the
+        model's (GraphedModel.state), joined by "; " where both ran; "" for none."""
+        states = [self.whole.state() if self.whole is not None else "",
+                  self.model.state() if isinstance(self.model, GraphedModel) else ""]
+        return "; ".join(s for s in states if s)
+
+    def close(self) -> None:
+        """At the end of a fold: let go of the graphs and their memory."""
+        if self.whole is not None:
+            self.whole.close()
+        if isinstance(self.model, GraphedModel):
+            self.model.close()

@@ -33,6 +33,7 @@ from ablate.feed import Batch, Feed
 from ablate.graphs import GraphedModel
 from ablate.parts import LateDropout, Parts, Pretraining, build_augmentations, build_parts
 from ablate.step import Awp, Ema, Step
+from ablate.stepgraphs import capturable
 
 CHECK_EVERY = 50  # steps between checks of the loss for NaN/inf (each check waits for the device)
 
@@ -67,7 +68,7 @@ class FoldResult:
     device: str = "cpu"
     gpu: str = ""  # the GPU's name, on CUDA
     amp: str = "off"  # the precision the fold actually ran at
-    graphs: str = ""  # on CUDA: whether the model ran in CUDA graphs (GraphedModel.state)
+    graphs: str = ""  # on CUDA: whether its steps, or its model, ran in CUDA graphs (Step.graphs)
     parts: Parts | None = None  # the trained parts (weights of the last epoch), when asked for
     val_indices: np.ndarray | None = None  # cache indices of the validation sequences
     val_probs: np.ndarray | None = None  # last-epoch softmax on them, [n_val, C], when asked for
@@ -106,15 +107,24 @@ def _trained(config: Config, model: torch.nn.Module, device: torch.device) -> to
     return model
 
 
+def whole_steps(config: Config, device: torch.device, optimizer: Any, scaler: Any, two_pass: bool) -> bool:
+    """Whether training steps are captured whole (stepgraphs.py): with `cuda_graphs` on CUDA (not
+    with `compile`), one pass per step (not SAM), no GradScaler (fp16) and an optimizer whose update
+    can run in a graph. Otherwise only the model runs in graphs (`_trained`)."""
+    return (config.cuda_graphs and device.type == "cuda" and not config.compile and scaler is None
+            and not two_pass and capturable(optimizer) is not None)
+
+
 def restart_head_steps(optimizer: Any) -> None:
     """When the recipe's head starts after pretraining: an optimizer that counts steps per
-    parameter group (pytorch-optimizer's, e.g. the multi-tensor Ranger on a GPU) would take the
-    untrained head for as old as the model and skip its warm-up (RAdam's rectification, the bias
-    corrections): its group (the second, see `_optimizer`) starts again from step 0, as a count per
-    tensor (pytorch-ranger, torch.optim) does by itself."""
+    parameter group would take the untrained head for as old as the model. Lookahead (the Ranger
+    on a GPU) counts to its next sync per group, pytorch-optimizer's optimizers count their steps
+    there: the head's group (the second, see `_optimizer`) starts again from 0, as a count per
+    tensor (pytorch-ranger, torch.optim's RAdam) does by itself."""
     group = optimizer.param_groups[1]
-    if "step" in group:
-        group["step"] = 0
+    for count in ("step", "counter"):
+        if count in group:
+            group[count] = 0
 
 
 def train_fold(
@@ -164,7 +174,8 @@ def train_fold(
     awp = Awp(config.awp, config.awp_from, config.epochs, [p for g in optimizer.param_groups for p in g["params"]])
     ema = Ema(parts, config.ema)
     step = Step(parts, _trained(config, model, device), optimizer, scheduler, scaler, amp, device, config.grad_clip,
-                two_pass, augs.batch, torch.Generator().manual_seed(seed), awp, ema)
+                two_pass, augs.batch, torch.Generator().manual_seed(seed), awp, ema,
+                whole_steps(config, device, optimizer, scaler, two_pass))
     result = FoldResult(fold=fold, n_train=len(train_idx), n_val=len(val_idx), device=str(device),
                         gpu=gpu_name(device), amp=str(amp).replace("torch.", "") if amp else "off")
     train_time, train_samples, best, since_best, probs = 0.0, 0, -1.0, 0, None
@@ -203,9 +214,8 @@ def train_fold(
             result.stopped = "early_stopping"
             break
     bar.close()
-    if isinstance(step.model, GraphedModel):
-        result.graphs = step.model.state()
-        step.model.close()
+    result.graphs = step.graphs()
+    step.close()
     late.set(config.epochs)  # as built again, also when early stopping ended the fold in the off phase
     ema.copy_into(parts)  # what is kept, exported and predicted with below
     result.last_acc = result.epochs[-1].val_acc
@@ -269,7 +279,7 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
     optimizer, scheduler, scaler, two_pass, amp = _optimizer(config, parts, len(shapes) * (repeats + 1), amp, device)
     model = _trained(config, compiled(parts.model) if config.compile else parts.model, device)  # as train_fold runs it
     step = Step(parts, model, optimizer, scheduler, scaler, amp, device, config.grad_clip, two_pass, [],
-                torch.Generator().manual_seed(config.seed))
+                torch.Generator().manual_seed(config.seed), whole=whole_steps(config, device, optimizer, scaler, two_pass))
     width = int(getattr(parts.features, "out_dim"))
     batches = [(torch.randn(b, t, width, device=device), torch.ones(b, t, dtype=torch.bool, device=device),
                 torch.randint(0, num_classes, (b,), device=device)) for b, t in shapes]
@@ -282,8 +292,7 @@ def bare_steps(config: Config, num_classes: int, shapes: list[tuple[int, int]], 
         losses = [step(*batch) for batch in batches]
     float(torch.stack(losses).sum())  # wait for the device
     rate = sum(b for b, _ in shapes) * repeats / (time.perf_counter() - t0)
-    if isinstance(model, GraphedModel):
-        model.close()
+    step.close()
     return rate
 
 

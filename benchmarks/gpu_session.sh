@@ -60,18 +60,22 @@ case "${1:-all}" in
     run default 110 ;;
   wholestep)  # benchmarks/gpu_whole_step.py: a training step captured whole, at 64 and 256
     whole ;;
-  versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256
+  versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256, then the whole-step prototype at 64
     : "${PREV:?set PREV to a folder holding an earlier copy of the package (PREV/ablate)}"
     echo "== smoke"
     timeout 200 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
     echo "exit $?"
-    tail -n 2 "$OUT/smoke.log"
+    grep -h '^{' "$OUT/smoke.log" | cut -c1-400
     for round in 1 2; do
-      run "default_$round" $((round == 1 ? 130 : 80))  # the first also writes the synthetic set (30 s on an H100 machine)
-      PYTHONPATH=$PREV:/tmp/site run "prev_$round" 80
+      run "default_$round" $((round == 1 ? 100 : 60))  # the first also writes the synthetic set (30 s on an H100 machine)
+      PYTHONPATH=$PREV:/tmp/site run "prev_$round" 60
     done
-    run batch256 80 --batch 256
-    PYTHONPATH=$PREV:/tmp/site run batch256_prev 80 --batch 256 ;;
+    run batch256 60 --batch 256
+    PYTHONPATH=$PREV:/tmp/site run batch256_prev 60 --batch 256
+    echo "== whole_step_64"
+    timeout 60 python3 benchmarks/gpu_whole_step.py --batch 64 >"$OUT/whole_step_64.log" 2>&1
+    echo "exit $?"
+    tail -n 1 "$OUT/whole_step_64.log" ;;
   graphs)  # the defaults (cuda_graphs on, 1,024 items at a time) against eager with 256 at a time (the defaults before)
     run default_1 130  # also writes the synthetic set (30 s on an H100 machine)
     run eager_1 80 --eager --group 256

@@ -18,7 +18,8 @@ The baseline recipe (`full` preset: seed828 features, 1-block transformer of wid
 heads, sub-center ArcFace, Ranger, batch 64, baseline augmentations, AMP auto) on a synthetic set
 written straight into a cache (`ablate data synth --cache-only`: 250 signs, 21 participants,
 --reps sequences per participant and sign, 4 by default; the competition has about 18). Measured on fold 0:
-- trainer: training sequences/s of train_fold, median over the epochs after the first;
+- trainer: training sequences/s of train_fold, median over the epochs after the first (and the
+  fold's record of its CUDA graphs: "whole steps" where each step ran as one graph);
 - bare_step: the trainer's own step on ready-made device tensors of the same batch shapes;
 - feed: training sequences/s of the input path alone (landmarks -> augmentations -> features,
   in its batch thread on CUDA), one epoch, no model: the most the trainer can reach;
@@ -192,7 +193,7 @@ def main() -> None:
         "resident": store.resident, "store_gib": round(store.bytes / 2**30, 3),
         "cpu_vs_device_max_diff": _agreement(cfg, data, device),
         "full_data_epoch_seconds": round(FULL_SEQUENCES * 0.8 / trainer, 1),
-        "compile": cfg.compile, "cuda_graphs": cfg.cuda_graphs, "group_items": feed_module.GROUP_ITEMS, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
+        "compile": cfg.compile, "cuda_graphs": cfg.cuda_graphs, "graphs": r.graphs, "group_items": feed_module.GROUP_ITEMS, "optimizer": cfg.optimizer.name, "first_epoch_seconds": round(r.epochs[0].seconds, 1),
     }
     if a.profile:
         out |= _profile(cfg, data.num_classes, shapes[:a.profile], Path(a.out))

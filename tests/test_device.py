@@ -92,17 +92,19 @@ def test_folds_record_their_device_and_a_mixed_precision_study_is_flagged(tmp_pa
     study = new_study("mixed", meta("mixed", ["ce", "focal"]))
     for arm, amp, graphs in (("ce", "off", ""), ("focal", "bfloat16", "on")):
         folds = [FoldScore(k, 0, k, 0.5, n_train=96, n_val=24, device="cuda:0", gpu="NVIDIA T4", amp=amp,
-                           graphs={4: "failed: RuntimeError: x", 3: "on, some shapes without (device memory)"}.get(k, graphs)
+                           graphs={4: "failed: RuntimeError: x", 3: "on, some shapes without (device memory)",
+                                   2: "whole steps"}.get(k, graphs)
                            if graphs else "") for k in range(5)]
         study.add_trial(records.made_trial(TrialState.COMPLETE, arm, folds))
     a = analyze(study)
     assert a["arms"][0]["trained_on"] == ["cuda:0 (NVIDIA T4) at off"]
     assert a["arms"][1]["trained_on"] == ["cuda:0 (NVIDIA T4) (CUDA graphs failed) at bfloat16",
-                                          "cuda:0 (NVIDIA T4) with CUDA graphs (some shapes without) at bfloat16",
+                                          "cuda:0 (NVIDIA T4) with CUDA graphs (some shapes without (device memory)) at bfloat16",
+                                          "cuda:0 (NVIDIA T4) with CUDA graphs (whole steps) at bfloat16",
                                           "cuda:0 (NVIDIA T4) with CUDA graphs at bfloat16"]
     assert any("different precisions (bfloat16, off)" in w for w in a["warnings"])
     stored = records.trial_records(study, records.read_meta(study))[1].folds
-    assert [f.graphs[:2] for f in stored] == ["on"] * 4 + ["fa"] and stored[4].graphs == "failed: RuntimeError: x"
+    assert [f.graphs[:2] for f in stored] == ["on", "on", "wh", "on", "fa"] and stored[4].graphs == "failed: RuntimeError: x"
 
 
 def test_compiled_gives_the_eager_numbers_without_inductors_tiling_analysis() -> None:

@@ -203,7 +203,7 @@ def test_a_shape_gets_a_graph_only_where_the_device_has_room(captures: list[tupl
     device_memory.update(free=8 * GiB, reserved=2 * GiB, allocated=1 * GiB)  # 1 GiB held unused
     graphed = GraphedModel(build("transformer").train())
     graphed(*padded_batch([4, 5], 5)).sum().backward()  # (2, 32): the first capture, nothing measured yet
-    assert graphed.per_frame == 48 * 2**20 and device_memory["free"] == 6 * GiB
+    assert graphed.guard.per_frame == 48 * 2**20 and device_memory["free"] == 6 * GiB
     graphed(*padded_batch([40, 5], 40)).sum().backward()  # (2, 64): 6 GiB, 7 left
     with pytest.warns(RuntimeWarning, match=r"2.0 GiB of device memory left, a graph of this shape \(with its warm-up\) "
                                             r"would take about 13.5 GiB.*\(2 kept\)"):
@@ -213,7 +213,7 @@ def test_a_shape_gets_a_graph_only_where_the_device_has_room(captures: list[tupl
         graphed(*padded_batch([6, 2], 6)).sum().backward()  # (2, 32): its graph replays
         graphed(*padded_batch([3], 3)).sum().backward()  # (1, 32): 1.5 GiB, 2 left: captured
         graphed(*padded_batch([3, 1, 2], 3)).sum().backward()  # (3, 32): 4.5 GiB, 1.5 left: no room
-    assert captures == [(2, 32, 12), (2, 64, 12), (1, 32, 12)] and graphed.refused == 2
+    assert captures == [(2, 32, 12), (2, 64, 12), (1, 32, 12)] and graphed.guard.refused == 2
     assert replays == [(2, 32, 12), (2, 64, 12), (2, 32, 12), (1, 32, 12)]
     assert graphed.state() == "on, some shapes without (device memory)"
     assert GraphedModel(build("transformer").train()).state() == ""
@@ -229,7 +229,7 @@ def test_an_allocator_without_a_running_total_leaves_the_guard_off(captures: lis
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         graphed(*padded_batch([40, 5], 40)).sum().backward()
-    assert captures == [(2, 32, 12), (2, 64, 12)] and graphed.unmeasured and graphed.state() == "on"
+    assert captures == [(2, 32, 12), (2, 64, 12)] and graphed.guard.unmeasured and graphed.state() == "on"
 
 
 def test_running_out_of_memory_in_a_capture_is_not_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from ablate.components.optimizers import (
     OPTIMIZERS,
     SCHEDULES,
     _ranger_class,
-    multi_tensor_ranger,
+    lookahead_radam,
 )
 from ablate.errors import UserError
 
@@ -77,8 +77,8 @@ def test_sam_unknown_base_is_a_user_error() -> None:
 
 def _ranger_pair() -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """The same small network trained 40 steps (past RAdam's rectification at step 6 and six
-    Lookahead syncs) by pytorch-ranger's Ranger (the registry's on a CPU) and by the multi-tensor
-    one (the registry's on a GPU): the weights before, and of each after."""
+    Lookahead syncs) by pytorch-ranger's Ranger (the registry's on a CPU) and by torch.optim's
+    RAdam inside pytorch-optimizer's Lookahead (the registry's on a GPU): the weights before, and of each after."""
     from pytorch_ranger import Ranger
 
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def _ranger_pair() -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.T
     nets[1].load_state_dict(nets[0].state_dict())
     start = [p.detach().clone() for p in nets[0].parameters()]
     params = {"lr": 3e-3, "weight_decay": 0.01, "k": 6, "alpha": 0.5}
-    opts = [Ranger(nets[0].parameters(), **params), multi_tensor_ranger()(nets[1].parameters(), **params)]
+    opts = [Ranger(nets[0].parameters(), **params), lookahead_radam(nets[1].parameters(), **params)]
     x, y = torch.randn(32, 16), torch.randint(0, 5, (32,))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)  # pytorch-ranger's
@@ -107,8 +107,9 @@ def test_ranger_computes_what_pytorch_ranger_does() -> None:
 
 
 def test_a_late_head_restarts_its_steps_as_with_pytorch_ranger() -> None:
-    """pretrain_ce: the recipe's head gets gradients from step 30 on. pytorch-ranger counts its
-    steps from there by itself; the multi-tensor Ranger counts per group, and the trainer's
+    """pretrain_ce: the recipe's head gets gradients from step 33 on (not a multiple of
+    Lookahead's k, so that a sync count not restarted would show). pytorch-ranger counts its steps
+    from there by itself; Lookahead counts to its next sync per group, and the trainer's
     restart_head_steps restarts the head's group: the same weights after (float rounding apart)."""
     from pytorch_ranger import Ranger
 
@@ -119,17 +120,17 @@ def test_a_late_head_restarts_its_steps_as_with_pytorch_ranger() -> None:
     nets = [copy.deepcopy((body, head)) for _ in range(2)]
     groups = [[{"params": list(b.parameters())}, {"params": list(h.parameters())}] for b, h in nets]
     params = {"lr": 3e-3, "weight_decay": 0.01}
-    opts = [Ranger(groups[0], **params), multi_tensor_ranger()(groups[1], **params)]
+    opts = [Ranger(groups[0], **params), lookahead_radam(groups[1], **params)]
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)  # pytorch-ranger's
         for step in range(60):
             for (b, h), opt in zip(nets, opts):
-                if step == 30:
+                if step == 33:
                     restart_head_steps(opt)  # nothing to do for pytorch-ranger
                 opt.zero_grad(set_to_none=True)
                 z = b(x)
-                (z.pow(2).mean() if step < 30 else torch.nn.functional.cross_entropy(h(z), y)).backward()
+                (z.pow(2).mean() if step < 33 else torch.nn.functional.cross_entropy(h(z), y)).backward()
                 opt.step()
     assert not torch.equal(nets[0][1].weight, head.weight)  # the head trained
     for a, b in zip([*nets[0][0].parameters(), *nets[0][1].parameters()], [*nets[1][0].parameters(), *nets[1][1].parameters()]):
@@ -142,7 +143,8 @@ def test_ranger_is_multi_tensor_on_a_gpu_only() -> None:
     assert type(OPTIMIZERS.build("ranger", {}, weights=[torch.nn.Parameter(torch.ones(3))])) is Ranger
     on_gpu = _ranger_class([SimpleNamespace(is_cuda=True)])  # CI has no GPU: a weight that says it is on one
     opt = on_gpu([torch.nn.Parameter(torch.ones(3))], lr=1e-3)
-    assert opt.param_groups[0]["foreach"] is True and not opt.use_gc
+    assert type(opt).__name__ == "Lookahead" and isinstance(opt.optimizer, torch.optim.RAdam)
+    assert opt.param_groups[0]["foreach"] is True and opt.param_groups[0]["betas"] == (0.95, 0.999)
 
 
 def test_ranger_runs_on_this_torch_without_deprecation_errors() -> None:

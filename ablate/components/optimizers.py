@@ -8,7 +8,6 @@ tagged "two_pass" (SAM) need two forward/backward passes per step; the trainer c
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -31,12 +30,19 @@ warnings.filterwarnings("ignore", message=r"This overload of add", category=User
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]  # weights, or parameter groups {"params": [...]}
 
 
-def multi_tensor_ranger() -> Callable[..., Optimizer]:
-    """pytorch-optimizer's multi-tensor (foreach) Ranger, set to compute pytorch-ranger's: no
-    gradient centralisation, momentum SGD until RAdam's rectification starts (N_sma 5)."""
-    from pytorch_optimizer import Ranger
+def lookahead_radam(weights: Params, *, lr: float = 1e-3, k: int = 6, alpha: float = 0.5,
+                    weight_decay: float = 0.0) -> Optimizer:
+    """Ranger as pytorch-ranger computes it, from two maintained pieces: torch.optim's multi-tensor
+    RAdam (Ranger's betas 0.95, 0.999 and eps 1e-5; its decoupled weight decay, p -= lr * wd * p;
+    momentum SGD until the rectification starts, at the same N_sma 5) inside pytorch-optimizer's
+    Lookahead (every k steps the weights move alpha of the way from their slow copy). torch.optim's
+    RAdam can run inside a CUDA graph (`capturable`, stepgraphs.py), which a Ranger that counts its
+    steps on the host cannot. tests/test_optimizers.py holds it equal to pytorch-ranger."""
+    from pytorch_optimizer import Lookahead
 
-    return functools.partial(Ranger, use_gc=False, degenerated_to_sgd=True, n_sma_threshold=5, foreach=True)
+    inner = torch.optim.RAdam(weights, lr=lr, betas=(0.95, 0.999), eps=1e-5, weight_decay=weight_decay,
+                              decoupled_weight_decay=True, foreach=True)
+    return Lookahead(inner, k=k, alpha=alpha)
 
 
 def _tensors(weights: list[Any]) -> list[torch.Tensor]:
@@ -47,13 +53,13 @@ def _tensors(weights: list[Any]) -> list[torch.Tensor]:
 def _ranger_class(weights: list[Any]) -> Callable[..., Optimizer]:
     """Ranger as the baseline used it (the pytorch-ranger package). On the CPU that package itself
     computes it, one tensor at a time, so every CPU figure stays as measured (the multi-tensor
-    form measured no faster there). On a GPU, `multi_tensor_ranger`: the per-tensor updates
-    launch about 9 kernels per weight tensor, half of a GPU step's launches (profiled on an H100,
-    2026-11-26). tests/test_optimizers.py holds the two equal to float rounding. pytorch-ranger
-    counts steps per tensor, the multi-tensor form per parameter group: a head that starts training
-    late (pretrain_ce) gets its own group, restarted by train.restart_head_steps."""
+    form measured no faster there). On a GPU, `lookahead_radam`: multi-tensor (pytorch-ranger
+    launches about 9 kernels per weight tensor, half of a GPU step's launches, profiled on an H100,
+    2026-11-26), and a step that can be captured whole. pytorch-ranger counts steps per tensor,
+    Lookahead per parameter group: a head that starts training late (pretrain_ce) gets its own
+    group, restarted by train.restart_head_steps."""
     if any(t.is_cuda for t in _tensors(weights)):
-        return multi_tensor_ranger()
+        return lookahead_radam
     from pytorch_ranger import Ranger
 
     return Ranger

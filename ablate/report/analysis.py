@@ -73,12 +73,15 @@ def _arm_info(rec: TrialRecord | None, recs: list[TrialRecord], baseline_sources
 
 
 def _where(f: FoldScore) -> str:
-    """'cuda:1 (NVIDIA H100) with CUDA graphs at bf16', 'cpu at off'; '' for folds recorded before
-    devices were. The precision comes last (`_precision_warning` reads it there)."""
+    """'cuda:1 (NVIDIA H100) with CUDA graphs (whole steps) at bf16', 'cpu at off'; '' for folds
+    recorded before devices were. The graphs' record (Step.graphs) as it is, "on" (the model
+    alone in graphs) said by "with CUDA graphs" alone. The precision comes last
+    (`_precision_warning` reads it there)."""
     if not f.device:
         return ""
+    detail = "" if f.graphs == "on" else f.graphs.removeprefix("on, ")
     graphs = "" if not f.graphs else " (CUDA graphs failed)" if f.graphs.startswith("failed") else \
-        " with CUDA graphs" + (" (some shapes without)" if f.graphs != "on" else "")
+        " with CUDA graphs" + (f" ({detail})" if detail else "")
     return f.device + (f" ({f.gpu})" if f.gpu else "") + graphs + f" at {f.amp or 'off'}"
 
 

@@ -89,7 +89,7 @@ class FoldScore:
     gpu: str = ""
     amp: str = ""
     repeat: int = 0
-    graphs: str = ""  # on CUDA: "on" when its model ran in CUDA graphs, or why capturing failed
+    graphs: str = ""  # on CUDA: whether its steps or its model ran in CUDA graphs, or why capturing failed (Step.graphs)
 
 
 @dataclass
