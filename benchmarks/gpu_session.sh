@@ -5,7 +5,7 @@
 # benchmarks/out/gpu_session). Each variant has its own time limit, so one that hangs or fails
 # leaves the others' numbers; the most important run first.
 #
-#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|wholestep|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: the defaults (profiled), batch 256, compiled; runs named "default" use the recipe as it is (cuda_graphs on since 2026-11-26), "eager" adds --eager
+#     bash benchmarks/gpu_session.sh [all|batches|scale|smoke|check|wholestep|compile|versus|graphs|groups]   # on the GPU machine, from the repository root; all: the defaults (profiled), batch 256, compiled; runs named "default" use the recipe as it is (cuda_graphs on since 2026-11-26), "eager" adds --eager
 #     PREV=dir bash benchmarks/gpu_session.sh versus   # this code against an earlier copy of the package (dir/ablate), same machine
 set -u
 OUT=${OUT:-benchmarks/out/gpu_session}
@@ -58,6 +58,11 @@ case "${1:-all}" in
     tail -n 2 "$OUT/smoke.log"
     whole
     run default 110 ;;
+  check)  # the CUDA-only training paths alone (benchmarks/gpu_smoke.py), every JSON line it printed
+    echo "== smoke"
+    timeout 200 python3 benchmarks/gpu_smoke.py >"$OUT/smoke.log" 2>&1
+    echo "exit $?"
+    grep -h '^{' "$OUT/smoke.log" | cut -c1-400 ;;
   wholestep)  # benchmarks/gpu_whole_step.py: a training step captured whole, at 64 and 256
     whole ;;
   versus)  # the smoke run, then this code and the copy in $PREV alternating, at 64 and 256, then the whole-step prototype at 64
@@ -95,6 +100,6 @@ case "${1:-all}" in
     run compile 200 --compile --profile 40 --out "$OUT/prof_compile"
     run compile_lookahead 130 --compile --optimizer lookahead ;;
   *)
-    echo "unknown mode '$1': expected all, batches, scale, smoke, wholestep, compile, versus, graphs or groups" >&2
+    echo "unknown mode '$1': expected all, batches, scale, smoke, check, wholestep, compile, versus, graphs or groups" >&2
     exit 2 ;;
 esac
