@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ablate.components import MODELS, OPTIMIZERS, SCHEDULES
+from ablate.components import LOSSES, MODELS, OPTIMIZERS, SCHEDULES
 from ablate.components._random import run_seed
 from ablate.config import Config
 from ablate.data.cache import Cache
@@ -109,10 +109,11 @@ def _trained(config: Config, model: torch.nn.Module, device: torch.device) -> to
 
 def whole_steps(config: Config, device: torch.device, optimizer: Any, scaler: Any, two_pass: bool) -> bool:
     """Whether training steps are captured whole (stepgraphs.py): with `cuda_graphs` on CUDA (not
-    with `compile`), one pass per step (not SAM), no GradScaler (fp16) and an optimizer whose update
-    can run in a graph. Otherwise only the model runs in graphs (`_trained`)."""
+    with `compile`), one pass per step (not SAM), no GradScaler (fp16), an optimizer whose update
+    can run in a graph and a loss that does not ask the host mid-step (tag "host"). Otherwise only
+    the model runs in graphs (`_trained`)."""
     return (config.cuda_graphs and device.type == "cuda" and not config.compile and scaler is None
-            and not two_pass and capturable(optimizer) is not None)
+            and not two_pass and capturable(optimizer) is not None and "host" not in LOSSES.get(config.loss.name).tags)
 
 
 def restart_head_steps(optimizer: Any) -> None:

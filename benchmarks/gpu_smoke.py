@@ -44,6 +44,7 @@ from ablate.graphs import GraphedModel
 from ablate.parts import build_parts
 from ablate.spaces import recipe_config
 from ablate.step import Step
+from ablate.stepgraphs import capturable, counted_on_device
 from ablate.train import _optimizer, train_fold
 
 
@@ -119,10 +120,11 @@ def _whole_difference(name: str, data: Cache, device: torch.device) -> tuple[flo
     """(largest difference of the weights' changes, relative to the largest change; the captured
     run's record) of the quick recipe with this loss, dropout off, fp32, Ranger (Lookahead's k 6)."""
     cfg = recipe_config("quick").replace(loss=Component(name, {}), amp="off", optimizer=Component("ranger", {"lr": 3e-3}))
-    # padded frame counts (multiples of graphs.FRAME_BUCKET), so that both runs see the same shapes:
-    # on the same shapes the same kernels run; on others (the graphs pad) the rounding differs, and
-    # RAdam's first steps, which move every weight by about lr whatever its gradient's size, turn
-    # that into differences of a few tenths of a percent (0.26-0.41% measured on an H100, 2026-11-27)
+    # padded frame counts (multiples of graphs.FRAME_BUCKET), so that both runs see the same shapes
+    # and run the same kernels. 2026-11-27, H100: with the reference's optimizer counting on the
+    # host (float64 rectification) the weights' changes differed by 0.28-0.45% on these shapes and
+    # by 0.26-0.41% on unpadded ones (stepgraphs.counted_on_device says why); the reference now
+    # counts on the device as the graphs do (not yet run on a GPU)
     shapes = [(8, 64), (6, 96), (8, 64), (8, 64), (6, 96), (8, 32), (8, 64)]
     weights, state = [], ""
     for whole in (True, False):
@@ -133,6 +135,10 @@ def _whole_difference(name: str, data: Cache, device: torch.device) -> tuple[flo
         _no_dropout(parts.model)
         start = [p.detach().clone() for p in [*parts.model.parameters(), *parts.head.parameters()]]
         optimizer, scheduler, scaler, two_pass, amp = _optimizer(cfg, parts, len(shapes), None, device)
+        if not whole:  # the same optimizer op by op: step counts on the device too (float32 rectification)
+            inner = capturable(optimizer)
+            assert inner is not None
+            counted_on_device(inner, device)
         step = Step(parts, parts.model, optimizer, scheduler, scaler, amp, device, cfg.grad_clip, two_pass, [],
                     torch.Generator().manual_seed(0), whole=whole)
         for seed, (b, t) in enumerate(shapes):

@@ -102,6 +102,7 @@ def test_steps_are_captured_whole_only_where_they_can_be() -> None:
     assert not whole_steps(cfg.replace(compile=True), gpu, opt, None, False)
     assert not whole_steps(cfg, gpu, opt, object(), False)  # fp16's GradScaler
     assert not whole_steps(cfg, gpu, opt, None, True)  # SAM
+    assert not whole_steps(cfg.replace(loss=Component("multi_similarity", {})), gpu, opt, None, False)  # its miner
     assert not whole_steps(cfg, gpu, OPTIMIZERS.build("lion", {}, weights=[torch.nn.Parameter(torch.ones(3))]), None, False)
 
 

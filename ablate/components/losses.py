@@ -2,7 +2,8 @@
 returns a `Head`: `head.logits(emb)` for inference and accuracy, `head(emb, labels)` the mean loss.
 
 Tags: "cosine" = class centres compared by cosine (logits = scale * cosine, no margin); "margin" =
-a cosine head whose training loss puts a margin on the target class. Angular margins are in
+a cosine head whose training loss puts a margin on the target class; "host" = its loss asks the
+host mid-step (its training steps are not captured whole in CUDA graphs). Angular margins are in
 RADIANS (`margin_rad`); pytorch-metric-learning takes degrees. With label smoothing the margin is
 applied to the target logit first, then cross-entropy with smoothed targets runs over the
 margined, scaled logits.
@@ -201,7 +202,9 @@ def magface(
     return MagFaceHead(emb_dim, num_classes, scale, tuple(norms), tuple(margins), reg_weight)  # type: ignore[arg-type]
 
 
-@LOSSES.register("multi_similarity", tags=("cosine",))
+# "host": its miner picks the pairs by asking the host mid-step, which a CUDA graph cannot hold
+# (capturing its step failed on an H100, 2026-11-27): its steps are not captured whole (train.whole_steps)
+@LOSSES.register("multi_similarity", tags=("cosine", "host"))
 def multi_similarity(
     *,
     emb_dim: int,
