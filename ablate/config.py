@@ -72,7 +72,7 @@ class Config:
     fold_kind: FoldKind  # "ungrouped-leaky" only to measure how much leakage flatters
     max_train_batches: int = field(metadata=_min(0))  # cap on batches per epoch (0 = all); smoke tests only
     compile: bool  # torch.compile the model (see the README for what it measured)
-    cuda_graphs: bool  # on CUDA (not with compile), the model's training pass as CUDA graphs (graphs.py)
+    cuda_graphs: bool  # on CUDA (not with compile), training steps as CUDA graphs: whole (stepgraphs.py), else the model's pass (graphs.py)
     deterministic: bool  # deterministic GPU kernels: bit-reproducible on a GPU, and slower
     drop_participants: tuple[int, ...]  # participant ids left out of every training fold (validated on as usual)
     drop_messiest: int = field(metadata=_min(0))  # also leave out the k with the most frames without any hand

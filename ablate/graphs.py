@@ -9,7 +9,10 @@ A graph holds fixed shapes, and batches come in every frame count, so a batch's 
 up to a multiple of FRAME_BUCKET (the models ignore padded frames: tests/test_models.py) and each
 (batch size, bucket, dropout setting) gets its own graph, captured when it is first met, with
 `torch.cuda.make_graphed_callables` (PyTorch's partial-network capture), all in one memory pool.
-The head, the loss and the optimizer stay as they are (eager); only the model is graphed.
+The head, the loss and the optimizer stay as they are (eager); only the model is graphed. Where
+the whole step can be captured (stepgraphs.py), that is done instead; this serves the steps it
+cannot hold (SAM, fp16's GradScaler, AWP's perturbed steps, a loss that asks the host, an
+optimizer that counts on the host).
 
 Sharing one pool is safe here because graphs never interleave: a step replays one graph's forward,
 then the same graph's backward, and consumes the outputs before the next replay. Every backward

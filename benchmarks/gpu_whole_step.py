@@ -1,17 +1,18 @@
-"""What a training step captured whole as one CUDA graph would give, against the trainer's step as
-it is (the model's pass in CUDA graphs, the head, loss, clipping and optimizer launched op by op).
+"""A training step captured whole as one CUDA graph, written out as a prototype, against the
+trainer's step.
 
     python benchmarks/gpu_whole_step.py [--batch 64] [--frames 64] [--steps 300]
     python benchmarks/gpu_whole_step.py --small      # seconds on a CPU (no capture): keeps it alive in CI
 
-A prototype measurement for the 24,000 sequences/s target of the GPU throughput issue; the trainer
-does not capture whole steps. At the recipe's batch of 64 the trainer's step is bound by launching
-the eager rest of the step from Python (README, GPU throughput), and this says how much capturing
-all of it would gain before anyone builds it into the trainer. One batch shape (--batch x
---frames, a frame bucket of graphs.py), the baseline recipe (`full` preset: seed828 features,
-1-block transformer of width 512 with 16 heads, sub-center ArcFace over 250 signs, clipping), in
-one process:
-- trainer_step: `train.bare_steps`, the trainer's own Step on ready-made device tensors;
+Written for the 24,000 sequences/s target of the GPU throughput issue, before the trainer
+captured whole steps (stepgraphs.py): it said how much capturing them would gain (1.70x the
+trainer's step at batch 64 on an H100, 2026-11-27). Now it checks that the trainer's whole steps
+are as fast as this plain form (1.00x the same day). One batch shape (--batch x --frames, a
+frame bucket of graphs.py), the baseline recipe (`full` preset: seed828 features, 1-block
+transformer of width 512 with 16 heads, sub-center ArcFace over 250 signs, clipping), in one
+process:
+- trainer_step: `train.bare_steps`, the trainer's own Step on ready-made device tensors (on CUDA
+  its whole steps in graphs);
 - radam_step (CUDA): the step below op by op, so that the optimizer's change and the capture's
   can be told apart;
 - whole_step: forward, loss, backward, clipping and the optimizer's update in one graph, replayed
@@ -19,8 +20,7 @@ one process:
   before each replay (the schedule's values worked out beforehand: its Python is not timed; the
   trainer's step runs its LambdaLR). The optimizer is torch.optim's RAdam with `capturable=True` (its step count
   on the device) and Ranger's betas and eps, with Lookahead's k and alpha applied between replays
-  (one multi-tensor lerp and copy every k steps): the pytorch-optimizer and pytorch-ranger
-  Rangers the trainer uses keep their step counts on the host, which a graph would freeze.
+  (one multi-tensor lerp and copy every k steps).
 bf16 autocast where the GPU has it (fp16 would need a GradScaler, which this prototype does not
 capture: it then reports no whole-step figure). Each figure says whether those steps trained
 (`*_trained`: the last loss finite, the weights moved; the exit status is 1 if not). Measured in
