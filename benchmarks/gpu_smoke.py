@@ -27,7 +27,9 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,22 +50,30 @@ from ablate.stepgraphs import capturable, counted_on_device
 from ablate.train import _optimizer, train_fold
 
 
+def _agree(kind: str, names: list[str], difference: Callable[[str], tuple[float, Any]], label: str,
+           passed: Callable[[float, Any], bool]) -> bool:
+    """Each name's (largest difference, detail), one JSON line each; one name's failure is
+    reported and the others still run."""
+    ok = True
+    for name in names:
+        try:
+            worst, detail = difference(name)
+        except Exception as e:  # noqa: BLE001 - reported; the others still run
+            print(json.dumps({kind: name, "error": f"{type(e).__name__}: {e}"[:2000]}))
+            ok = False
+            continue
+        ok &= passed(worst, detail)
+        print(json.dumps({kind: name, label: detail, "largest_relative_difference": worst}))
+    return ok
+
+
 def _graphs_agree(data: Cache, device: torch.device) -> bool:
     """Each registered model (defaults, dropout off, fp32): the graphed training pass against the
     model's own on batches of shapes A, B, A (two captures in the shared pool, then A's graph
     replayed with new numbers after B's ran)."""
-    ok = True
     use_device(device)  # as the trainer: cuDNN's attention off
-    for name in MODELS.names():
-        try:
-            worst, graphs = _graphed_difference(name, data, device)
-        except Exception as e:  # noqa: BLE001 - one model's failure is reported, the others still run
-            print(json.dumps({"model": name, "error": f"{type(e).__name__}: {e}"[:2000]}))
-            ok = False
-            continue
-        ok &= worst <= 1e-3
-        print(json.dumps({"model": name, "graphs": graphs, "largest_relative_difference": worst}))
-    return ok
+    return _agree("model", MODELS.names(), lambda name: _graphed_difference(name, data, device), "graphs",
+                  lambda worst, graphs: worst <= 1e-3)
 
 
 def _graphed_difference(name: str, data: Cache, device: torch.device) -> tuple[float, int]:
@@ -102,18 +112,10 @@ def _no_dropout(model: torch.nn.Module) -> None:
 
 
 def _whole_agrees(data: Cache, device: torch.device) -> bool:
-    """Every registered loss: 7 steps captured whole against the same 7 steps run as they are."""
-    ok = True
-    for name in LOSSES.names():
-        try:
-            worst, state = _whole_difference(name, data, device)
-        except Exception as e:  # noqa: BLE001 - one loss's failure is reported, the others still run
-            print(json.dumps({"loss": name, "error": f"{type(e).__name__}: {e}"[:2000]}))
-            ok = False
-            continue
-        ok &= state != "whole steps" or worst <= 1e-3
-        print(json.dumps({"loss": name, "whole": state, "largest_relative_difference": worst}))
-    return ok
+    """Every registered loss: 7 steps captured whole against the same 7 steps op by op (a loss
+    whose capture failed is reported, not a failure)."""
+    return _agree("loss", LOSSES.names(), lambda name: _whole_difference(name, data, device), "whole",
+                  lambda worst, state: state != "whole steps" or worst <= 1e-3)
 
 
 def _whole_difference(name: str, data: Cache, device: torch.device) -> tuple[float, str]:
