@@ -194,3 +194,17 @@ def place(requested: str | None, cuda_count: int) -> Placement:
     if not out:
         raise UserError("--devices: expected a comma-separated list, e.g. 0,1")
     return Placement(tuple(out))
+
+
+# a CUDA error after which this process's context is broken (the study's worker stops: queue.py)
+_FATAL_CUDA = ("device-side assert", "illegal memory access", "unspecified launch failure", "CUDA error: an illegal",
+               "misaligned address", "CUBLAS_STATUS_EXECUTION_FAILED", "cudaErrorLaunchFailure")
+
+
+def device_failure(e: BaseException) -> str | None:
+    """'oom' or 'fatal' for a failure of the device rather than of the configuration."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return "oom"
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in _FATAL_CUDA):
+        return "fatal"
+    return None

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.batching import DEVICE_WORK
+from ablate.device import device_failure
 
 FRAME_BUCKET = 32  # frames; up to 12 buckets at the recipe's 384, each padded batch at most 31 frames longer
 
@@ -139,6 +140,8 @@ class GraphedModel:
             except torch.OutOfMemoryError:
                 raise  # not the model's fault: the study's handling of a full device applies
             except RuntimeError as e:  # a model with an operation that cannot be captured: train it as it is
+                if device_failure(e):
+                    raise  # a broken device (the study stops the worker), not a model that cannot be captured
                 self.failed = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
                 warnings.warn(f"cuda_graphs: capturing {type(self.model).__name__} failed ({self.failed}); "
                               "this fold trains without CUDA graphs", RuntimeWarning, stacklevel=2)

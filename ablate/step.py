@@ -165,24 +165,23 @@ class Step:
         y2 = lam = None
         for aug in self.batch_augs:  # on the device, after the one copy
             x, mask, y2, lam = aug(x, mask, y, self.gen)
-        if self.whole is not None and not (self.awp is not None and self.awp.on):
-            replayed = self.whole(x, mask, y, y2, lam, self.parts.head)
-            if replayed is not None:
-                after_step(self.opt)
-                if self.sched.last_epoch > 0:
-                    self._after()
-                    return replayed
-                with warnings.catch_warnings():  # its first step: the update ran in the graph, unseen by the schedule
-                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-                    self._after()
-                return replayed
+        model = self.model  # the pass run as it is: the model's graphs, where they are on
+        if self.whole is not None:
+            if self.awp is not None and self.awp.on:
+                self.whole.close()  # AWP stays on to the end: its steps run with the model's graphs
+            else:
+                replayed = self.whole(x, mask, y, y2, lam, self.parts.head)
+                if replayed is not None:
+                    return self._replayed(replayed)
+                if not self.whole.failed:  # no room for this shape's graph: none for the model's either
+                    model = self.parts.model
         self.opt.zero_grad(set_to_none=True)
-        loss = self._loss(x, mask, y, y2, lam)
+        loss = self._loss(x, mask, y, y2, lam, model)
         self._backward(loss)
         if self.awp is not None and self.awp.on:  # the step uses the gradient at the perturbed weights
             saved = self.awp.perturb()
             self.opt.zero_grad(set_to_none=True)
-            self._backward(self._loss(x, mask, y, y2, lam))
+            self._backward(self._loss(x, mask, y, y2, lam, model))
             self.awp.restore(saved)
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
@@ -192,7 +191,7 @@ class Step:
         elif self.two_pass:
             self._clip()
             self.opt.first_step(zero_grad=True)  # climb to the worst nearby weights
-            self._loss(x, mask, y, y2, lam).backward()
+            self._loss(x, mask, y, y2, lam, model).backward()
             self._clip()
             self.opt.second_step(zero_grad=True)  # step from the original weights with that gradient
         else:
@@ -200,6 +199,17 @@ class Step:
             self.opt.step()
         self._after()
         return loss.detach()
+
+    def _replayed(self, loss: torch.Tensor) -> torch.Tensor:
+        """After a replay: what the graph left out (Lookahead's syncs, the schedule, the average)."""
+        after_step(self.opt)
+        if self.sched.last_epoch > 0:
+            self._after()
+            return loss
+        with warnings.catch_warnings():  # its first step: the update ran in the graph, unseen by the schedule
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self._after()
+        return loss
 
     def _after(self) -> None:
         self.sched.step()

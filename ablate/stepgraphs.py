@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ablate.batching import DEVICE_WORK
+from ablate.device import device_failure
 from ablate.graphs import FRAME_BUCKET, MemoryGuard
 
 # torch.optim's optimizers that can run inside a graph and whose state starts at zeros (`_Saved`)
@@ -140,8 +141,9 @@ def _side_stream(device: torch.device) -> Iterator[None]:
 
 class StepGraphs:
     """Replays a training step's graph for each batch: `__call__` returns the step's loss (a
-    device tensor of its own), or None where this batch's step must run as it is (no room on the
-    device for a new graph, or capturing failed: warned once, the fold goes on without)."""
+    device tensor of its own), or None where this batch's step must run as it is: no room on the
+    device for a new graph (then none for the model's graphs either), or capturing failed (`failed`
+    says why; warned once, the fold goes on with the model alone in graphs)."""
 
     def __init__(self, body: Body, optimizer: Any, model: nn.Module, device: torch.device) -> None:
         inner = capturable(optimizer)
@@ -153,6 +155,7 @@ class StepGraphs:
         self.pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
         self.guard = MemoryGuard("cuda_graphs (whole steps)")
         self.failed = ""
+        self.captured = 0  # graphs captured in this fold (`close` lets go of them, not of this count)
         self._dropouts: dict[int, list[nn.Dropout]] = {}
         # on CUDA, each group's learning rate, where its graphs read it
         self.lrs = counted_on_device(inner, device) if device.type == "cuda" else []
@@ -169,6 +172,7 @@ class StepGraphs:
                  lam: torch.Tensor | None, head: nn.Module) -> torch.Tensor | None:
         if self.failed:
             return None
+        self._rates_in_place()
         frames = x.shape[1] + (-x.shape[1] % FRAME_BUCKET)
         # dropout's rate is captured with the graph: late dropout's switch needs graphs of its own
         key = (x.shape[0], frames, x.shape[2], x.dtype, y2 is None, id(head), tuple(m.p for m in self._rates(head)))
@@ -180,7 +184,6 @@ class StepGraphs:
             if graph is None:
                 return None
         self._fill(graph, x, mask, y, y2, lam)
-        self._rates_in_place()
         graph.replay()
         return graph.loss.clone()  # the next replay of this graph rewrites its output
 
@@ -232,6 +235,8 @@ class StepGraphs:
             saved.restore()
             raise  # not the step's fault: the study's handling of a full device applies
         except RuntimeError as e:  # an operation that cannot be captured (a loss that asks the host, say)
+            if device_failure(e):
+                raise  # a broken device (the study stops the worker), not a step that cannot be captured
             saved.restore()
             self.optimizer.zero_grad(set_to_none=True)
             self.failed = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
@@ -239,6 +244,7 @@ class StepGraphs:
                           "with the model alone in graphs", RuntimeWarning, stacklevel=3)
             return None
         self.graphs[key] = graph
+        self.captured += 1
         return graph
 
     def state(self) -> str:
@@ -247,12 +253,15 @@ class StepGraphs:
         (the rest of the fold ran without), "" (nothing captured)."""
         if self.failed:
             return f"whole steps failed ({self.failed})"
-        if not self.graphs:
+        if not self.captured:
             return ""
         return "whole steps" + (", some shapes without (device memory)" if self.guard.refused else "")
 
     def close(self) -> None:
-        """At the end of a fold: let go of the graphs, their memory and the gradients they wrote."""
+        """Let go of the graphs, their memory and the gradients they wrote: at the end of a fold,
+        and when AWP starts (its steps are not captured whole, and it stays on to the end)."""
+        if not self.graphs:
+            return
         self.graphs.clear()
         for p in self.params:
             p.grad = None

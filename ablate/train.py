@@ -110,10 +110,11 @@ def _trained(config: Config, model: torch.nn.Module, device: torch.device) -> to
 def whole_steps(config: Config, device: torch.device, optimizer: Any, scaler: Any, two_pass: bool) -> bool:
     """Whether training steps are captured whole (stepgraphs.py): with `cuda_graphs` on CUDA (not
     with `compile`), one pass per step (not SAM), no GradScaler (fp16), an optimizer whose update
-    can run in a graph and a loss that does not ask the host mid-step (tag "host"). Otherwise only
-    the model runs in graphs (`_trained`)."""
-    return (config.cuda_graphs and device.type == "cuda" and not config.compile and scaler is None
-            and not two_pass and capturable(optimizer) is not None and "host" not in LOSSES.get(config.loss.name).tags)
+    can run in a graph, a loss that does not ask the host mid-step (tag "host") and not AWP from
+    the first epoch (its steps are not captured). Otherwise only the model runs in graphs (`_trained`)."""
+    awp_throughout = config.awp > 0 and Awp(config.awp, config.awp_from, config.epochs, []).start == 0
+    return (config.cuda_graphs and device.type == "cuda" and not config.compile and scaler is None and not two_pass
+            and not awp_throughout and capturable(optimizer) is not None and "host" not in LOSSES.get(config.loss.name).tags)
 
 
 def restart_head_steps(optimizer: Any) -> None:

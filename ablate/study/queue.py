@@ -34,8 +34,6 @@ from ablate.study import records
 HEARTBEAT_S = 10  # RDB heartbeat interval; a trial silent for GRACE_S is stale
 GRACE_S = 40
 MAX_DEVICE_RETRIES = 2
-_FATAL_CUDA = ("device-side assert", "illegal memory access", "unspecified launch failure", "CUDA error: an illegal",
-               "misaligned address", "CUBLAS_STATUS_EXECUTION_FAILED", "cudaErrorLaunchFailure")
 
 
 class DeviceBroken(RuntimeError):
@@ -155,17 +153,6 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {first_line(e, 480)}"
 
 
-def device_failure(e: BaseException) -> str | None:
-    """'oom' or 'fatal' for a failure of the device rather than of the configuration."""
-    import torch
-
-    if isinstance(e, torch.OutOfMemoryError):
-        return "oom"
-    if isinstance(e, RuntimeError) and any(s in str(e) for s in _FATAL_CUDA):
-        return "fatal"
-    return None
-
-
 def _free_device_memory() -> None:
     """After an out-of-memory error (never after a fatal one: the broken context would raise again)."""
     import torch
@@ -218,6 +205,8 @@ def _unfinished(study: optuna.Study, trial: optuna.Trial, why: str, **extra: Any
 
 
 def _failed(study: optuna.Study, trial: optuna.Trial, e: Exception, arm: Callable[[], str]) -> TrialOutcome:
+    from ablate.device import device_failure  # torch: only where a trial failed
+
     reason = _reason(e)
     kind = device_failure(e)
     retries = records.trial_retries(trial)
