@@ -114,7 +114,8 @@ def whole_steps(config: Config, device: torch.device, optimizer: Any, scaler: An
     the first epoch (its steps are not captured). Otherwise only the model runs in graphs (`_trained`)."""
     awp_throughout = config.awp > 0 and Awp(config.awp, config.awp_from, config.epochs, []).start == 0
     return (config.cuda_graphs and device.type == "cuda" and not config.compile and scaler is None and not two_pass
-            and not awp_throughout and capturable(optimizer) is not None and "host" not in LOSSES.get(config.loss.name).tags)
+            and not awp_throughout and capturable(optimizer) is not None
+            and "host" not in LOSSES.get(config.loss.name).tags)
 
 
 def restart_head_steps(optimizer: Any) -> None:

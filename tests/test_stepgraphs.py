@@ -127,7 +127,8 @@ def _steps(whole: bool, mixup: bool = False, awp: float = 0.0, ema: float = 0.0,
     weights = [p for g in optimizer_.param_groups for p in g["params"]]
     aw = Awp(cfg.awp, cfg.awp_from, 2, weights)
     aw.set(0)
-    step = Step(parts, graphed(parts.model) if graphed else parts.model, optimizer_, scheduler, scaler, amp, torch.device("cpu"), cfg.grad_clip, two_pass,
+    model_ = graphed(parts.model) if graphed else parts.model
+    step = Step(parts, model_, optimizer_, scheduler, scaler, amp, torch.device("cpu"), cfg.grad_clip, two_pass,
                 [Mixup(0.5, 0.4)] if mixup else [], torch.Generator().manual_seed(1), aw, Ema(parts, ema), whole=whole)
     return step, parts
 
