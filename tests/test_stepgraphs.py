@@ -196,7 +196,7 @@ def test_running_out_of_memory_in_a_capture_stops_the_fold(monkeypatch: pytest.M
     before = [p.detach().clone() for p in parts.model.parameters()]
     with pytest.raises(torch.OutOfMemoryError):
         whole(*_batches(int(parts.features.out_dim))[0])
-    assert not whole.whole.failed if whole.whole else False
+    assert whole.whole is not None and not whole.whole.failed
     assert all(torch.equal(a, b) for a, b in zip(parts.model.parameters(), before))  # the warm-up undone
 
 
@@ -322,7 +322,7 @@ def test_a_fold_with_the_pretraining_head_and_late_dropout_captures_each_phase(s
     monkeypatch.setattr(StepGraphs, "_capture", _counting(StepGraphs._capture, counted))
     r = train_fold(cfg, data, 0, progress=False)
     assert r.graphs == "whole steps" and all(np.isfinite(e.train_loss) for e in r.epochs)
-    assert len(counted) == len(set(counted)) and {k[5] for k in counted} and len({k[5] for k in counted}) == 2
+    assert len(counted) == len(set(counted)) and len({k[5] for k in counted}) == 2  # one capture per key; two heads
     assert {k[6] for k in counted if k[5] == counted[0][5]} != {k[6] for k in counted if k[5] != counted[0][5]}
 
 
